@@ -1,0 +1,201 @@
+"""Firmware builds: ``firmware-builds/<build>/manifest.yaml`` beside the image.
+
+A manifest says what the image is (file, format, base address, sha256, compatible targets), which
+security module it carries, what behaviour the build promises (collector intervals, first
+collection, flow cap, pending time, boot marker, services, known defects) and which identity it
+expects. Tests and the certification suite read their expectations from here, never from
+constants.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from harness.config import StrictModel, load
+from harness.errors import CheckFailed, ConfigError
+
+MANIFEST_FILE = "manifest.yaml"
+
+#: Known defects by name, with the module versions that carry them (spec section 3).
+KNOWN_DEFECTS = {
+    "suspend-leak": "NetX Duo 6.1.8-6.3.0: suspension leaks flow objects; NetworkActivity never returns",
+}
+
+Seconds = Annotated[int, Field(ge=0)]
+
+
+class SecurityModuleInfo(StrictModel):
+    version: str = Field(description="module version, e.g. 3.5.4")
+    id: str = "defender-iot-micro-agent"
+    mti: str = "2.3-1-0-0"
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,5}", value):
+            raise ValueError(f"module version {value!r} must be MAJOR.MINOR.PATCH, e.g. 3.5.4")
+        return value
+
+    @field_validator("mti")
+    @classmethod
+    def _mti(cls, value: str) -> str:
+        if not re.fullmatch(r"\d+\.\d+-\d+-\d+-\d+", value):
+            raise ValueError(f"mti {value!r} must look like 2.3-1-0-0 (schema-encoding-source-type)")
+        return value
+
+
+class Intervals(StrictModel):
+    high: Annotated[int, Field(gt=0)] = 10
+    medium: Annotated[int, Field(gt=0)] = 30
+    low: Annotated[int, Field(gt=0)] = 60
+
+
+class ServicesPromise(StrictModel):
+    tcp_echo: Annotated[int, Field(ge=1, le=65535)] | None = None
+    udp_echo: Annotated[int, Field(ge=1, le=65535)] | None = None
+    icmp: bool = False
+
+
+class Behaviour(StrictModel):
+    boot_marker: str = Field(description="regular expression the console prints once booted")
+    first_collection_delay_s: Seconds | tuple[Seconds, Seconds] = (30, 89)
+    intervals_s: Intervals = Intervals()
+    flow_cap: Annotated[int, Field(gt=0)] = 64
+    pending_time_s: Seconds = 300
+    services: ServicesPromise = ServicesPromise()
+    known_defects: tuple[str, ...] = ()
+
+    @field_validator("boot_marker")
+    @classmethod
+    def _marker(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"boot_marker is not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("known_defects")
+    @classmethod
+    def _defects(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [d for d in value if d not in KNOWN_DEFECTS]
+        if unknown:
+            raise ValueError(f"unknown defect(s) {unknown}; known: {', '.join(KNOWN_DEFECTS)}")
+        return value
+
+    @property
+    def first_collection_window(self) -> tuple[int, int]:
+        d = self.first_collection_delay_s
+        return (d, d) if isinstance(d, int) else d
+
+
+class IdentityExpectation(StrictModel):
+    provisioning: str = Field(description="where the image reads its identity, e.g. 'block at 0x003FF000'")
+    device_id: str | None = None
+
+
+class BuildInfo(StrictModel):
+    build_id: str | None = None
+    knobs: dict[str, str | int | bool] = Field(default_factory=dict)
+    code_bytes: int | None = None
+    ram_bytes: int | None = None
+
+
+class FirmwareManifest(StrictModel):
+    name: str
+    version: str
+    image: str = Field(description="image file name, beside the manifest")
+    format: Literal["elf", "hex", "bin"]
+    base_address: Annotated[int, Field(ge=0)] | None = None
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    targets: tuple[str, ...] = Field(min_length=1)
+    security_module: SecurityModuleInfo
+    behaviour: Behaviour
+    identity: IdentityExpectation
+    build: BuildInfo = BuildInfo()
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("image")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if "/" in value or "\\" in value or value in ("", ".", ".."):
+            raise ValueError(f"image {value!r} must be a file name beside the manifest, not a path")
+        return value
+
+    @model_validator(mode="after")
+    def _bin_base(self) -> FirmwareManifest:
+        if self.format == "bin" and self.base_address is None:
+            raise ValueError("format bin needs base_address (where the image starts in flash)")
+        return self
+
+
+@dataclass(frozen=True)
+class FirmwareBuild:
+    """A manifest with the folder it lives in."""
+
+    folder: Path
+    manifest: FirmwareManifest
+
+    @property
+    def image_path(self) -> Path:
+        return self.folder / self.manifest.image
+
+    def compatible_with(self, target: str) -> bool:
+        return target in self.manifest.targets
+
+    def verify(self) -> str:
+        """Check the image against the manifest's sha256; return the digest or raise CheckFailed."""
+        path = self.image_path
+        if not path.is_file():
+            raise ConfigError(
+                f"{self.folder / MANIFEST_FILE}: field image: {path.name} not found beside the manifest",
+                fix="copy the image next to manifest.yaml or correct 'image'",
+            )
+        digest = sha256_file(path)
+        if digest != self.manifest.sha256:
+            raise CheckFailed(
+                f"{path}: sha256 does not match the manifest",
+                expected=self.manifest.sha256,
+                actual=digest,
+                evidence=self.folder / MANIFEST_FILE,
+            )
+        return digest
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_build(path: str | Path) -> FirmwareBuild:
+    """Load a build from its folder or its manifest file."""
+    p = Path(path)
+    manifest_path = p / MANIFEST_FILE if p.is_dir() else p
+    if not manifest_path.exists():
+        raise ConfigError(
+            f"{manifest_path}: no firmware manifest here",
+            fix="give a folder under firmware-builds/ that holds manifest.yaml",
+        )
+    return FirmwareBuild(folder=manifest_path.parent, manifest=load(FirmwareManifest, manifest_path))
+
+
+def write_manifest(folder: Path, manifest: FirmwareManifest) -> Path:
+    """Write ``manifest.yaml`` into ``folder`` (used by build tools)."""
+    import yaml
+
+    data = manifest.model_dump(mode="json", exclude_none=True)
+    path = folder / MANIFEST_FILE
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path

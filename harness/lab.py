@@ -1,0 +1,444 @@
+"""The lab inventory: ``boards/*.yaml`` (one board a file) and the optional ``boards/lab.yaml``.
+
+A lab is a folder: ``--lab DIR`` or ``$HIL_LAB``, else ``./boards``. Only files directly in the
+folder are boards; ``lab.yaml`` holds what the boards share (test networks, broker, time server,
+state folder). Board kinds (``pyocd`` for a real board on a probe, ``qemu`` for an emulated one)
+register themselves in ``BOARD_KINDS`` with the model of their own section, so a new kind adds a
+module, not a branch here.
+
+Everything is validated at load: unknown keys, wrong types and impossible combinations are
+``ConfigError``s naming the file, the field, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from harness.config import StrictModel, load, read_yaml, validate
+from harness.errors import ConfigError
+from harness.registry import Registry
+from harness.state import StateDir, default_lab_dir, resolve_state_dir
+
+LAB_FILE = "lab.yaml"
+
+#: Probe type prefixes pyOCD knows (built in) plus ours; a probe id without one is ambiguous.
+PROBE_TYPES = ("cmsisdap", "stlink", "jlink", "picoprobe", "pemicro", "remote", "emu")
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Board kinds
+
+
+@dataclass(frozen=True)
+class BoardKind:
+    """A kind of board: its name in YAML, the model of its own section (or None) and a doc line."""
+
+    name: str
+    settings_model: type[StrictModel] | None
+    description: str
+    requires_console_url: bool = True
+
+
+BOARD_KINDS: Registry[BoardKind] = Registry("board")
+
+
+class QemuSettings(StrictModel):
+    """The ``qemu:`` section of an emulated board."""
+
+    machine: Literal["mps2-an385", "mps2-an386"]
+    network: Literal["tap", "user"] = "tap"
+    memory: str | None = None
+
+
+BOARD_KINDS.add("pyocd", BoardKind("pyocd", None, "a real board on a debug probe, flashed by pyOCD"))
+BOARD_KINDS.add(
+    "qemu",
+    BoardKind(
+        "qemu",
+        QemuSettings,
+        "an emulated board: a QEMU machine flashed by pyOCD through the emu: probe plugin",
+        requires_console_url=False,
+    ),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Board sections
+
+
+class ProbeConfig(StrictModel):
+    id: str = Field(description="full pyOCD unique id with its type prefix, e.g. stlink:066DFF49")
+    target: str = Field(description="pyOCD target type, e.g. stm32l475xg")
+    pack: Path | None = None
+    frequency: Annotated[int, Field(gt=0, le=100_000_000)] | None = None
+    connect_mode: Literal["halt", "pre-reset", "under-reset", "attach"] | None = None
+    erase: Literal["sector", "chip"] = "sector"
+    keep_below: int | None = Field(
+        default=None, description="address below which flash holds a bootloader that must survive"
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _typed_id(cls, value: str) -> str:
+        prefix, sep, rest = value.partition(":")
+        if not sep or not rest:
+            raise ValueError(
+                f"probe id {value!r} has no type prefix; write it as TYPE:UNIQUE_ID "
+                f"(TYPE one of {', '.join(PROBE_TYPES)}; `pyocd list` shows the unique id)"
+            )
+        if prefix.lower() not in PROBE_TYPES:
+            raise ValueError(f"unknown probe type {prefix!r}; use one of {', '.join(PROBE_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _erase_policy(self) -> ProbeConfig:
+        if self.erase == "chip" and self.keep_below is not None:
+            raise ValueError(
+                "erase: chip would destroy the bootloader below keep_below; use erase: sector"
+            )
+        return self
+
+
+_CONSOLE_URL = re.compile(r"^(/dev/\S+|COM\d+|(socket|rfc2217|loop|spy|hwgrep|alt)://\S*)$")
+
+
+class ConsoleConfig(StrictModel):
+    url: str | None = Field(default=None, description="/dev/serial/by-id/..., socket://, rfc2217://")
+    baudrate: Annotated[int, Field(gt=0)] = 115200
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not _CONSOLE_URL.match(value):
+            raise ValueError(
+                f"console url {value!r} is neither a device path nor a pyserial URL; "
+                "use /dev/serial/by-id/..., socket://HOST:PORT or rfc2217://HOST:PORT"
+            )
+        return value
+
+
+class NetworkConfig(StrictModel):
+    address_from: Literal["static", "console", "lease"] = Field(
+        description="static: 'address' below; console: read with 'console_pattern'; "
+        "lease: the harness's DHCP server (emulated boards)"
+    )
+    address: ipaddress.IPv4Address | None = None
+    console_pattern: str | None = Field(
+        default=None, description="regular expression with a named group 'address'"
+    )
+    test_network: str = Field(description="a network named in lab.yaml, or 'emulated'")
+    stack: Literal["native", "offload"] = "native"
+
+    @model_validator(mode="after")
+    def _how(self) -> NetworkConfig:
+        if self.address_from == "static" and self.address is None:
+            raise ValueError("address_from: static needs 'address: A.B.C.D'")
+        if self.address_from == "console":
+            if not self.console_pattern:
+                raise ValueError("address_from: console needs 'console_pattern' with a group (?P<address>...)")
+            try:
+                compiled = re.compile(self.console_pattern)
+            except re.error as exc:
+                raise ValueError(f"console_pattern is not a valid regular expression: {exc}") from None
+            if "address" not in compiled.groupindex:
+                raise ValueError("console_pattern needs a named group (?P<address>...)")
+        return self
+
+
+class Services(StrictModel):
+    tcp_echo: Port | None = None
+    udp_echo: Port | None = None
+
+
+class Capabilities(StrictModel):
+    icmp: bool = False
+    ipv6: bool = False
+    rst_closed_ports: bool = False
+    services: Services = Services()
+
+    def has(self, name: str) -> bool:
+        """True if the board offers ``name`` (a flag, or a service such as 'tcp_echo')."""
+        if name in ("icmp", "ipv6", "rst_closed_ports"):
+            return bool(getattr(self, name))
+        if name in Services.model_fields:
+            return getattr(self.services, name) is not None
+        raise ConfigError(f"unknown capability {name!r}", fix="use icmp, ipv6, rst_closed_ports, tcp_echo, udp_echo")
+
+
+class ResetConfig(StrictModel):
+    method: Literal["system", "hardware", "core", "power"] = "system"
+
+
+class PowerConfig(StrictModel):
+    kind: Literal["none", "command", "emulated"] = "none"
+    on: list[str] | None = None
+    off: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _commands(self) -> PowerConfig:
+        if self.kind == "command" and not (self.on and self.off):
+            raise ValueError("power kind 'command' needs both 'on' and 'off' as argument lists")
+        return self
+
+
+class CredentialsConfig(StrictModel):
+    source: Literal["generated", "file", "env"] = "generated"
+    path: Path | None = None
+    variable: str | None = None
+
+    @model_validator(mode="after")
+    def _where(self) -> CredentialsConfig:
+        if self.source == "file" and self.path is None:
+            raise ValueError("credentials source 'file' needs 'path'")
+        if self.source == "env" and not self.variable:
+            raise ValueError("credentials source 'env' needs 'variable'")
+        return self
+
+
+class IdentityConfig(StrictModel):
+    device_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$")]
+    module_id: str | None = None
+    credentials: CredentialsConfig = CredentialsConfig()
+
+
+class Board(StrictModel):
+    """One board of the lab, as written in ``boards/<name>.yaml``."""
+
+    name: Name
+    kind: str
+    description: str | None = None
+    probe: ProbeConfig
+    console: ConsoleConfig = ConsoleConfig()
+    network: NetworkConfig
+    capabilities: Capabilities = Capabilities()
+    reset: ResetConfig = ResetConfig()
+    power: PowerConfig = PowerConfig()
+    identity: IdentityConfig
+    settings: Any = Field(default=None, description="the kind's own section, validated by the kind")
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_section(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "kind" not in data:
+            return data
+        kind_name = data["kind"]
+        if not isinstance(kind_name, str) or kind_name not in BOARD_KINDS:
+            raise ValueError(f"unknown board kind {kind_name!r}; use one of {', '.join(BOARD_KINDS.names())}")
+        if "settings" in data:
+            raise ValueError(f"put the kind's options under '{kind_name}:', not 'settings:'")
+        kind = BOARD_KINDS.get(kind_name)
+        data = dict(data)
+        for other in BOARD_KINDS.names():
+            if other != kind_name and other in data and BOARD_KINDS.get(other).settings_model is not None:
+                raise ValueError(f"section '{other}:' belongs to boards of kind {other}, not {kind_name}")
+        section = data.pop(kind_name, None)
+        if kind.settings_model is not None:
+            if section is None:
+                raise ValueError(f"boards of kind {kind_name} need a '{kind_name}:' section")
+            data["settings"] = kind.settings_model.model_validate(section)
+        elif section is not None:
+            raise ValueError(f"boards of kind {kind_name} take no '{kind_name}:' section")
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Board:
+        kind = BOARD_KINDS.get(self.kind)
+        if kind.requires_console_url and self.console.url is None:
+            raise ValueError(f"boards of kind {self.kind} need 'console: {{url: ...}}'")
+        if self.network.address_from == "lease" and self.network.test_network != "emulated":
+            raise ValueError("address_from: lease is only for boards on the harness's own 'emulated' network")
+        if self.network.stack == "offload" and self.capabilities.icmp:
+            raise ValueError("an offload (Wi-Fi module) stack reports no ICMP; set capabilities.icmp: false")
+        return self
+
+    @property
+    def kind_info(self) -> BoardKind:
+        return BOARD_KINDS.get(self.kind)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+
+# ---------------------------------------------------------------------------------------------
+# lab.yaml
+
+
+class TestNetwork(StrictModel):
+    __test__ = False  # not a pytest class
+
+    name: Name
+    subnet: ipaddress.IPv4Network | ipaddress.IPv6Network
+    interface: str | None = None
+    bridge: str | None = None
+
+    @model_validator(mode="after")
+    def _reach(self) -> TestNetwork:
+        if (self.interface is None) == (self.bridge is None):
+            raise ValueError(f"network {self.name}: give exactly one of 'interface' or 'bridge' that reaches it")
+        if self.subnet.is_global:
+            raise ValueError(
+                f"network {self.name}: {self.subnet} is a public range; test networks must be private"
+            )
+        return self
+
+
+class BrokerSettings(StrictModel):
+    kind: str = "mosquitto"
+    url: str | None = None
+    hub: str = "hil-lab.azure-devices.net"
+    bind: ipaddress.IPv4Address | None = None
+    tls: bool = False
+
+    @model_validator(mode="after")
+    def _external(self) -> BrokerSettings:
+        if self.kind == "external" and not self.url:
+            raise ValueError("broker kind 'external' needs 'url: mqtt://HOST:PORT'")
+        return self
+
+
+class TimeServerSettings(StrictModel):
+    kind: Literal["chrony", "sntp", "external", "none"] = "chrony"
+    host: str | None = None
+
+    @model_validator(mode="after")
+    def _external(self) -> TimeServerSettings:
+        if self.kind == "external" and not self.host:
+            raise ValueError("time_server kind 'external' needs 'host'")
+        return self
+
+
+class LabSettings(StrictModel):
+    name: str = "lab"
+    state_dir: Path | None = None
+    networks: tuple[TestNetwork, ...] = ()
+    broker: BrokerSettings = BrokerSettings()
+    time_server: TimeServerSettings = TimeServerSettings()
+
+    @field_validator("networks")
+    @classmethod
+    def _unique(cls, nets: tuple[TestNetwork, ...]) -> tuple[TestNetwork, ...]:
+        names = [n.name for n in nets]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"network names must be unique; repeated: {', '.join(sorted(dup))}")
+        if "emulated" in names:
+            raise ValueError("'emulated' is reserved for the harness's own networks; choose another name")
+        return nets
+
+
+# ---------------------------------------------------------------------------------------------
+# The lab
+
+
+@dataclass
+class Lab:
+    """A loaded, validated lab folder."""
+
+    root: Path
+    settings: LabSettings
+    boards: dict[str, Board] = field(default_factory=dict)
+
+    @property
+    def state(self) -> StateDir:
+        state_dir = self.settings.state_dir
+        if state_dir is not None and not state_dir.is_absolute():
+            state_dir = self.root / state_dir
+        return resolve_state_dir(lab_state_dir=state_dir, lab_dir=self.root)
+
+    def board(self, name: str) -> Board:
+        try:
+            return self.boards[name]
+        except KeyError:
+            known = ", ".join(sorted(self.boards)) or "(none)"
+            raise ConfigError(f"no board named {name!r} in {self.root}", fix=f"use one of: {known}") from None
+
+    def network(self, name: str) -> TestNetwork | None:
+        return next((n for n in self.settings.networks if n.name == name), None)
+
+
+def lab_dir(explicit: str | Path | None = None) -> Path:
+    return Path(explicit) if explicit is not None else default_lab_dir()
+
+
+def load_board(path: Path) -> Board:
+    board = load(Board, path)
+    board._source = path
+    return board
+
+
+def load_lab(root: str | Path | None = None, *, collect_errors: list[ConfigError] | None = None) -> Lab:
+    """Load a lab folder. With ``collect_errors``, bad boards are reported there and skipped;
+    without it the first error is raised."""
+    root_path = lab_dir(root)
+    if not root_path.is_dir():
+        raise ConfigError(
+            f"lab folder {root_path} does not exist",
+            fix="point --lab or HIL_LAB at a folder holding boards/*.yaml",
+        )
+    lab_file = root_path / LAB_FILE
+    settings = load(LabSettings, lab_file) if lab_file.exists() else LabSettings()
+    lab = Lab(root=root_path, settings=settings)
+    for path in sorted(root_path.glob("*.yaml")) + sorted(root_path.glob("*.yml")):
+        if path.name in (LAB_FILE, "lab.yml"):
+            continue
+        try:
+            board = load_board(path)
+            _check_in_lab(lab, board, path)
+        except ConfigError as exc:
+            if collect_errors is None:
+                raise
+            collect_errors.append(exc)
+            continue
+        lab.boards[board.name] = board
+    return lab
+
+
+def _check_in_lab(lab: Lab, board: Board, path: Path) -> None:
+    if board.name in lab.boards:
+        other = lab.boards[board.name].source
+        raise ConfigError(
+            f"{path}: field name: board name {board.name!r} is already used by {other}",
+            fix="give every board a unique name",
+        )
+    net = board.network.test_network
+    if net != "emulated" and lab.network(net) is None:
+        known = ", ".join(n.name for n in lab.settings.networks) or "(none defined)"
+        raise ConfigError(
+            f"{path}: field network.test_network: {net!r} is not a network of {lab.root / LAB_FILE}",
+            fix=f"use one of: {known}, or 'emulated'; or add it under 'networks:' in lab.yaml",
+        )
+    if board.network.address is not None and net != "emulated":
+        subnet = lab.network(net).subnet  # type: ignore[union-attr]
+        if board.network.address not in subnet:
+            raise ConfigError(
+                f"{path}: field network.address: {board.network.address} is outside {net} ({subnet})",
+                fix="correct the address or the test_network",
+            )
+    if board.probe.pack is not None and not board.probe.pack.is_absolute():
+        object.__setattr__(board.probe, "pack", (path.parent / board.probe.pack))
+
+
+__all__ = [
+    "BOARD_KINDS",
+    "Board",
+    "BoardKind",
+    "Lab",
+    "LabSettings",
+    "TestNetwork",
+    "load_board",
+    "load_lab",
+    "read_yaml",
+    "validate",
+]
