@@ -1,0 +1,57 @@
+"""`hil boards`: the lab's boards, who holds them, which are quarantined; `--check` validates."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import ConfigError
+from harness.lab import load_lab
+from harness.lease import clear_quarantine, live_holder, quarantined
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("boards", help="list the lab's boards, their holders and quarantine")
+    p.add_argument("--check", action="store_true", help="validate every file; exit 2 on any error")
+    p.add_argument("--clear", metavar="NAME", help="clear the quarantine of board NAME")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    errors: list[ConfigError] = []
+    lab = load_lab(args.lab, collect_errors=errors)
+    if args.clear:
+        lab.board(args.clear)  # a ConfigError naming the known boards if it is not one
+        had = clear_quarantine(lab.state, args.clear)
+        print(f"{args.clear}: quarantine cleared" if had else f"{args.clear}: was not quarantined")
+        return 0
+    if args.check:
+        for err in errors:
+            print(f"error: {err}", file=sys.stderr)
+        if errors:
+            print(f"{len(errors)} error(s) in {lab.root}", file=sys.stderr)
+            return 2
+        print(f"{lab.root}: {len(lab.boards)} board(s), {len(lab.settings.networks)} network(s): ok")
+        return 0
+    table = Table(title=f"boards in {lab.root}")
+    for col in ("name", "kind", "target", "probe id", "holder", "quarantine"):
+        table.add_column(col)
+    state = lab.state
+    for name, board in sorted(lab.boards.items()):
+        holder = live_holder(state, name)
+        q = quarantined(state, name)
+        table.add_row(
+            name,
+            board.kind,
+            board.probe.target,
+            board.probe.id,
+            f"pid {holder.pid} @ {holder.host} run {holder.run_id}" if holder else "",
+            f"{q.reason} (since {q.since})" if q else "",
+        )
+    Console(width=160).print(table)
+    for err in errors:
+        print(f"error: {err}", file=sys.stderr)
+    return 2 if errors else 0
