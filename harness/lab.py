@@ -180,13 +180,13 @@ class ResetConfig(StrictModel):
 
 class PowerConfig(StrictModel):
     kind: Literal["none", "command", "emulated"] = "none"
-    on: list[str] | None = None
-    off: list[str] | None = None
+    on_command: list[str] | None = None
+    off_command: list[str] | None = None
 
     @model_validator(mode="after")
     def _commands(self) -> PowerConfig:
-        if self.kind == "command" and not (self.on and self.off):
-            raise ValueError("power kind 'command' needs both 'on' and 'off' as argument lists")
+        if self.kind == "command" and not (self.on_command and self.off_command):
+            raise ValueError("power kind 'command' needs both 'on_command' and 'off_command' as argument lists")
         return self
 
 
