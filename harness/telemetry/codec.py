@@ -1,0 +1,645 @@
+"""FlatBuffers codec for the ``AzureIoTSecurity`` message, as the device sends it.
+
+``decode`` reads both layouts FlatBuffers allows (flatcc's, with vtables after their tables and
+negative soffsets, as the firmware writes it; and Google's, vtables before) and verifies as it
+reads: every offset, vtable, field, vector and string is bounds-checked against the buffer,
+required fields and union tags are checked, enum values must be known, strings must be UTF-8 and
+NUL-terminated. Anything malformed raises ``DecodeError`` naming the offset; nothing is read past
+the buffer. Offsets (uoffset) only point forward, so the walk cannot loop; the schema is not
+recursive, so depth is bounded; and a budget of objects proportional to the buffer size stops
+shared sub-tables from amplifying a small buffer into a huge decode.
+
+Why the reader is hand-written rather than flatc's generated accessors: those verify nothing, so a
+verifier would have to walk the same tables before them anyway; one pass that checks while it
+reads is the verifier, and is faster (``benchmarks/codec_decode.py`` prints the ratio). The field
+tables below follow ``schema/AzureIoTSecurity.fbs``; ``tests/unit/telemetry`` decodes the same
+buffers through the generated accessors and compares, so the two cannot drift apart.
+
+``encode`` writes Google's layout with the ``flatbuffers`` Builder through flatc's generated
+builder functions (``generated/``); scalars equal to their default are not written, as on the
+device. It does not reproduce flatcc's bytes (the firmware's C encoder does that).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
+from typing import Any, TypeVar
+
+import flatbuffers
+
+from harness.errors import CheckFailed
+from harness.telemetry.generated import AzureIoTSecurity as fbs
+from harness.telemetry.model import (
+    Baseline,
+    BaselineCheck,
+    BaselineCheckResult,
+    BaselineCheckSeverity,
+    Event,
+    Flow,
+    Heartbeat,
+    ListeningPort,
+    ListeningPorts,
+    Log,
+    LogLevel,
+    LogRecord,
+    ModuleVersion,
+    NetworkActivity,
+    Payload,
+    PayloadType,
+    Process,
+    ProcessEventType,
+    Protocol,
+    SecurityMessage,
+    SystemInformation,
+)
+
+__all__ = ["DecodeError", "decode", "encode"]
+
+_I8 = struct.Struct("<b").unpack_from
+_U16 = struct.Struct("<H").unpack_from
+_I32 = struct.Struct("<i").unpack_from
+_U32 = struct.Struct("<I").unpack_from
+_U64 = struct.Struct("<Q").unpack_from
+_HH = struct.Struct("<HH").unpack_from
+_VTABLE_ENTRIES = [struct.Struct(f"<{n}H").unpack_from for n in range(16)]
+
+E = TypeVar("E")
+T = TypeVar("T")
+
+
+class DecodeError(CheckFailed):
+    """A buffer is not a valid ``AzureIoTSecurity.Message``; ``offset`` is where it went wrong."""
+
+    def __init__(self, message: str, *, offset: int, **kwargs: Any) -> None:
+        super().__init__(f"offset {offset} (0x{offset:x}): {message}", **kwargs)
+        self.offset = offset
+
+
+class _Spec:
+    """A table's fields in id order: names (for messages) and inline sizes (for bounds checks)."""
+
+    __slots__ = ("name", "names", "sizes")
+
+    def __init__(self, name: str, *fields: tuple[str, int]) -> None:
+        self.name = name
+        self.names = tuple(f"{name}.{field}" for field, _ in fields)
+        self.sizes = tuple(size for _, size in fields)
+
+
+# Field ids and inline sizes of schema/AzureIoTSecurity.fbs (offsets: 4, union type: 1).
+_MESSAGE = _Spec("Message", ("security_module_id", 4), ("security_module_version", 4), ("timezone", 1), ("events", 4))
+_EVENT = _Spec("Event", ("id", 16), ("time", 4), ("collection_interval", 4), ("payload_type", 1), ("payload", 4))
+_NETWORK_ACTIVITY = _Spec("NetworkActivity", ("ipv4_activity", 4), ("ipv6_activity", 4))
+_NETWORK_V4 = _Spec("NetworkActivityV4", ("addresses", 8), ("common", 4))
+_NETWORK_V6 = _Spec("NetworkActivityV6", ("addresses", 32), ("common", 4))
+_COMMON = _Spec(
+    "NetworkActivityCommon",
+    ("local_port", 2),
+    ("remote_port", 2),
+    ("bytes_in", 4),
+    ("bytes_out", 4),
+    ("protocol", 1),
+    ("process_id", 2),
+    ("user_id", 2),
+    ("executable", 4),
+    ("commandline", 4),
+)
+_SYSTEM_INFORMATION = _Spec("SystemInformation", ("os_info", 4), ("kernel_info", 4), ("hw_info", 4))
+_LISTENING_PORTS = _Spec("ListeningPorts", ("ipv4_ports", 4), ("ipv6_ports", 4))
+_HEARTBEAT = _Spec("Heartbeat")
+_BASELINE = _Spec("Baseline", ("baseline_checks", 4))
+_BASELINE_CHECK = _Spec(
+    "BaselineCheck", ("id", 4), ("result", 1), ("error", 4), ("description", 4), ("severity", 1), ("remediation", 4)
+)
+_PROCESS = _Spec(
+    "Process",
+    ("executable", 4),
+    ("process_id", 4),
+    ("parent_process_id", 4),
+    ("user_id", 4),
+    ("user_name", 4),
+    ("commandline", 4),
+    ("event_type", 1),
+    ("hit_count", 4),
+)
+_LOG = _Spec("Log", ("logs", 4))
+_RECORD = _Spec("Record", ("message", 4), ("level", 1), ("timestamp", 8), ("line", 4), ("filename", 4))
+
+
+class _Reader:
+    """Bounds-checked access to one buffer; every method raises DecodeError, nothing else."""
+
+    __slots__ = ("budget", "buf", "size", "strings")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.size = len(buf)
+        # Tables and vector elements each occupy at least 4 distinct bytes in a buffer without
+        # shared sub-objects; twice that leaves room for legitimate sharing.
+        self.budget = self.size // 2 + 8
+        self.strings: dict[int, str] = {}
+
+    def _spend(self, units: int, pos: int, what: str) -> None:
+        self.budget -= units
+        if self.budget < 0:
+            raise DecodeError(
+                f"{what}: more objects than a {self.size}-byte buffer can hold "
+                "(shared sub-tables or vectors amplifying the decode)",
+                offset=pos,
+            )
+
+    def ref(self, pos: int) -> int:
+        """The target of the uoffset at ``pos`` (``pos`` is in bounds; the target is checked by its reader)."""
+        return pos + _U32(self.buf, pos)[0]
+
+    def table(self, pos: int, spec: _Spec) -> list[int]:
+        """Open the table at ``pos``: absolute positions of its fields in id order, 0 where absent."""
+        buf, size = self.buf, self.size
+        self._spend(1, pos, spec.name)
+        if pos + 4 > size:
+            raise DecodeError(f"{spec.name}: table starts past the end of the {size}-byte buffer", offset=pos)
+        vt = pos - _I32(buf, pos)[0]
+        if vt < 0 or vt + 4 > size:
+            raise DecodeError(f"{spec.name}: vtable at {vt} is outside the {size}-byte buffer", offset=pos)
+        vt_size, tbl_size = _HH(buf, vt)
+        if vt_size < 4 or vt_size & 1 or vt + vt_size > size:
+            raise DecodeError(f"{spec.name}: vtable size {vt_size} is odd, below 4 or past the end", offset=vt)
+        if tbl_size < 4 or pos + tbl_size > size:
+            raise DecodeError(
+                f"{spec.name}: table size {tbl_size} is below 4 or runs past the end of the {size}-byte buffer",
+                offset=vt + 2,
+            )
+        sizes = spec.sizes
+        fields = [0] * len(sizes)
+        count = min(len(sizes), (vt_size - 4) >> 1)
+        if count:
+            for i, off in enumerate(_VTABLE_ENTRIES[count](buf, vt + 4)):
+                if off:
+                    if off + sizes[i] > tbl_size:
+                        raise DecodeError(
+                            f"{spec.names[i]}: field at {off} (+{sizes[i]} bytes) is outside the {tbl_size}-byte table",
+                            offset=vt + 4 + 2 * i,
+                        )
+                    fields[i] = pos + off
+        return fields
+
+    def string(self, pos: int, what: str) -> str:
+        target = pos + _U32(self.buf, pos)[0]
+        cached = self.strings.get(target)
+        if cached is not None:
+            return cached
+        if target + 4 > self.size:
+            raise DecodeError(f"{what}: string at {target} is outside the {self.size}-byte buffer", offset=pos)
+        end = target + 4 + _U32(self.buf, target)[0]
+        if end >= self.size:
+            raise DecodeError(f"{what}: string of {end - target - 4} bytes runs past the end", offset=target)
+        if self.buf[end] != 0:
+            raise DecodeError(f"{what}: string is not NUL-terminated", offset=end)
+        try:
+            text = self.buf[target + 4 : end].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"{what}: string is not UTF-8 ({exc.reason})", offset=target + 4 + exc.start) from None
+        self.strings[target] = text
+        return text
+
+    def opt_string(self, pos: int, what: str) -> str | None:
+        return self.string(pos, what) if pos else None
+
+    def vector(self, pos: int, elem_size: int, what: str) -> tuple[int, int]:
+        """(start, count) of the vector the uoffset at ``pos`` points to."""
+        target = pos + _U32(self.buf, pos)[0]
+        if target + 4 > self.size:
+            raise DecodeError(f"{what}: vector at {target} is outside the {self.size}-byte buffer", offset=pos)
+        count = _U32(self.buf, target)[0]
+        if target + 4 + count * elem_size > self.size:
+            raise DecodeError(
+                f"{what}: {count} elements of {elem_size} bytes run past the end of the {self.size}-byte buffer",
+                offset=target,
+            )
+        self._spend(count, target, what)
+        return target + 4, count
+
+    def tables(self, pos: int, what: str, read: Callable[[_Reader, int], T]) -> tuple[T, ...]:
+        if not pos:
+            return ()
+        start, count = self.vector(pos, 4, what)
+        return tuple([read(self, self.ref(start + 4 * i)) for i in range(count)])
+
+    def enum(self, pos: int, values: dict[int, E], default: E, what: str) -> E:
+        if not pos:
+            return default
+        raw = _I8(self.buf, pos)[0]
+        value = values.get(raw)
+        if value is None:
+            raise DecodeError(f"{what}: {raw} is not one of {', '.join(map(str, values))}", offset=pos)
+        return value
+
+    def scalar(self, unpack: Callable[[bytes, int], tuple[int]], pos: int, default: int = 0) -> int:
+        return unpack(self.buf, pos)[0] if pos else default
+
+
+def _required(fields: list[int], index: int, spec: _Spec, table_pos: int) -> int:
+    pos = fields[index]
+    if not pos:
+        raise DecodeError(f"{spec.names[index]} is required but absent", offset=table_pos)
+    return pos
+
+
+_PROTOCOLS = {p.value: p for p in Protocol}
+_RESULTS = {v.value: v for v in BaselineCheckResult}
+_SEVERITIES = {v.value: v for v in BaselineCheckSeverity}
+_PROCESS_EVENTS = {v.value: v for v in ProcessEventType}
+_LEVELS = {v.value: v for v in LogLevel}
+
+
+# ---- decoding, one function per table ----------------------------------------------------------
+
+
+def _flow(r: _Reader, pos: int, spec: _Spec, v6: bool) -> Flow:
+    f = r.table(pos, spec)
+    a = _required(f, 0, spec, pos)
+    c_pos = r.ref(_required(f, 1, spec, pos))
+    buf = r.buf
+    if v6:
+        local: IPv4Address | IPv6Address = IPv6Address(buf[a : a + 16])
+        remote: IPv4Address | IPv6Address = IPv6Address(buf[a + 16 : a + 32])
+    else:
+        local = IPv4Address(buf[a : a + 4])
+        remote = IPv4Address(buf[a + 4 : a + 8])
+    c = r.table(c_pos, _COMMON)
+    return Flow(
+        local,
+        remote,
+        _U16(buf, c[0])[0] if c[0] else 0,
+        _U16(buf, c[1])[0] if c[1] else 0,
+        r.enum(c[4], _PROTOCOLS, Protocol.TCP, "NetworkActivityCommon.protocol"),
+        _U32(buf, c[2])[0] if c[2] else 0,
+        _U32(buf, c[3])[0] if c[3] else 0,
+        _U16(buf, c[5])[0] if c[5] else 0,
+        _U16(buf, c[6])[0] if c[6] else 0,
+        r.string(c[7], "NetworkActivityCommon.executable") if c[7] else None,
+        r.string(c[8], "NetworkActivityCommon.commandline") if c[8] else None,
+    )
+
+
+def _flow_v4(r: _Reader, pos: int) -> Flow:
+    return _flow(r, pos, _NETWORK_V4, False)
+
+
+def _flow_v6(r: _Reader, pos: int) -> Flow:
+    return _flow(r, pos, _NETWORK_V6, True)
+
+
+def _network_activity(r: _Reader, pos: int) -> NetworkActivity:
+    f = r.table(pos, _NETWORK_ACTIVITY)
+    return NetworkActivity(
+        r.tables(f[0], "NetworkActivity.ipv4_activity", _flow_v4),
+        r.tables(f[1], "NetworkActivity.ipv6_activity", _flow_v6),
+    )
+
+
+def _system_information(r: _Reader, pos: int) -> SystemInformation:
+    f = r.table(pos, _SYSTEM_INFORMATION)
+    return SystemInformation(
+        r.opt_string(f[0], "SystemInformation.os_info"),
+        r.opt_string(f[1], "SystemInformation.kernel_info"),
+        r.opt_string(f[2], "SystemInformation.hw_info"),
+    )
+
+
+def _ports(r: _Reader, pos: int, v6: bool) -> tuple[ListeningPort, ...]:
+    if not pos:
+        return ()
+    addr_size = 16 if v6 else 4
+    what = "ListeningPorts.ipv6_ports" if v6 else "ListeningPorts.ipv4_ports"
+    start, count = r.vector(pos, addr_size + 4, what)
+    ports = []
+    for i in range(count):
+        p = start + i * (addr_size + 4)
+        raw = r.buf[p : p + addr_size]
+        address: IPv4Address | IPv6Address = IPv6Address(raw) if v6 else IPv4Address(raw)
+        protocol = r.enum(p + addr_size + 2, _PROTOCOLS, Protocol.TCP, f"{what}[{i}].protocol")
+        ports.append(ListeningPort(address, _U16(r.buf, p + addr_size)[0], protocol))
+    return tuple(ports)
+
+
+def _listening_ports(r: _Reader, pos: int) -> ListeningPorts:
+    f = r.table(pos, _LISTENING_PORTS)
+    return ListeningPorts(_ports(r, f[0], False), _ports(r, f[1], True))
+
+
+def _heartbeat(r: _Reader, pos: int) -> Heartbeat:
+    r.table(pos, _HEARTBEAT)
+    return Heartbeat()
+
+
+def _baseline_check(r: _Reader, pos: int) -> BaselineCheck:
+    f = r.table(pos, _BASELINE_CHECK)
+    return BaselineCheck(
+        r.string(_required(f, 0, _BASELINE_CHECK, pos), "BaselineCheck.id"),
+        r.enum(f[1], _RESULTS, BaselineCheckResult.PASS, "BaselineCheck.result"),
+        r.opt_string(f[2], "BaselineCheck.error"),
+        r.opt_string(f[3], "BaselineCheck.description"),
+        r.enum(f[4], _SEVERITIES, BaselineCheckSeverity.CRITICAL, "BaselineCheck.severity"),
+        r.opt_string(f[5], "BaselineCheck.remediation"),
+    )
+
+
+def _baseline(r: _Reader, pos: int) -> Baseline:
+    f = r.table(pos, _BASELINE)
+    return Baseline(r.tables(f[0], "Baseline.baseline_checks", _baseline_check))
+
+
+def _process(r: _Reader, pos: int) -> Process:
+    f = r.table(pos, _PROCESS)
+    return Process(
+        r.opt_string(f[0], "Process.executable"),
+        r.scalar(_U32, f[1]),
+        r.scalar(_U32, f[2]),
+        r.scalar(_U32, f[3]),
+        r.opt_string(f[4], "Process.user_name"),
+        r.opt_string(f[5], "Process.commandline"),
+        r.enum(f[6], _PROCESS_EVENTS, ProcessEventType.FORK, "Process.event_type"),
+        r.scalar(_U32, f[7], 1),
+    )
+
+
+def _record(r: _Reader, pos: int) -> LogRecord:
+    f = r.table(pos, _RECORD)
+    return LogRecord(
+        message=r.string(_required(f, 0, _RECORD, pos), "Record.message"),
+        filename=r.string(_required(f, 4, _RECORD, pos), "Record.filename"),
+        level=r.enum(f[1], _LEVELS, LogLevel.NOTSET, "Record.level"),
+        timestamp=r.scalar(_U64, f[2]),
+        line=r.scalar(_U32, f[3]),
+    )
+
+
+def _log(r: _Reader, pos: int) -> Log:
+    f = r.table(pos, _LOG)
+    return Log(r.tables(f[0], "Log.logs", _record))
+
+
+_PAYLOAD_READERS: dict[int, Callable[[_Reader, int], Payload]] = {
+    PayloadType.NETWORK_ACTIVITY: _network_activity,
+    PayloadType.SYSTEM_INFORMATION: _system_information,
+    PayloadType.LISTENING_PORTS: _listening_ports,
+    PayloadType.HEARTBEAT: _heartbeat,
+    PayloadType.BASELINE: _baseline,
+    PayloadType.PROCESS: _process,
+    PayloadType.LOG: _log,
+}
+
+
+def _event(r: _Reader, pos: int) -> Event:
+    f = r.table(pos, _EVENT)
+    id_pos = _required(f, 0, _EVENT, pos)
+    value_pos = _required(f, 4, _EVENT, pos)
+    kind = r.buf[f[3]] if f[3] else 0
+    read = _PAYLOAD_READERS.get(kind)
+    if read is None:
+        raise DecodeError(
+            f"Event.payload_type {kind} is not a Payload type (1..7; 0 is NONE, and the payload is required)",
+            offset=f[3] or pos,
+        )
+    return Event(
+        r.buf[id_pos : id_pos + 16],
+        r.scalar(_U32, f[1]),
+        r.scalar(_U32, f[2]),
+        read(r, r.ref(value_pos)),
+    )
+
+
+def decode(data: bytes | bytearray | memoryview) -> SecurityMessage:
+    """Verify and decode one ``AzureIoTSecurity.Message`` buffer (no identifier, no size prefix)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"decode() takes bytes, not {type(data).__name__}")
+    r = _Reader(bytes(data))
+    if r.size < 8:
+        raise DecodeError(f"a message needs at least 8 bytes (root offset and a table), got {r.size}", offset=0)
+    root = _U32(r.buf, 0)[0]
+    f = r.table(root, _MESSAGE)
+    module_id = r.string(_required(f, 0, _MESSAGE, root), "Message.security_module_id")
+    events = r.tables(_required(f, 3, _MESSAGE, root), "Message.events", _event)
+    return SecurityMessage(
+        module_id,
+        ModuleVersion.from_int(r.scalar(_U32, f[1])),
+        events,
+        r.scalar(_I8, f[2]),
+    )
+
+
+# ---- encoding through the generated builder functions ------------------------------------------
+
+
+def _uint(value: int, bits: int, what: str) -> int:
+    if not isinstance(value, int) or not 0 <= value < (1 << bits):
+        raise ValueError(f"{what} = {value!r} does not fit in an unsigned {bits}-bit field")
+    return value
+
+
+def _string(b: flatbuffers.Builder, value: str | None) -> int:
+    return 0 if value is None else b.CreateString(value)
+
+
+def _offsets_vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
+    b.StartVector(4, len(offsets), 4)
+    for off in reversed(offsets):
+        b.PrependUOffsetTRelative(off)
+    return b.EndVector()
+
+
+def _address_words(address: IPv4Address | IPv6Address, v6: bool, what: str) -> list[int]:
+    """The address bytes in network order, as the little-endian uint32 words the schema holds."""
+    if v6 != isinstance(address, IPv6Address) or not isinstance(address, IPv4Address | IPv6Address):
+        raise ValueError(f"{what} = {address!r} is not an {'IPv6' if v6 else 'IPv4'} address")
+    packed = address.packed
+    return list(struct.unpack(f"<{len(packed) // 4}I", packed))
+
+
+def _encode_flow(b: flatbuffers.Builder, flow: Flow, v6: bool) -> int:
+    what = "NetworkActivity.ipv6" if v6 else "NetworkActivity.ipv4"
+    local = _address_words(flow.local_address, v6, f"{what} local_address")
+    remote = _address_words(flow.remote_address, v6, f"{what} remote_address")
+    executable = _string(b, flow.executable)
+    commandline = _string(b, flow.commandline)
+    fbs.NetworkActivityCommon.Start(b)
+    fbs.NetworkActivityCommon.AddLocalPort(b, _uint(flow.local_port, 16, "Flow.local_port"))
+    fbs.NetworkActivityCommon.AddRemotePort(b, _uint(flow.remote_port, 16, "Flow.remote_port"))
+    fbs.NetworkActivityCommon.AddBytesIn(b, _uint(flow.bytes_in, 32, "Flow.bytes_in"))
+    fbs.NetworkActivityCommon.AddBytesOut(b, _uint(flow.bytes_out, 32, "Flow.bytes_out"))
+    fbs.NetworkActivityCommon.AddProtocol(b, Protocol(flow.protocol))
+    fbs.NetworkActivityCommon.AddProcessId(b, _uint(flow.process_id, 16, "Flow.process_id"))
+    fbs.NetworkActivityCommon.AddUserId(b, _uint(flow.user_id, 16, "Flow.user_id"))
+    if executable:
+        fbs.NetworkActivityCommon.AddExecutable(b, executable)
+    if commandline:
+        fbs.NetworkActivityCommon.AddCommandline(b, commandline)
+    common = fbs.NetworkActivityCommon.End(b)
+    if v6:
+        fbs.NetworkActivityV6.Start(b)
+        fbs.NetworkActivityV6.AddAddresses(b, fbs.IPv6Addresses.CreateIPv6Addresses(b, local, remote))
+        fbs.NetworkActivityV6.AddCommon(b, common)
+        return int(fbs.NetworkActivityV6.End(b))
+    fbs.NetworkActivityV4.Start(b)
+    fbs.NetworkActivityV4.AddAddresses(b, fbs.IPv4Addresses.CreateIPv4Addresses(b, local[0], remote[0]))
+    fbs.NetworkActivityV4.AddCommon(b, common)
+    return int(fbs.NetworkActivityV4.End(b))
+
+
+def _encode_network_activity(b: flatbuffers.Builder, p: NetworkActivity) -> int:
+    ipv4 = _offsets_vector(b, [_encode_flow(b, f, False) for f in p.ipv4]) if p.ipv4 else 0
+    ipv6 = _offsets_vector(b, [_encode_flow(b, f, True) for f in p.ipv6]) if p.ipv6 else 0
+    fbs.NetworkActivity.Start(b)
+    if ipv4:
+        fbs.NetworkActivity.AddIpv4Activity(b, ipv4)
+    if ipv6:
+        fbs.NetworkActivity.AddIpv6Activity(b, ipv6)
+    return int(fbs.NetworkActivity.End(b))
+
+
+def _encode_system_information(b: flatbuffers.Builder, p: SystemInformation) -> int:
+    os_info, kernel_info, hw_info = (_string(b, s) for s in (p.os_info, p.kernel_info, p.hw_info))
+    fbs.SystemInformation.Start(b)
+    if os_info:
+        fbs.SystemInformation.AddOsInfo(b, os_info)
+    if kernel_info:
+        fbs.SystemInformation.AddKernelInfo(b, kernel_info)
+    if hw_info:
+        fbs.SystemInformation.AddHwInfo(b, hw_info)
+    return int(fbs.SystemInformation.End(b))
+
+
+def _encode_ports(b: flatbuffers.Builder, ports: tuple[ListeningPort, ...], v6: bool) -> int:
+    what = "ListeningPorts.ipv6_ports" if v6 else "ListeningPorts.ipv4_ports"
+    b.StartVector(20 if v6 else 8, len(ports), 4)
+    for port in reversed(ports):
+        words = _address_words(port.local_address, v6, f"{what} local_address")
+        number = _uint(port.local_port, 16, f"{what} local_port")
+        if v6:
+            fbs.ListeningPortsV6.CreateListeningPortsV6(b, words, number, Protocol(port.protocol))
+        else:
+            fbs.ListeningPortsV4.CreateListeningPortsV4(b, words[0], number, Protocol(port.protocol))
+    return int(b.EndVector())
+
+
+def _encode_listening_ports(b: flatbuffers.Builder, p: ListeningPorts) -> int:
+    ipv4 = _encode_ports(b, p.ipv4_ports, False) if p.ipv4_ports else 0
+    ipv6 = _encode_ports(b, p.ipv6_ports, True) if p.ipv6_ports else 0
+    fbs.ListeningPorts.Start(b)
+    if ipv4:
+        fbs.ListeningPorts.AddIpv4Ports(b, ipv4)
+    if ipv6:
+        fbs.ListeningPorts.AddIpv6Ports(b, ipv6)
+    return int(fbs.ListeningPorts.End(b))
+
+
+def _encode_heartbeat(b: flatbuffers.Builder, p: Heartbeat) -> int:
+    fbs.Heartbeat.Start(b)
+    return int(fbs.Heartbeat.End(b))
+
+
+def _encode_baseline_check(b: flatbuffers.Builder, c: BaselineCheck) -> int:
+    id_, error, description, remediation = (_string(b, s) for s in (c.id, c.error, c.description, c.remediation))
+    fbs.BaselineCheck.Start(b)
+    fbs.BaselineCheck.AddId(b, id_)
+    fbs.BaselineCheck.AddResult(b, BaselineCheckResult(c.result))
+    if error:
+        fbs.BaselineCheck.AddError(b, error)
+    if description:
+        fbs.BaselineCheck.AddDescription(b, description)
+    fbs.BaselineCheck.AddSeverity(b, BaselineCheckSeverity(c.severity))
+    if remediation:
+        fbs.BaselineCheck.AddRemediation(b, remediation)
+    return int(fbs.BaselineCheck.End(b))
+
+
+def _encode_baseline(b: flatbuffers.Builder, p: Baseline) -> int:
+    checks = [_encode_baseline_check(b, c) for c in p.baseline_checks]
+    vector = _offsets_vector(b, checks) if checks else 0
+    fbs.Baseline.Start(b)
+    if vector:
+        fbs.Baseline.AddBaselineChecks(b, vector)
+    return int(fbs.Baseline.End(b))
+
+
+def _encode_process(b: flatbuffers.Builder, p: Process) -> int:
+    executable, user_name, commandline = (_string(b, s) for s in (p.executable, p.user_name, p.commandline))
+    fbs.Process.Start(b)
+    if executable:
+        fbs.Process.AddExecutable(b, executable)
+    fbs.Process.AddProcessId(b, _uint(p.process_id, 32, "Process.process_id"))
+    fbs.Process.AddParentProcessId(b, _uint(p.parent_process_id, 32, "Process.parent_process_id"))
+    fbs.Process.AddUserId(b, _uint(p.user_id, 32, "Process.user_id"))
+    if user_name:
+        fbs.Process.AddUserName(b, user_name)
+    if commandline:
+        fbs.Process.AddCommandline(b, commandline)
+    fbs.Process.AddEventType(b, ProcessEventType(p.event_type))
+    fbs.Process.AddHitCount(b, _uint(p.hit_count, 32, "Process.hit_count"))
+    return int(fbs.Process.End(b))
+
+
+def _encode_record(b: flatbuffers.Builder, rec: LogRecord) -> int:
+    message, filename = b.CreateString(rec.message), b.CreateString(rec.filename)
+    fbs.Record.Start(b)
+    fbs.Record.AddMessage(b, message)
+    fbs.Record.AddLevel(b, LogLevel(rec.level))
+    fbs.Record.AddTimestamp(b, _uint(rec.timestamp, 64, "Record.timestamp"))
+    fbs.Record.AddLine(b, _uint(rec.line, 32, "Record.line"))
+    fbs.Record.AddFilename(b, filename)
+    return int(fbs.Record.End(b))
+
+
+def _encode_log(b: flatbuffers.Builder, p: Log) -> int:
+    records = [_encode_record(b, rec) for rec in p.logs]
+    vector = _offsets_vector(b, records) if records else 0
+    fbs.Log.Start(b)
+    if vector:
+        fbs.Log.AddLogs(b, vector)
+    return int(fbs.Log.End(b))
+
+
+_PAYLOAD_WRITERS: dict[type, Callable[[flatbuffers.Builder, Any], int]] = {
+    NetworkActivity: _encode_network_activity,
+    SystemInformation: _encode_system_information,
+    ListeningPorts: _encode_listening_ports,
+    Heartbeat: _encode_heartbeat,
+    Baseline: _encode_baseline,
+    Process: _encode_process,
+    Log: _encode_log,
+}
+
+
+def _encode_event(b: flatbuffers.Builder, event: Event) -> int:
+    write = _PAYLOAD_WRITERS.get(type(event.payload))
+    if write is None:
+        raise ValueError(f"Event.payload {event.payload!r} is not one of the schema's payload types")
+    if not isinstance(event.id, bytes | bytearray) or len(event.id) != 16:
+        raise ValueError(f"Event.id = {event.id!r} must be 16 bytes")
+    payload = write(b, event.payload)
+    fbs.Event.Start(b)
+    fbs.Event.AddTime(b, _uint(event.time, 32, "Event.time"))
+    fbs.Event.AddCollectionInterval(b, _uint(event.collection_interval, 32, "Event.collection_interval"))
+    fbs.Event.AddPayloadType(b, event.payload.KIND)
+    fbs.Event.AddPayload(b, payload)
+    fbs.Event.AddId(b, fbs.UUID.CreateUUID(b, list(event.id)))
+    return int(fbs.Event.End(b))
+
+
+def encode(msg: SecurityMessage) -> bytes:
+    """Encode ``msg`` as a FlatBuffers ``AzureIoTSecurity.Message`` (Google's layout)."""
+    b = flatbuffers.Builder(256)
+    events = _offsets_vector(b, [_encode_event(b, e) for e in msg.events])
+    module_id = b.CreateString(msg.security_module_id)
+    if not -128 <= msg.timezone <= 127:
+        raise ValueError(f"SecurityMessage.timezone = {msg.timezone!r} does not fit in int8")
+    fbs.Message.Start(b)
+    fbs.Message.AddSecurityModuleId(b, module_id)
+    fbs.Message.AddSecurityModuleVersion(b, msg.security_module_version.to_int())
+    fbs.Message.AddTimezone(b, msg.timezone)
+    fbs.Message.AddEvents(b, events)
+    b.Finish(fbs.Message.End(b))
+    return bytes(b.Output())
