@@ -1,0 +1,292 @@
+"""What every broker kind offers, the registry the kinds join, and the endpoint tests read.
+
+A kind subclasses :class:`Broker`, implements ``_start``/``_stop``/``_identities_changed``/
+``_alive`` and registers itself: ``@BROKER_KINDS.register("name")``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import shutil
+import socket
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from harness.broker.credentials import (
+    COLLECTOR_CLIENT_ID,
+    DEFAULT_HUB,
+    DeviceCredentials,
+    IdentityTable,
+)
+from harness.errors import ConfigError, InfrastructureError, UsageError
+from harness.registry import Registry
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_FILE = "broker-endpoint.json"
+
+
+@dataclass
+class BrokerOptions:
+    """How to run a broker. ``bind`` is 127.0.0.1 or a test-network address the harness made."""
+
+    bind: str = "127.0.0.1"
+    port: int = 0  # 0: pick a free port and verify the broker holds it
+    tls: bool = False
+    tls_port: int = 0
+    hub: str = DEFAULT_HUB
+    url: str | None = None  # external kind only: mqtt[s]://[user:password@]host:port
+    ca_path: Path | None = None  # external kind only: CA to trust for mqtts
+    collector_id: str = COLLECTOR_CLIENT_ID
+
+
+@dataclass(frozen=True)
+class BrokerHealth:
+    ok: bool
+    detail: str
+
+
+@dataclass
+class BrokerEndpoint:
+    """Everything a test process needs to reach the run's broker; JSON-serialisable."""
+
+    url: str
+    collector: DeviceCredentials
+    devices: dict[str, DeviceCredentials] = field(default_factory=dict)
+    tls_url: str | None = None
+    ca_path: str | None = None
+    hub: str = DEFAULT_HUB
+    kind: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "url": self.url, "tls_url": self.tls_url, "ca_path": self.ca_path,
+            "hub": self.hub, "collector": self.collector.to_json(),
+            "devices": {k: v.to_json() for k, v in self.devices.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], *, where: str = "endpoint") -> BrokerEndpoint:
+        try:
+            return cls(
+                url=data["url"], tls_url=data.get("tls_url"), ca_path=data.get("ca_path"),
+                hub=data.get("hub", DEFAULT_HUB), kind=data.get("kind", ""),
+                collector=DeviceCredentials.from_json(data["collector"]),
+                devices={k: DeviceCredentials.from_json(v) for k, v in data.get("devices", {}).items()},
+            )
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{where}: broker endpoint lacks field {exc}",
+                              fix="write it with BrokerEndpoint.write()") from None
+
+    def write(self, path: Path) -> Path:
+        """Write atomically (other processes may be reading it)."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.touch(mode=0o600)
+        tmp.write_text(json.dumps(self.to_json(), indent=2))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> BrokerEndpoint:
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no broker endpoint file",
+                              fix="start the run's broker first (it writes this file)") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not JSON ({exc})", fix="rewrite it with BrokerEndpoint.write()") from None
+        return cls.from_json(data, where=str(path))
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int, bool]:
+    """``mqtt://host:port`` or ``mqtts://host:port`` -> (host, port, tls)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+        raise ConfigError(f"broker URL {url!r} is not mqtt://host:port or mqtts://host:port",
+                          fix="write it as mqtt://127.0.0.1:1883")
+    tls = parts.scheme in ("mqtts", "ssl")
+    return parts.hostname, parts.port or (8883 if tls else 1883), tls
+
+
+def make_url(host: str, port: int, *, tls: bool = False) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'mqtts' if tls else 'mqtt'}://{shown}:{port}"
+
+
+def free_port(bind: str) -> int:
+    """A port free on ``bind`` right now (the broker then verifies it really holds it)."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((bind, 0))
+        return int(s.getsockname()[1])
+
+
+def port_accepts(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+BROKER_KINDS: Registry[type[Broker]] = Registry("broker")
+
+
+def default_kind() -> str:
+    return "mosquitto" if shutil.which("mosquitto") else "embedded"
+
+
+def open_broker(kind: str | None, run_dir: Path, options: BrokerOptions | None = None) -> Broker:
+    """Make (not start) a broker of ``kind`` (default: mosquitto where installed, else embedded)."""
+    cls = BROKER_KINDS.get(kind or default_kind(), where="--kind")
+    return cls(Path(run_dir), options or BrokerOptions())
+
+
+class Broker(ABC):
+    """A run-wide MQTT broker standing in for IoT Hub. Use as a context manager."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, run_dir: Path, options: BrokerOptions) -> None:
+        self.run_dir = run_dir
+        self.options = options
+        self.identities = IdentityTable(hub=options.hub)
+        self._collector = self.identities.add_service(options.collector_id)
+        self._lock = threading.RLock()
+        self._running = False
+
+    # -- to implement --------------------------------------------------------------------------
+    @abstractmethod
+    def _start(self) -> None: ...
+
+    @abstractmethod
+    def _stop(self, graceful: bool) -> None: ...
+
+    @abstractmethod
+    def _identities_changed(self) -> None:
+        """Make a running broker enforce the current identity table."""
+
+    @abstractmethod
+    def _alive(self) -> str | None:
+        """None when the broker's own machinery runs, else why not."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str: ...
+
+    @property
+    def tls_url(self) -> str | None:
+        return None
+
+    @property
+    def ca_path(self) -> Path | None:
+        return None
+
+    @property
+    def log_path(self) -> Path | None:
+        return None
+
+    # -- common --------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def start(self) -> Broker:
+        with self._lock:
+            if self._running:
+                return self
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atexit.register(self._atexit_stop)
+            try:
+                self._start()
+            except BaseException:
+                self._stop(graceful=False)
+                atexit.unregister(self._atexit_stop)
+                raise
+            self._running = True
+            self.write_endpoint()
+            log.info("%s broker running at %s", self.kind, self.url)
+            return self
+
+    def stop(self) -> None:
+        with self._lock:
+            try:
+                self._stop(graceful=True)
+            finally:
+                self._running = False
+                atexit.unregister(self._atexit_stop)
+
+    def restart(self, graceful: bool = True) -> None:
+        """Stop (SIGTERM and wait when graceful, SIGKILL otherwise) and start on the same port."""
+        with self._lock:
+            if not self._running:
+                raise UsageError("restart() on a broker that is not running", fix="call start() first")
+            self._stop(graceful=graceful)
+            self._running = False
+            self._start()
+            self._running = True
+
+    def _atexit_stop(self) -> None:
+        if self._running:
+            self._stop(graceful=False)
+            self._running = False
+
+    def health(self) -> BrokerHealth:
+        if not self._running:
+            return BrokerHealth(False, "not started")
+        why = self._alive()
+        if why:
+            return BrokerHealth(False, why)
+        host, port, _ = parse_mqtt_url(self.url)
+        if not port_accepts(host, port):
+            return BrokerHealth(False, f"nothing accepts connections on {host}:{port}")
+        return BrokerHealth(True, f"{self.kind} at {self.url}")
+
+    def require_healthy(self) -> None:
+        h = self.health()
+        if not h.ok:
+            raise InfrastructureError(f"{self.kind} broker is not healthy: {h.detail}",
+                                      evidence=self.log_path)
+
+    def add_device(self, device_id: str, **username_params: str) -> DeviceCredentials:
+        """Register a device for this run (also while running) and return what it connects with."""
+        with self._lock:
+            known = self.identities.get(device_id) is not None
+            ident = self.identities.add_device(device_id, **username_params)
+            if self._running and not known:
+                self._identities_changed()
+                self.write_endpoint()
+            return ident.credentials
+
+    @property
+    def collector_credentials(self) -> DeviceCredentials:
+        return self._collector.credentials
+
+    def endpoint(self) -> BrokerEndpoint:
+        ca = self.ca_path
+        return BrokerEndpoint(
+            url=self.url, tls_url=self.tls_url, ca_path=str(ca) if ca else None, hub=self.options.hub,
+            kind=self.kind, collector=self.collector_credentials,
+            devices={i.device_id: i.credentials for i in self.identities.identities() if i.device_id},
+        )
+
+    @property
+    def endpoint_path(self) -> Path:
+        return self.run_dir / ENDPOINT_FILE
+
+    def write_endpoint(self) -> Path:
+        return self.endpoint().write(self.endpoint_path)
+
+    def __enter__(self) -> Broker:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

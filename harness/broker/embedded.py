@@ -1,0 +1,191 @@
+"""The ``embedded`` broker kind: amqtt running on its own asyncio loop inside the harness process.
+
+For machines without mosquitto. amqtt (already a dependency) is chosen over writing a broker:
+it speaks MQTT 3.1.1 with QoS 1/2 and persistent sessions, accepts NetX's 4-byte Remaining
+Length, and lets plugins decide authentication and per-topic access, so the same
+:class:`~harness.broker.credentials.IdentityTable` enforces the policy with the same semantics as
+mosquitto's files — stricter in two ways: device user names are parsed (any api-version and query
+parameters), and the client id must be the device the user name names.
+
+Sessions live in memory: a restart loses queued messages (mosquitto's persistence does not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amqtt.broker import Broker as AmqttBroker
+from amqtt.contexts import Action
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+
+from harness.broker.base import BROKER_KINDS, Broker, BrokerOptions, free_port, make_url
+from harness.broker.credentials import Access, IdentityTable
+from harness.broker.tls import TlsFiles, make_run_pki
+from harness.errors import InfrastructureError
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 10.0
+# amqtt builds plugins from dotted paths and plain config; they find the live table by key.
+_TABLES: dict[str, IdentityTable] = {}
+_keys = itertools.count(1)
+
+
+def _table(key: str) -> IdentityTable:
+    return _TABLES[key]
+
+
+class HubAuthPlugin(BaseAuthPlugin):
+    """Accepts exactly the identities of the run (see ``IdentityTable.authenticate``)."""
+
+    @dataclass
+    class Config:
+        table: str = ""
+
+    async def authenticate(self, *, session: Session) -> bool:
+        password = session.password
+        if isinstance(password, bytes | bytearray):
+            password = password.decode(errors="replace")
+        ident = _table(self.config.table).authenticate(session.client_id, session.username, password)
+        if ident is None:
+            log.info("refused client %r user %r", session.client_id, session.username)
+        return ident is not None
+
+
+class HubTopicPlugin(BaseTopicPlugin):
+    """Publish / subscribe / receive allowed by the identity's topic filters only."""
+
+    @dataclass
+    class Config:
+        table: str = ""
+
+    async def topic_filtering(self, *, session: Session | None = None, topic: str | None = None,
+                              action: Action | None = None) -> bool:
+        if session is None or topic is None or session.client_id is None:
+            return False
+        table = _table(self.config.table)
+        ident = table.get(session.client_id)
+        if ident is None or ident.credentials.password != _as_str(session.password):
+            return False
+        access = Access.PUBLISH if action == Action.PUBLISH else Access.SUBSCRIBE
+        ok = table.allowed(ident, topic, access)
+        if not ok:
+            log.info("denied %s %s on %r", session.client_id, access.value, topic)
+        return ok
+
+
+def _as_str(value: str | bytes | None) -> str | None:
+    return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else value
+
+
+@BROKER_KINDS.register("embedded")
+class EmbeddedBroker(Broker):
+    kind = "embedded"
+
+    def __init__(self, run_dir: Path, options: BrokerOptions) -> None:
+        super().__init__(run_dir, options)
+        self._key = f"t{next(_keys)}"
+        _TABLES[self._key] = self.identities
+        self._port = options.port
+        self._tls_port = options.tls_port
+        self._tls: TlsFiles | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker: AmqttBroker | None = None
+
+    @property
+    def url(self) -> str:
+        return make_url(self.options.bind, self._port)
+
+    @property
+    def tls_url(self) -> str | None:
+        return make_url(self.options.bind, self._tls_port, tls=True) if self.options.tls else None
+
+    @property
+    def ca_path(self) -> Path | None:
+        return self._tls.ca_cert if self._tls else None
+
+    def _config(self) -> dict[str, Any]:
+        bind = self.options.bind
+        listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{bind}:{self._port}"}}
+        if self._tls is not None:
+            listeners["tls"] = {"type": "tcp", "bind": f"{bind}:{self._tls_port}", "ssl": True,
+                                "certfile": str(self._tls.server_cert), "keyfile": str(self._tls.server_key)}
+        return {
+            "listeners": listeners,
+            "timeout_disconnect_delay": 0,
+            "plugins": {
+                f"{__name__}.HubAuthPlugin": {"table": self._key},
+                f"{__name__}.HubTopicPlugin": {"table": self._key},
+            },
+        }
+
+    def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_forever()
+        loop.close()
+
+    def _call(self, coro: Any, timeout: float) -> Any:
+        assert self._loop is not None
+        fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return fut.result(timeout)
+
+    def _start(self) -> None:
+        if self.options.tls and self._tls is None:
+            self._tls = make_run_pki(self.run_dir / "embedded-tls",
+                                     [self.options.bind, "localhost", self.options.hub])
+        if not self._port:
+            self._port = free_port(self.options.bind)
+        if self.options.tls and not self._tls_port:
+            self._tls_port = free_port(self.options.bind)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, args=(self._loop,),
+                                        name="embedded-broker", daemon=True)
+        self._thread.start()
+
+        async def make_and_start() -> AmqttBroker:
+            broker = AmqttBroker(self._config(), loop=asyncio.get_running_loop())
+            await broker.start()
+            return broker
+
+        try:
+            self._broker = self._call(make_and_start(), START_TIMEOUT)
+        except Exception as exc:
+            raise InfrastructureError(
+                f"embedded broker did not start on {self.options.bind}:{self._port}: {exc}",
+                fix="is the address configured on this host and the port free?") from exc
+
+    def _stop(self, graceful: bool) -> None:
+        broker, self._broker = self._broker, None
+        loop, thread = self._loop, self._thread
+        if loop is None:
+            return
+        try:
+            if broker is not None:
+                self._call(broker.shutdown(), 10.0 if graceful else 3.0)
+        except Exception as exc:  # the loop is stopped below in any case
+            log.warning("embedded broker shutdown: %s", exc)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join(5.0)
+            self._loop = self._thread = None
+
+    def _alive(self) -> str | None:
+        if self._thread is None or not self._thread.is_alive():
+            return "broker loop thread not running"
+        return None
+
+    def _identities_changed(self) -> None:
+        """Nothing to do: the plugins read the live table."""
+
+    def __del__(self) -> None:
+        _TABLES.pop(getattr(self, "_key", ""), None)

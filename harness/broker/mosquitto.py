@@ -1,0 +1,267 @@
+"""The ``mosquitto`` broker kind: a mosquitto 2.0 process owned by the harness.
+
+Everything lives in ``<run dir>/mosquitto/``: ``mosquitto.conf``, ``passwd`` and ``acl`` rendered
+from the identity table (per-user topic rules, so a device's credentials reach only its own topics
+whatever client id it claims), the persistence database, ``mosquitto.log`` (its standard error,
+copied line by line by a reader thread that also lets us wait on log lines without polling) and,
+with TLS, the run's CA and server certificate. Queues are unlimited (``max_queued_messages 0``,
+``max_inflight_messages 0``): the defaults drop messages in a burst.
+
+Limits of this kind (the embedded kind has neither): mosquitto compares user names as strings, so a
+device must connect with the user name ``add_device`` returned (pass its query parameters to
+``add_device``); and it does not tie the client id to the user name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pwd
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from harness.broker.base import BROKER_KINDS, Broker, BrokerOptions, free_port, make_url
+from harness.broker.credentials import Access, mosquitto_password_hash
+from harness.broker.tls import TlsFiles, make_run_pki
+from harness.errors import InfrastructureError
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+RELOAD_TIMEOUT = 5.0
+_RUNNING = re.compile(r"mosquitto version \S+ running")
+_RELOADED = re.compile(r"Reloading config")
+
+
+class _LogPump:
+    """Copies the process's output to the log file; waiters block on a Condition, not a sleep."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], path: Path) -> None:
+        self.lines: list[str] = []
+        self.closed = False
+        self._cond = threading.Condition()
+        self._proc = proc
+        self._file = path.open("a", buffering=1)
+        self._thread = threading.Thread(target=self._run, name=f"mosquitto-log-{proc.pid}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        assert self._proc.stdout is not None
+        try:
+            for raw in self._proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                self._file.write(line + "\n")
+                with self._cond:
+                    self.lines.append(line)
+                    self._cond.notify_all()
+        finally:
+            self._file.close()
+            with self._cond:
+                self.closed = True
+                self._cond.notify_all()
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    def wait_for(self, pattern: re.Pattern[str], since: int, timeout: float) -> str | None:
+        """The first line from index ``since`` matching ``pattern``; None at EOF or deadline."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines[since:]:
+                    if pattern.search(line):
+                        return line
+                since = len(self.lines)
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    return None
+                self._cond.wait(left)
+
+    def tail(self, n: int = 15) -> str:
+        with self._cond:
+            return "\n".join(self.lines[-n:])
+
+    def join(self, timeout: float = 5.0) -> None:
+        self._thread.join(timeout)
+
+
+@BROKER_KINDS.register("mosquitto")
+class MosquittoBroker(Broker):
+    kind = "mosquitto"
+    binary = "mosquitto"
+
+    def __init__(self, run_dir: Path, options: BrokerOptions) -> None:
+        super().__init__(run_dir, options)
+        self.folder = run_dir / "mosquitto"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pump: _LogPump | None = None
+        self._port = options.port
+        self._tls_port = options.tls_port
+        self._tls: TlsFiles | None = None
+
+    # -- paths and urls ------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return make_url(self.options.bind, self._port)
+
+    @property
+    def tls_url(self) -> str | None:
+        return make_url(self.options.bind, self._tls_port, tls=True) if self.options.tls else None
+
+    @property
+    def ca_path(self) -> Path | None:
+        return self._tls.ca_cert if self._tls else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "mosquitto.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    # -- files ---------------------------------------------------------------------------------
+    def _render_config(self) -> Path:
+        f = self.folder
+        lines = [
+            "# written by the harness for one run",
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"password_file {f / 'passwd'}",
+            f"acl_file {f / 'acl'}",
+            f"user {pwd.getpwuid(os.getuid()).pw_name}",
+            "persistence true",
+            f"persistence_location {f}/",
+            "persistence_file mosquitto.db",
+            "autosave_interval 0",
+            "autosave_on_changes false",
+            "max_queued_messages 0",
+            "max_queued_bytes 0",
+            "max_inflight_messages 0",
+            "set_tcp_nodelay true",
+            "log_dest stderr",
+            *(f"log_type {t}" for t in ("error", "warning", "notice", "information", "subscribe")),
+            "connection_messages true",
+            "log_timestamp true",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+            f"listener {self._port} {self.options.bind}",
+        ]
+        if self._tls is not None:
+            lines += [
+                f"listener {self._tls_port} {self.options.bind}",
+                f"cafile {self._tls.ca_cert}",
+                f"certfile {self._tls.server_cert}",
+                f"keyfile {self._tls.server_key}",
+                "tls_version tlsv1.2",
+                "require_certificate false",
+            ]
+        conf = f / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def _render_identities(self) -> None:
+        """Write ``passwd`` and ``acl`` atomically from the identity table."""
+        passwd, acl = [], []
+        for ident in self.identities.identities():
+            creds = ident.credentials
+            passwd.append(f"{creds.username}:{mosquitto_password_hash(creds.password)}")
+            acl.append(f"user {creds.username}")
+            acl += [f"topic {Access.PUBLISH.value} {t}" for t in ident.publish]
+            acl += [f"topic {Access.SUBSCRIBE.value} {t}" for t in ident.subscribe]
+            acl.append("")
+        for name, text in (("passwd", passwd), ("acl", acl)):
+            tmp = self.folder / f".{name}.tmp"
+            tmp.touch(mode=0o600)
+            tmp.write_text("\n".join(text) + "\n")
+            tmp.replace(self.folder / name)
+
+    # -- process -------------------------------------------------------------------------------
+    def _start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.options.tls and self._tls is None:
+            self._tls = make_run_pki(self.folder / "tls", [self.options.bind, "localhost", self.options.hub])
+        self._render_identities()
+        auto = not self.options.port
+        for attempt in range(3):
+            if auto and (attempt or not self._port):
+                self._port = free_port(self.options.bind)
+            if self.options.tls and (not self._tls_port or (attempt and not self.options.tls_port)):
+                self._tls_port = free_port(self.options.bind)
+            why = self._spawn()
+            if why is None:
+                return
+            if not (auto and "in use" in why):
+                break
+            log.info("mosquitto lost the port race (%s); trying another port", why)
+        raise InfrastructureError(
+            f"mosquitto did not start on {self.options.bind}:{self._port}",
+            expected=f"a log line matching {_RUNNING.pattern!r} within {START_TIMEOUT:.0f} s",
+            actual=why, evidence=self.log_path,
+            fix="check the log; is the bind address configured on this host?",
+        )
+
+    def _spawn(self) -> str | None:
+        conf = self._render_config()
+        with self.log_path.open("a") as f:
+            f.write(f"--- harness: starting mosquitto -c {conf}\n")
+        self._proc = subprocess.Popen(
+            [self.binary, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        self._pump = _LogPump(self._proc, self.log_path)
+        if self._pump.wait_for(_RUNNING, 0, START_TIMEOUT) is not None and self._proc.poll() is None:
+            return None
+        tail = self._pump.tail()
+        self._kill_process(graceful=False)
+        return tail or "no output"
+
+    def _kill_process(self, graceful: bool) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM if graceful else signal.SIGKILL)
+            try:
+                proc.wait(STOP_TIMEOUT if graceful else 5.0)
+            except subprocess.TimeoutExpired:
+                log.warning("mosquitto pid %d ignored SIGTERM for %.0f s; killing it", proc.pid, STOP_TIMEOUT)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5.0)
+        if self._pump is not None:
+            self._pump.join()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def _stop(self, graceful: bool) -> None:
+        self._kill_process(graceful)
+
+    def _alive(self) -> str | None:
+        if self._proc is None:
+            return "no process"
+        rc = self._proc.poll()
+        return None if rc is None else f"mosquitto exited with {rc}; see {self.log_path}"
+
+    def _identities_changed(self) -> None:
+        """Rewrite the files and SIGHUP; wait until mosquitto says it reloaded."""
+        self._render_identities()
+        if self._proc is None or self._pump is None:
+            return
+        mark = self._pump.mark()
+        os.kill(self._proc.pid, signal.SIGHUP)
+        if self._pump.wait_for(_RELOADED, mark, RELOAD_TIMEOUT) is None:
+            raise InfrastructureError(
+                "mosquitto did not confirm reloading its password and ACL files",
+                expected=f"a log line matching {_RELOADED.pattern!r} within {RELOAD_TIMEOUT:.0f} s",
+                actual=self._pump.tail(5), evidence=self.log_path)
+
+    def wait_log(self, pattern: str, timeout: float, since: int = 0) -> str | None:
+        """Wait for a mosquitto log line (regex) — for tests and diagnostics."""
+        return self._pump.wait_for(re.compile(pattern), since, timeout) if self._pump else None
