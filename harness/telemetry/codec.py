@@ -82,50 +82,35 @@ class _Spec:
 
     __slots__ = ("name", "names", "sizes")
 
-    def __init__(self, name: str, *fields: tuple[str, int]) -> None:
+    def __init__(self, name: str, fields: str) -> None:
+        pairs = [item.split(":") for item in fields.split()]
         self.name = name
-        self.names = tuple(f"{name}.{field}" for field, _ in fields)
-        self.sizes = tuple(size for _, size in fields)
+        self.names = tuple(f"{name}.{field}" for field, _ in pairs)
+        self.sizes = tuple(int(size) for _, size in pairs)
 
 
-# Field ids and inline sizes of schema/AzureIoTSecurity.fbs (offsets: 4, union type: 1).
-_MESSAGE = _Spec("Message", ("security_module_id", 4), ("security_module_version", 4), ("timezone", 1), ("events", 4))
-_EVENT = _Spec("Event", ("id", 16), ("time", 4), ("collection_interval", 4), ("payload_type", 1), ("payload", 4))
-_NETWORK_ACTIVITY = _Spec("NetworkActivity", ("ipv4_activity", 4), ("ipv6_activity", 4))
-_NETWORK_V4 = _Spec("NetworkActivityV4", ("addresses", 8), ("common", 4))
-_NETWORK_V6 = _Spec("NetworkActivityV6", ("addresses", 32), ("common", 4))
+# Field ids and inline sizes of schema/AzureIoTSecurity.fbs ("name:size" in id order; offsets are 4
+# bytes, a union is its type byte then its offset).
+_MESSAGE = _Spec("Message", "security_module_id:4 security_module_version:4 timezone:1 events:4")
+_EVENT = _Spec("Event", "id:16 time:4 collection_interval:4 payload_type:1 payload:4")
+_NETWORK_ACTIVITY = _Spec("NetworkActivity", "ipv4_activity:4 ipv6_activity:4")
+_NETWORK_V4 = _Spec("NetworkActivityV4", "addresses:8 common:4")
+_NETWORK_V6 = _Spec("NetworkActivityV6", "addresses:32 common:4")
 _COMMON = _Spec(
     "NetworkActivityCommon",
-    ("local_port", 2),
-    ("remote_port", 2),
-    ("bytes_in", 4),
-    ("bytes_out", 4),
-    ("protocol", 1),
-    ("process_id", 2),
-    ("user_id", 2),
-    ("executable", 4),
-    ("commandline", 4),
+    "local_port:2 remote_port:2 bytes_in:4 bytes_out:4 protocol:1 process_id:2 user_id:2 executable:4 commandline:4",
 )
-_SYSTEM_INFORMATION = _Spec("SystemInformation", ("os_info", 4), ("kernel_info", 4), ("hw_info", 4))
-_LISTENING_PORTS = _Spec("ListeningPorts", ("ipv4_ports", 4), ("ipv6_ports", 4))
-_HEARTBEAT = _Spec("Heartbeat")
-_BASELINE = _Spec("Baseline", ("baseline_checks", 4))
-_BASELINE_CHECK = _Spec(
-    "BaselineCheck", ("id", 4), ("result", 1), ("error", 4), ("description", 4), ("severity", 1), ("remediation", 4)
-)
+_SYSTEM_INFORMATION = _Spec("SystemInformation", "os_info:4 kernel_info:4 hw_info:4")
+_LISTENING_PORTS = _Spec("ListeningPorts", "ipv4_ports:4 ipv6_ports:4")
+_HEARTBEAT = _Spec("Heartbeat", "")
+_BASELINE = _Spec("Baseline", "baseline_checks:4")
+_BASELINE_CHECK = _Spec("BaselineCheck", "id:4 result:1 error:4 description:4 severity:1 remediation:4")
 _PROCESS = _Spec(
     "Process",
-    ("executable", 4),
-    ("process_id", 4),
-    ("parent_process_id", 4),
-    ("user_id", 4),
-    ("user_name", 4),
-    ("commandline", 4),
-    ("event_type", 1),
-    ("hit_count", 4),
+    "executable:4 process_id:4 parent_process_id:4 user_id:4 user_name:4 commandline:4 event_type:1 hit_count:4",
 )
-_LOG = _Spec("Log", ("logs", 4))
-_RECORD = _Spec("Record", ("message", 4), ("level", 1), ("timestamp", 8), ("line", 4), ("filename", 4))
+_LOG = _Spec("Log", "logs:4")
+_RECORD = _Spec("Record", "message:4 level:1 timestamp:8 line:4 filename:4")
 
 
 class _Reader:
@@ -473,10 +458,8 @@ def _encode_flow(b: flatbuffers.Builder, flow: Flow, v6: bool) -> int:
     fbs.NetworkActivityCommon.AddProtocol(b, Protocol(flow.protocol))
     fbs.NetworkActivityCommon.AddProcessId(b, _uint(flow.process_id, 16, "Flow.process_id"))
     fbs.NetworkActivityCommon.AddUserId(b, _uint(flow.user_id, 16, "Flow.user_id"))
-    if executable:
-        fbs.NetworkActivityCommon.AddExecutable(b, executable)
-    if commandline:
-        fbs.NetworkActivityCommon.AddCommandline(b, commandline)
+    fbs.NetworkActivityCommon.AddExecutable(b, executable)
+    fbs.NetworkActivityCommon.AddCommandline(b, commandline)
     common = fbs.NetworkActivityCommon.End(b)
     if v6:
         fbs.NetworkActivityV6.Start(b)
@@ -493,22 +476,17 @@ def _encode_network_activity(b: flatbuffers.Builder, p: NetworkActivity) -> int:
     ipv4 = _offsets_vector(b, [_encode_flow(b, f, False) for f in p.ipv4]) if p.ipv4 else 0
     ipv6 = _offsets_vector(b, [_encode_flow(b, f, True) for f in p.ipv6]) if p.ipv6 else 0
     fbs.NetworkActivity.Start(b)
-    if ipv4:
-        fbs.NetworkActivity.AddIpv4Activity(b, ipv4)
-    if ipv6:
-        fbs.NetworkActivity.AddIpv6Activity(b, ipv6)
+    fbs.NetworkActivity.AddIpv4Activity(b, ipv4)
+    fbs.NetworkActivity.AddIpv6Activity(b, ipv6)
     return int(fbs.NetworkActivity.End(b))
 
 
 def _encode_system_information(b: flatbuffers.Builder, p: SystemInformation) -> int:
     os_info, kernel_info, hw_info = (_string(b, s) for s in (p.os_info, p.kernel_info, p.hw_info))
     fbs.SystemInformation.Start(b)
-    if os_info:
-        fbs.SystemInformation.AddOsInfo(b, os_info)
-    if kernel_info:
-        fbs.SystemInformation.AddKernelInfo(b, kernel_info)
-    if hw_info:
-        fbs.SystemInformation.AddHwInfo(b, hw_info)
+    fbs.SystemInformation.AddOsInfo(b, os_info)
+    fbs.SystemInformation.AddKernelInfo(b, kernel_info)
+    fbs.SystemInformation.AddHwInfo(b, hw_info)
     return int(fbs.SystemInformation.End(b))
 
 
@@ -529,10 +507,8 @@ def _encode_listening_ports(b: flatbuffers.Builder, p: ListeningPorts) -> int:
     ipv4 = _encode_ports(b, p.ipv4_ports, False) if p.ipv4_ports else 0
     ipv6 = _encode_ports(b, p.ipv6_ports, True) if p.ipv6_ports else 0
     fbs.ListeningPorts.Start(b)
-    if ipv4:
-        fbs.ListeningPorts.AddIpv4Ports(b, ipv4)
-    if ipv6:
-        fbs.ListeningPorts.AddIpv6Ports(b, ipv6)
+    fbs.ListeningPorts.AddIpv4Ports(b, ipv4)
+    fbs.ListeningPorts.AddIpv6Ports(b, ipv6)
     return int(fbs.ListeningPorts.End(b))
 
 
@@ -546,13 +522,10 @@ def _encode_baseline_check(b: flatbuffers.Builder, c: BaselineCheck) -> int:
     fbs.BaselineCheck.Start(b)
     fbs.BaselineCheck.AddId(b, id_)
     fbs.BaselineCheck.AddResult(b, BaselineCheckResult(c.result))
-    if error:
-        fbs.BaselineCheck.AddError(b, error)
-    if description:
-        fbs.BaselineCheck.AddDescription(b, description)
+    fbs.BaselineCheck.AddError(b, error)
+    fbs.BaselineCheck.AddDescription(b, description)
     fbs.BaselineCheck.AddSeverity(b, BaselineCheckSeverity(c.severity))
-    if remediation:
-        fbs.BaselineCheck.AddRemediation(b, remediation)
+    fbs.BaselineCheck.AddRemediation(b, remediation)
     return int(fbs.BaselineCheck.End(b))
 
 
@@ -560,23 +533,19 @@ def _encode_baseline(b: flatbuffers.Builder, p: Baseline) -> int:
     checks = [_encode_baseline_check(b, c) for c in p.baseline_checks]
     vector = _offsets_vector(b, checks) if checks else 0
     fbs.Baseline.Start(b)
-    if vector:
-        fbs.Baseline.AddBaselineChecks(b, vector)
+    fbs.Baseline.AddBaselineChecks(b, vector)
     return int(fbs.Baseline.End(b))
 
 
 def _encode_process(b: flatbuffers.Builder, p: Process) -> int:
     executable, user_name, commandline = (_string(b, s) for s in (p.executable, p.user_name, p.commandline))
     fbs.Process.Start(b)
-    if executable:
-        fbs.Process.AddExecutable(b, executable)
+    fbs.Process.AddExecutable(b, executable)
     fbs.Process.AddProcessId(b, _uint(p.process_id, 32, "Process.process_id"))
     fbs.Process.AddParentProcessId(b, _uint(p.parent_process_id, 32, "Process.parent_process_id"))
     fbs.Process.AddUserId(b, _uint(p.user_id, 32, "Process.user_id"))
-    if user_name:
-        fbs.Process.AddUserName(b, user_name)
-    if commandline:
-        fbs.Process.AddCommandline(b, commandline)
+    fbs.Process.AddUserName(b, user_name)
+    fbs.Process.AddCommandline(b, commandline)
     fbs.Process.AddEventType(b, ProcessEventType(p.event_type))
     fbs.Process.AddHitCount(b, _uint(p.hit_count, 32, "Process.hit_count"))
     return int(fbs.Process.End(b))
@@ -597,8 +566,7 @@ def _encode_log(b: flatbuffers.Builder, p: Log) -> int:
     records = [_encode_record(b, rec) for rec in p.logs]
     vector = _offsets_vector(b, records) if records else 0
     fbs.Log.Start(b)
-    if vector:
-        fbs.Log.AddLogs(b, vector)
+    fbs.Log.AddLogs(b, vector)
     return int(fbs.Log.End(b))
 
 
