@@ -22,6 +22,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from harness.config import StrictModel, load, read_yaml, validate
 from harness.errors import ConfigError
+from harness.netpolicy import TargetPolicy
 from harness.registry import Registry
 from harness.state import StateDir, default_lab_dir, resolve_state_dir
 
@@ -366,6 +367,10 @@ class Lab:
 
     def network(self, name: str) -> TestNetwork | None:
         return next((n for n in self.settings.networks if n.name == name), None)
+
+    def target_policy(self) -> TargetPolicy:
+        """Where traffic may go: loopback and this lab's test networks (harness networks join later)."""
+        return TargetPolicy(n.subnet for n in self.settings.networks)
 
 
 def lab_dir(explicit: str | Path | None = None) -> Path:

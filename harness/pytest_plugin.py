@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+
+from harness.lab import Lab, load_lab
+from harness.state import StateDir
 
 STRICT_ENV = "HIL_STRICT"
 
@@ -50,6 +54,37 @@ def missing_needs(names: tuple[str, ...]) -> list[str]:
         if reason:
             reasons.append(reason)
     return reasons
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("hil", "hardware-in-the-loop harness")
+    group.addoption("--lab", dest="hil_lab", metavar="DIR", default=None,
+                    help="lab folder with boards/*.yaml (default: $HIL_LAB, else ./boards)")
+    group.addoption("--report-dir", dest="hil_report_dir", metavar="DIR", default=None,
+                    help="where this run's evidence goes (default: <state>/runs/<run id>)")
+
+
+@pytest.fixture(scope="session")
+def hil_lab(pytestconfig: pytest.Config) -> Lab:
+    """The lab the run uses, loaded and validated."""
+    return load_lab(pytestconfig.getoption("hil_lab"))
+
+
+@pytest.fixture(scope="session")
+def hil_state(hil_lab: Lab) -> StateDir:
+    """The lab state folder (leases, quarantine, machines, runs)."""
+    return hil_lab.state
+
+
+@pytest.fixture(scope="session")
+def hil_run_dir(pytestconfig: pytest.Config, hil_state: StateDir) -> Path:
+    """This run's folder: everything the run produces goes here."""
+    explicit = pytestconfig.getoption("hil_report_dir")
+    if explicit:
+        path = Path(explicit)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return hil_state.new_run_dir()
 
 
 def pytest_configure(config: pytest.Config) -> None:
