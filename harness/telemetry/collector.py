@@ -1,0 +1,368 @@
+"""The collector: subscribes to every device's telemetry, archives it raw, decodes it, and lets
+tests wait on it.
+
+A paho-mqtt client with a persistent session (fixed client id, ``clean_session=False``) at QoS 1
+on ``devices/+/messages/events/#`` and ``devices/+/modules/+/messages/events/#``. Each message is
+appended to the archive (:mod:`harness.telemetry.archive`) before anything else, then decoded into
+a per-device :class:`~harness.telemetry.streams.DeviceStream`: events repeated by a QoS 1
+redelivery are recognised by event id and counted once; undecodable messages are kept with their
+``DecodeError``; application telemetry is kept apart. Disconnections are recorded as
+:class:`~harness.telemetry.streams.Gap` s; paho reconnects by itself.
+
+Waits block on a ``threading.Condition`` notified per message (no polling) and all take a
+deadline; ``since`` is a :meth:`Collector.mark` taken before the action under test (default: the
+whole history). A timeout raises :class:`~harness.errors.WaitTimeout` naming what was awaited, what
+that device did send in the window, and the archive path::
+
+    with Collector.from_endpoint(endpoint, run_dir / "telemetry.bin") as col:
+        mark = col.mark()
+        ...drive traffic...
+        col.expect_event("board-1", PayloadType.HEARTBEAT, within=90, since=mark)
+        col.expect_flows("board-1", [FlowSpec(Protocol.TCP, remote_port=5000, min_bytes_out=1000)],
+                         within=120, since=mark)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from harness.broker.base import BrokerEndpoint, parse_mqtt_url
+from harness.broker.credentials import COLLECTOR_SUBSCRIBE, DeviceCredentials
+from harness.errors import CheckFailed, InfrastructureError, WaitTimeout
+from harness.telemetry.archive import ArchiveWriter
+from harness.telemetry.codec import DecodeError, decode
+from harness.telemetry.flowmatch import FlowMatch, FlowSpec, default_background, match_flows
+from harness.telemetry.model import Event, NetworkActivity, PayloadType
+from harness.telemetry.streams import Cadence, DeviceStream, Gap, Received
+from harness.telemetry.topic import TopicError, parse_topic
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+EventPredicate = Callable[[Event], bool]
+CONNECT_TIMEOUT = 10.0
+SHOWN_IN_TIMEOUT = 12
+
+
+class Collector:
+    """Subscribes, archives, decodes, and answers waits. Use as a context manager."""
+
+    def __init__(self, url: str, credentials: DeviceCredentials, archive: Path, *,
+                 ca_path: Path | str | None = None, keepalive: int = 30) -> None:
+        self.url = url
+        self.host, self.port, tls = parse_mqtt_url(url)
+        self.archive_path = Path(archive)
+        self._archive: ArchiveWriter | None = None
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._streams: dict[str, DeviceStream] = {}
+        self.unparsed: list[Received] = []  # topics that are not a device's events
+        self.gaps: list[Gap] = []
+        self._connected = False
+        self._subscribed = False
+        self._stopping = False
+        self._last_refusal: str | None = None
+        self._keepalive = keepalive
+        self._on_received: list[Callable[[Received], None]] = []
+
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=credentials.client_id,
+                        clean_session=False, protocol=mqtt.MQTTv311)
+        c.username_pw_set(credentials.username, credentials.password)
+        if tls:
+            c.tls_set(ca_certs=str(ca_path) if ca_path else None)
+        c.reconnect_delay_set(min_delay=1, max_delay=2)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
+        c.on_message = self._on_message
+        self._client = c
+
+    @classmethod
+    def from_endpoint(cls, endpoint: BrokerEndpoint, archive: Path, *, tls: bool = False) -> Collector:
+        url = endpoint.tls_url if tls and endpoint.tls_url else endpoint.url
+        return cls(url, endpoint.collector, archive, ca_path=endpoint.ca_path)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, timeout: float = CONNECT_TIMEOUT) -> Collector:
+        """Connect, subscribe, and return once the broker granted the subscriptions."""
+        self._archive = ArchiveWriter(self.archive_path)
+        self._stopping = False
+        self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
+        self._client.loop_start()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._subscribed:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._last_refusal:
+                    break
+                self._cond.wait(left)
+            ok, refusal = self._subscribed, self._last_refusal
+        if not ok:
+            self.stop()
+            raise InfrastructureError(
+                f"collector could not subscribe at {self.url}",
+                expected=f"CONNACK and SUBACK within {timeout:g} s",
+                actual=refusal or "no answer", fix="is the broker running and are these its credentials?")
+        return self
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._client.disconnect()
+        self._client.loop_stop()
+        if self._archive is not None:
+            self._archive.close()
+        summary = self.problems()
+        if summary:
+            log.warning("collector: %s", summary)
+
+    def __enter__(self) -> Collector:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def on_received(self, callback: Callable[[Received], None]) -> None:
+        """Call ``callback`` (in the network thread) for every message after it is stored."""
+        self._on_received.append(callback)
+
+    # -- paho callbacks (network thread) -------------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            with self._cond:
+                self._last_refusal = f"broker refused the connection: {rc}"
+                self._cond.notify_all()
+            log.error("collector: %s", self._last_refusal)
+            return
+        now = time.time()
+        with self._cond:
+            self._connected = True
+            if self.gaps and self.gaps[-1].end is None:
+                g = self.gaps[-1]
+                self.gaps[-1] = Gap(g.start, now, g.reason, bool(flags.session_present))
+                log.warning("collector reconnected: %s", self.gaps[-1].describe())
+            self._cond.notify_all()
+        client.subscribe([(t, 1) for t in COLLECTOR_SUBSCRIBE])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
+        with self._cond:
+            failed = [str(c) for c in codes if c.is_failure]
+            if failed:
+                self._last_refusal = f"broker refused the subscriptions: {failed}"
+            else:
+                self._subscribed = True
+            self._cond.notify_all()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        with self._cond:
+            self._connected = False
+            if not self._stopping and (not self.gaps or self.gaps[-1].end is not None):
+                self.gaps.append(Gap(time.time(), None, f"disconnected: {rc}"))
+                log.warning("collector lost the broker: %s", rc)
+            self._cond.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.ingest(msg.topic, msg.payload, qos=msg.qos, retain=bool(msg.retain), dup=bool(msg.dup))
+
+    # -- ingest --------------------------------------------------------------------------------
+    def ingest(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, dup: bool = False,
+               received: float | None = None) -> Received:
+        """Archive, decode and store one message (the MQTT callback; also for replaying archives)."""
+        received = time.time() if received is None else received
+        archive = self._archive
+        if archive is not None:
+            archive.append(topic, payload, qos=qos, retain=retain, dup=dup, received=received)
+            record = archive.count - 1
+        else:
+            record = -1
+        message, error, security = None, None, False
+        try:
+            parsed = parse_topic(topic)
+            device, module, security = parsed.device_id, parsed.module_id, parsed.is_security
+        except TopicError:
+            device, module = "", None
+        if security:
+            try:
+                message = decode(payload)
+            except DecodeError as exc:
+                error = exc
+                log.warning("undecodable message from %s (archive record %d): %s", device, record, exc)
+        with self._cond:
+            self._seq += 1
+            if not device:
+                item = Received(self._seq, record, received, topic, "", None, payload, False, dup=dup)
+                self.unparsed.append(item)
+            else:
+                stream = self._streams.get(device)
+                if stream is None:
+                    stream = self._streams[device] = DeviceStream(device)
+                new, dups = stream.take_new(message.events) if message is not None else ((), 0)
+                item = Received(self._seq, record, received, topic, device, module, payload, security,
+                                message, error, new, dups, dup)
+                stream.add(item)
+            self._cond.notify_all()
+        for callback in self._on_received:
+            callback(item)
+        return item
+
+    # -- reading -------------------------------------------------------------------------------
+    def mark(self) -> int:
+        """A point in the arrival order; pass it as ``since`` to consider only what comes after."""
+        with self._cond:
+            return self._seq
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def devices(self) -> list[str]:
+        with self._cond:
+            return sorted(self._streams)
+
+    def stream(self, device: str) -> DeviceStream:
+        """The device's stream (empty if nothing arrived). Read it while no messages arrive, or copy."""
+        with self._cond:
+            return self._streams.get(device) or DeviceStream(device)
+
+    def events(self, device: str, *, since: int = 0, kind: PayloadType | None = None) -> list[Event]:
+        with self._cond:
+            s = self._streams.get(device)
+            if s is None:
+                return []
+            got = [a.event for a in s.events[s.event_index(since):]]
+        return [e for e in got if kind is None or e.kind == kind]
+
+    def undecodable(self) -> list[Received]:
+        with self._cond:
+            return [m for s in self._streams.values() for m in s.undecodable]
+
+    def problems(self) -> str:
+        """One line on undecodable messages, unparsed topics and connection gaps ('' if none)."""
+        with self._cond:
+            parts = []
+            bad = sum(len(s.undecodable) for s in self._streams.values())
+            if bad:
+                parts.append(f"{bad} undecodable message(s)")
+            if self.unparsed:
+                parts.append(f"{len(self.unparsed)} message(s) on unexpected topics")
+            parts += [g.describe() for g in self.gaps]
+        if parts:
+            parts.append(f"archive {self.archive_path}")
+        return "; ".join(parts)
+
+    # -- waits ---------------------------------------------------------------------------------
+    def _wait(self, device: str, what: str, timeout: float, since: int,
+              check: Callable[[DeviceStream], T | None], detail: Callable[[], str] | None = None) -> T:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                stream = self._streams.get(device)
+                if stream is not None:
+                    found = check(stream)
+                    if found is not None:
+                        return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._timeout(device, what, timeout, since, detail() if detail else None)
+                self._cond.wait(left)
+
+    def _timeout(self, device: str, what: str, timeout: float, since: int, detail: str | None) -> WaitTimeout:
+        stream = self._streams.get(device)
+        got = stream.messages_since(since) if stream is not None else []
+        app = [m for m in stream.application if m.seq > since] if stream is not None else []
+        window = "since the mark" if since else "since the collector started"
+        if got:
+            lines = [m.brief() for m in got[-SHOWN_IN_TIMEOUT:]]
+            skipped = f" (last {SHOWN_IN_TIMEOUT} shown)" if len(got) > SHOWN_IN_TIMEOUT else ""
+            actual = f"{len(got)} security message(s) from {device!r} {window}{skipped}:\n    " + \
+                "\n    ".join(lines)
+        else:
+            others = sorted(d for d, s in self._streams.items() if s.messages and d != device)
+            actual = f"no security message from {device!r} {window}" + (
+                f"; other devices sent some: {', '.join(others)}" if others else "")
+        if app:
+            actual += f"\n    and {len(app)} application telemetry message(s)"
+        if detail:
+            actual += "\n    " + detail.replace("\n", "\n    ")
+        state = "connected" if self._connected else "NOT CONNECTED to the broker"
+        gaps = "; ".join(g.describe() for g in self.gaps)
+        actual += f"\n    collector {state}" + (f"; gaps: {gaps}" if gaps else "")
+        return WaitTimeout(f"timed out after {timeout:g} s waiting for {what} from device {device!r}",
+                           expected=what, actual=actual, evidence=self.archive_path)
+
+    def wait_for(self, device: str, predicate: EventPredicate, timeout: float, *, since: int = 0,
+                 what: str = "an event matching the predicate") -> Event:
+        """The first unique event from ``device`` after ``since`` for which ``predicate`` is true."""
+        pos: list[int] = []
+
+        def check(stream: DeviceStream) -> Event | None:
+            if not pos:
+                pos.append(stream.event_index(since))
+            for i in range(pos[0], len(stream.events)):
+                if predicate(stream.events[i].event):
+                    return stream.events[i].event
+            pos[0] = len(stream.events)
+            return None
+
+        return self._wait(device, what, timeout, since, check)
+
+    def expect_event(self, device: str, kind: PayloadType, within: float, *, since: int = 0) -> Event:
+        return self.wait_for(device, lambda e: e.kind == kind, within, since=since,
+                             what=f"a {kind.name} event")
+
+    def expect_flows(self, device: str, flows: Sequence[FlowSpec], within: float, *, since: int = 0,
+                     background: Sequence[FlowSpec] | None = None) -> FlowMatch:
+        """Wait until every expected flow is matched by the device's flows summed over the windows
+        since ``since``; return the match (with extra and background flows) for the test to report."""
+        bg = tuple(background) if background is not None else default_background((self.port,))
+        state: dict[str, Any] = {"n": -1, "match": match_flows(flows, [], bg)}
+
+        def check(stream: DeviceStream) -> FlowMatch | None:
+            arrivals = stream.events[stream.event_index(since):]
+            if len(arrivals) == state["n"]:
+                return None
+            state["n"] = len(arrivals)
+            reported = [f for a in arrivals if isinstance(a.event.payload, NetworkActivity)
+                        for f in a.event.payload.flows]
+            state["match"] = match_flows(flows, reported, bg)
+            return state["match"] if state["match"].ok else None
+
+        what = f"{len(flows)} expected flow(s): " + "; ".join(s.describe() for s in flows)
+        return self._wait(device, what, within, since, check, lambda: state["match"].describe())
+
+    def assert_none(self, device: str, predicate: EventPredicate, during: float, *, since: int | None = None,
+                    what: str = "an event matching the predicate") -> None:
+        """Watch for ``during`` seconds; fail at once if ``device`` sends a matching event."""
+        start = self.mark() if since is None else since
+        try:
+            found = self.wait_for(device, predicate, during, since=start, what=what)
+        except WaitTimeout:
+            return
+        raise CheckFailed(f"device {device!r} sent {what} within {during:g} s, which must not happen",
+                          expected=f"no {what}", actual=found.to_json().__repr__()[:500],
+                          evidence=self.archive_path)
+
+    def cadence(self, device: str, kind: PayloadType, *, since: int = 0) -> Cadence:
+        with self._cond:
+            s = self._streams.get(device)
+            arrivals = s.events[s.event_index(since):] if s is not None else []
+        return Cadence.of(kind, arrivals)
+
+    def expect_cadence(self, device: str, kind: PayloadType, count: int, within: float, *,
+                       since: int = 0) -> Cadence:
+        """Wait for ``count`` events of ``kind`` and return the measured intervals."""
+        def check(stream: DeviceStream) -> Cadence | None:
+            arrivals = stream.events[stream.event_index(since):]
+            n = sum(1 for a in arrivals if a.event.kind == kind)
+            return Cadence.of(kind, arrivals) if n >= count else None
+
+        return self._wait(device, f"{count} {kind.name} events", within, since, check)
