@@ -1,0 +1,166 @@
+"""The collector's streams and waits, fed through ``ingest`` (no broker, no network)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+
+from harness.broker.credentials import DeviceCredentials
+from harness.errors import CheckFailed, WaitTimeout
+from harness.telemetry.codec import encode
+from harness.telemetry.collector import Collector
+from harness.telemetry.flowmatch import FlowSpec
+from harness.telemetry.model import (
+    Event,
+    Flow,
+    Heartbeat,
+    ModuleVersion,
+    NetworkActivity,
+    PayloadType,
+    Protocol,
+    SecurityMessage,
+)
+from harness.telemetry.topic import compose_topic, security_topic
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def heartbeat(n: int, t: int = 1700000000) -> bytes:
+    return encode(SecurityMessage("mod", ModuleVersion(3, 5, 4),
+                                  (Event(n.to_bytes(16, "big"), t + n, 60, Heartbeat()),)))
+
+
+def network(n: int, *flows: Flow) -> bytes:
+    return encode(SecurityMessage("mod", ModuleVersion(3, 5, 4),
+                                  (Event(n.to_bytes(16, "big"), 1700000000 + n, 10, NetworkActivity(ipv4=flows)),)))
+
+
+def tcp(rport: int, bout: int, remote: str = "10.77.0.1") -> Flow:
+    return Flow(ip_address("10.77.0.2"), ip_address(remote), 40000, rport, Protocol.TCP, 0, bout)
+
+
+@pytest.fixture
+def col(tmp_path: Path) -> Iterator[Collector]:
+    c = Collector("mqtt://127.0.0.1:1", DeviceCredentials("hil-collector", "hil-collector", "x"),
+                  tmp_path / "telemetry.bin")
+    yield c
+
+
+def later(delay: float, fn: object, *args: object) -> threading.Timer:
+    t = threading.Timer(delay, fn, args)  # type: ignore[arg-type]
+    t.start()
+    return t
+
+
+def test_redelivered_events_are_counted_once(col: Collector) -> None:
+    col.ingest(security_topic("a"), heartbeat(1))
+    col.ingest(security_topic("a"), heartbeat(1), dup=True)
+    col.ingest(security_topic("a"), heartbeat(2))
+    s = col.stream("a")
+    assert len(s.messages) == 3 and len(s.events) == 2 and s.duplicate_events == 1
+    assert [e.id[-1] for e in col.events("a")] == [1, 2]
+
+
+def test_undecodable_is_kept_and_reported(col: Collector) -> None:
+    item = col.ingest(security_topic("a"), b"\x01\x02 not flatbuffers")
+    assert item.error is not None and item.message is None
+    assert col.undecodable() == [item]
+    assert "1 undecodable message(s)" in col.problems()
+
+
+def test_real_device_vectors_decode(col: Collector) -> None:
+    col.ingest(security_topic("a"), (REPO / "fixtures/vectors/network-flatcc.bin").read_bytes())
+    kinds = [e.kind for e in col.events("a")]
+    assert kinds == [PayloadType.NETWORK_ACTIVITY, PayloadType.SYSTEM_INFORMATION, PayloadType.HEARTBEAT]
+
+
+def test_application_telemetry_and_odd_topics_are_kept_apart(col: Collector) -> None:
+    col.ingest(compose_topic("a", {"temp": "1"}), b'{"t": 21}')
+    col.ingest(security_topic("a", "mod1"), heartbeat(1))
+    col.ingest("somewhere/else", b"x")
+    s = col.stream("a")
+    assert len(s.application) == 1 and len(s.messages) == 1 and s.messages[0].module_id == "mod1"
+    assert len(col.unparsed) == 1
+
+
+def test_wait_for_wakes_when_the_message_arrives(col: Collector) -> None:
+    t0 = time.monotonic()
+    later(0.05, col.ingest, security_topic("a"), heartbeat(7))
+    ev = col.wait_for("a", lambda e: e.id[-1] == 7, timeout=5)
+    assert ev.id[-1] == 7 and time.monotonic() - t0 < 1.0
+
+
+def test_since_ignores_what_came_before_the_mark(col: Collector) -> None:
+    col.ingest(security_topic("a"), heartbeat(1))
+    mark = col.mark()
+    with pytest.raises(WaitTimeout):
+        col.expect_event("a", PayloadType.HEARTBEAT, within=0.05, since=mark)
+    assert col.expect_event("a", PayloadType.HEARTBEAT, within=0.05).id[-1] == 1
+
+
+def test_timeout_says_what_was_awaited_what_came_and_where_the_archive_is(col: Collector) -> None:
+    col.ingest(security_topic("a"), heartbeat(3))
+    col.ingest(security_topic("a"), b"junk!")
+    col.ingest(security_topic("b"), heartbeat(4))
+    with pytest.raises(WaitTimeout) as info:
+        col.expect_event("a", PayloadType.NETWORK_ACTIVITY, within=0.1)
+    text = str(info.value)
+    assert "waiting for a NETWORK_ACTIVITY event from device 'a'" in text
+    assert "2 security message(s) from 'a'" in text
+    assert "HEARTBEAT id=00000000000000000000000000000003" in text and "UNDECODABLE (5 bytes)" in text
+    assert str(col.archive_path) in text
+    assert isinstance(info.value, TimeoutError) and isinstance(info.value, CheckFailed)
+
+
+def test_timeout_for_a_silent_device_names_the_others(col: Collector) -> None:
+    col.ingest(security_topic("b"), heartbeat(4))
+    with pytest.raises(WaitTimeout, match=r"no security message from 'a'.*other devices sent some: b"):
+        col.expect_event("a", PayloadType.HEARTBEAT, within=0.05)
+
+
+def test_expect_flows_sums_windows_and_reports_extras(col: Collector) -> None:
+    mark = col.mark()
+    col.ingest(security_topic("a"), network(1, tcp(5000, 600), tcp(1883, 90)))
+    later(0.05, col.ingest, security_topic("a"), network(2, tcp(5000, 500), tcp(80, 1, "10.77.0.9")))
+    m = col.expect_flows("a", [FlowSpec(Protocol.TCP, remote_port=5000, min_bytes_out=1000)], within=5,
+                         since=mark)
+    assert m.matched[0][1].bytes_out == 1100
+    assert [f.remote_port for f in m.background] == [1883]
+
+
+def test_expect_flows_timeout_shows_the_match(col: Collector) -> None:
+    col.ingest(security_topic("a"), network(1, tcp(5000, 10)))
+    with pytest.raises(WaitTimeout) as info:
+        col.expect_flows("a", [FlowSpec(Protocol.UDP, remote_port=7, label="echo")], within=0.05)
+    text = str(info.value)
+    assert "missing: echo: UDP *:*->*:7" in text and "extra:   TCP 10.77.0.2:40000->10.77.0.1:5000" in text
+
+
+def test_assert_none_fails_at_once_and_passes_on_silence(col: Collector) -> None:
+    col.assert_none("a", lambda e: e.kind == PayloadType.HEARTBEAT, during=0.05)
+    later(0.05, col.ingest, security_topic("a"), heartbeat(9))
+    t0 = time.monotonic()
+    with pytest.raises(CheckFailed, match="must not happen"):
+        col.assert_none("a", lambda e: e.kind == PayloadType.HEARTBEAT, during=10, what="a heartbeat")
+    assert time.monotonic() - t0 < 2
+
+
+def test_cadence_measures_intervals(col: Collector) -> None:
+    for n, at in ((1, 100.0), (2, 110.0), (3, 121.0)):
+        col.ingest(security_topic("a"), heartbeat(n * 10), received=at)
+    cad = col.cadence("a", PayloadType.HEARTBEAT)
+    assert cad.received_intervals == (10.0, 11.0) and cad.reported_intervals == (10, 10)
+    cad.check(10.5, 0.6)
+    with pytest.raises(CheckFailed, match="cadence"):
+        cad.check(10, 0.5)
+
+
+def test_expect_cadence_waits_for_the_count(col: Collector) -> None:
+    col.ingest(security_topic("a"), heartbeat(1))
+    later(0.05, col.ingest, security_topic("a"), heartbeat(2))
+    assert col.expect_cadence("a", PayloadType.HEARTBEAT, 2, within=5).count == 2
