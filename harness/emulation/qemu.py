@@ -10,9 +10,10 @@
         m.power_cycle()
 
 Power-on starts QEMU halted (``-S``) with its gdbstub, QMP and UART on unix sockets in a private
-folder, writes the whole flash file into code memory through the gdbstub, resets the CPU (so it
-fetches the new vector table) and, with ``run=True``, continues. The flash file is loaded this way,
-not with ``-device loader``, because QEMU re-copies a loader's boot-time data on every
+folder (two QMP sockets: the machine keeps one, the record offers the other to the probe plugin),
+writes the whole flash file into code memory through the gdbstub, resets the CPU (so it fetches
+the new vector table) and, with ``run=True``, continues. The flash file is loaded this way, not
+with ``-device loader``, because QEMU re-copies a loader's boot-time data on every
 ``system_reset`` and would undo what pyOCD later writes through the gdbstub.
 
 Each QEMU process writes a pcap of the board's link (``-object filter-dump``); :attr:`pcaps` lists
@@ -32,6 +33,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -177,6 +179,7 @@ class Machine:
                 "-nodefaults", "-display", "none", "-monitor", "none", "-S",
                 "-gdb", f"unix:{self._sock('gdb')},server=on,wait=off",
                 "-qmp", f"unix:{self._sock('qmp')},server=on,wait=off",
+                "-qmp", f"unix:{self._sock('qmp-owner')},server=on,wait=off",
                 "-chardev", f"socket,id=uart0,path={self._sock('uart0')},server=on,wait=off",
                 "-serial", "chardev:uart0",
                 "-netdev", self.network.netdev(NETDEV_ID),
@@ -191,11 +194,11 @@ class Machine:
         pcap = self.run_dir / f"{self.name}-{self._power_ons}.pcap"
         self._proc = OwnedProcess(f"qemu {self.name}", self._qemu_argv(pcap), self.qemu_log)
         self.pcaps.append(pcap)
-        self._proc.wait_until(lambda: self._sock("qmp").exists() and self._sock("uart0").exists(),
+        self._proc.wait_until(lambda: self._sock("qmp-owner").exists() and self._sock("uart0").exists(),
                               START_TIMEOUT, "QEMU's QMP and UART sockets")
         t0 = time.monotonic()
         try:
-            self.qmp = QmpClient.connect(self.qmp_address, timeout=START_TIMEOUT)
+            self.qmp = QmpClient.connect(f"unix:{self._sock('qmp-owner')}", timeout=START_TIMEOUT)
             self._require_relay().attach(self._sock("uart0"))
             with GdbRemote.connect(self.gdb_address, timeout=START_TIMEOUT) as gdb:
                 gdb.write_memory(self.flash.base, self.flash.read(), timeout=30.0)
@@ -253,29 +256,37 @@ class Machine:
 
     # ---------------------------------------------------------------- control
 
+    def _qmp(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """A QMP command; if QEMU died, the error says so with its log."""
+        try:
+            return self._require_qmp().execute(command, arguments)
+        except InfrastructureError:
+            self._require_proc().check_alive()
+            raise
+
     def resume(self) -> None:
-        self._require_qmp().execute("cont")
+        self._qmp("cont")
 
     def freeze(self) -> None:
         """Stop the CPU (a hung board): no console output, no network answers."""
-        self._require_qmp().execute("stop")
+        self._qmp("stop")
 
     def thaw(self) -> None:
-        self._require_qmp().execute("cont")
+        self._qmp("cont")
 
     def reset(self) -> None:
         """Warm reset (memory kept, like the reset pin): the board reboots what is in memory."""
-        self._require_qmp().execute("system_reset")
+        self._qmp("system_reset")
 
     def link_down(self) -> None:
         """Pull the Ethernet cable."""
-        self._require_qmp().execute("set_link", {"name": NETDEV_ID, "up": False})
+        self._qmp("set_link", {"name": NETDEV_ID, "up": False})
 
     def link_up(self) -> None:
-        self._require_qmp().execute("set_link", {"name": NETDEV_ID, "up": True})
+        self._qmp("set_link", {"name": NETDEV_ID, "up": True})
 
     def status(self) -> str:
-        return self._require_qmp().status()
+        return str(self._qmp("query-status")["status"])
 
     def program_flash(self, offset: int, data: bytes) -> None:
         """Update the flash file (what the next power-on loads); memory of a running QEMU is not
