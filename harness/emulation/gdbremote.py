@@ -24,6 +24,7 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -128,6 +129,8 @@ class GdbRemote:
         self.address = address
         self.timeout = timeout
         self._buf = bytearray()
+        self._packets: deque[bytes] = deque()
+        self._acks = self._naks = 0
         self._lock = threading.RLock()
         self._ack = True
         self._closed = False
@@ -250,34 +253,40 @@ class GdbRemote:
             raise GdbTimeout(f"timed out waiting for {what} from gdbstub at {self.address}",
                              expected=what, actual=f"{len(self._buf)} bytes: {bytes(self._buf[:60])!r}")
 
+    def _parse(self) -> None:
+        """Move complete packets from the byte buffer to the packet queue; count acks."""
+        buf = self._buf
+        while buf:
+            head = buf[0]
+            if head == 0x2B:  # '+'
+                self._acks += 1
+                del buf[0]
+            elif head == 0x2D:  # '-'
+                self._naks += 1
+                del buf[0]
+            elif head in (0x24, 0x25):  # '$' packet, '%' notification
+                end = buf.find(b"#")
+                if end == -1 or len(buf) < end + 3:
+                    return
+                body = bytes(buf[1:end])
+                cs = bytes(buf[end + 1: end + 3])
+                del buf[: end + 3]
+                if head == 0x25:
+                    continue  # notifications belong to non-stop mode, which is not used
+                if self._ack:
+                    ok = cs.lower() == f"{checksum(body):02x}".encode()
+                    self._sock.send(b"+" if ok else b"-")
+                    if not ok:
+                        log.warning("bad checksum from %s, asked for a resend", self.address)
+                        continue
+                self._packets.append(unescape(body))
+            else:
+                del buf[0]  # noise between packets
+
     def _take_packet(self) -> bytes | None:
-        """Pop one complete packet body from the buffer (skipping acks), or None."""
-        while self._buf and self._buf[0] in b"+-":
-            del self._buf[0]
-        start = self._buf.find(b"$")
-        notif = self._buf.find(b"%")
-        if notif != -1 and (start == -1 or notif < start):
-            end = self._buf.find(b"#", notif)
-            if end == -1 or len(self._buf) < end + 3:
-                return None
-            del self._buf[: end + 3]  # notifications are ignored (non-stop mode is not used)
-            return self._take_packet()
-        if start == -1:
-            self._buf.clear()  # acks already dropped; nothing else is meaningful outside a packet
-            return None
-        end = self._buf.find(b"#", start)
-        if end == -1 or len(self._buf) < end + 3:
-            return None
-        body = bytes(self._buf[start + 1: end])
-        cs = bytes(self._buf[end + 1: end + 3])
-        del self._buf[: end + 3]
-        if self._ack:
-            ok = cs.lower() == f"{checksum(body):02x}".encode()
-            self._sock.send(b"+" if ok else b"-")
-            if not ok:
-                log.warning("bad checksum from %s, asked for a resend", self.address)
-                return self._take_packet()
-        return unescape(body)
+        """Pop the oldest complete packet body, or None."""
+        self._parse()
+        return self._packets.popleft() if self._packets else None
 
     def _read_packet(self, deadline: float, what: str) -> bytes:
         while True:
@@ -290,18 +299,17 @@ class GdbRemote:
         data = frame(payload)
         what = payload[:20].decode(errors="replace")
         for _attempt in range(3):
+            self._acks = self._naks = 0
             self._send_raw(data, deadline, what)
             if not self._ack:
                 return
-            while not self._buf or self._buf[0] not in b"+-":
-                if self._buf and self._buf[0] == ord("$"):
-                    break  # some stubs skip the ack and answer at once
+            while True:
+                self._parse()
+                if self._acks:
+                    return
+                if self._naks:
+                    break
                 self._fill(deadline, f"ack for {what!r}")
-            if not self._buf or self._buf[0] == ord("+"):
-                if self._buf:
-                    del self._buf[0]
-                return
-            del self._buf[0]
         raise GdbRemoteError(f"gdbstub at {self.address} rejected packet {what!r} three times")
 
     def request(self, payload: bytes | str, timeout: float | None = None) -> str:
@@ -318,6 +326,11 @@ class GdbRemote:
         what = f"reply to {payload[:20].decode(errors='replace')!r}"
         while True:
             packet = self._read_packet(deadline, what)
+            if payload != b"?" and packet[:1] in b"ST" and parse_stop_reply(packet.decode("latin-1")):
+                # unsolicited: QEMU stops the machine when a client attaches and says so
+                self.last_stop = parse_stop_reply(packet.decode("latin-1"))
+                self._running = False
+                continue
             if packet.startswith(b"O") and payload.startswith(b"qRcmd") and packet != b"OK":
                 self.console_output += bytes.fromhex(packet[1:].decode())
                 continue

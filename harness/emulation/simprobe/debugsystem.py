@@ -227,13 +227,16 @@ class DebugSystem:
     def _write_dhcsr(self, value: int) -> None:
         if (value & 0xFFFF0000) != DBGKEY:
             return  # writes without the key are ignored by the core
+        was_debugen = self.debugen
         self.debugen = bool(value & C_DEBUGEN)
         self.maskints = bool(value & C_MASKINTS)
         halted = self.backend.is_halted()
-        if value & C_HALT:
+        if value & C_HALT and self.debugen:
             if not halted:
                 self.backend.halt()
                 self.dfsr |= DFSR_HALTED
+        elif halted and was_debugen and not self.debugen:
+            self.backend.resume()  # leaving debug (pyOCD's disconnect) lets a halted core run
         elif halted and self.debugen:
             if value & C_STEP:
                 self.backend.step()

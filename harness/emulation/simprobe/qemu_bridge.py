@@ -23,6 +23,7 @@ from .debugsystem import REG_XPSR, CoreBackend
 log = logging.getLogger(__name__)
 
 # DCRSR REGSEL → register name in QEMU's target description (beyond r0–r15).
+SIGINT = 2
 _SPECIAL = {REG_XPSR: "xpsr", 17: "msp", 18: "psp", 33: "fpscr"}
 
 
@@ -46,6 +47,10 @@ class QemuBackend(CoreBackend):
         self.record = record
         with _as_probe_errors(record):
             self.gdb = GdbRemote.connect(record.gdb, timeout=timeout)
+            stop = self.gdb.last_stop
+            if stop is not None and stop.signal == SIGINT:
+                # QEMU stops a running machine when a debugger attaches; a probe's attach does not.
+                self.gdb.cont()
 
     def close(self) -> None:
         self.gdb.close()

@@ -1,27 +1,20 @@
-"""Fixtures for the simprobe integration tests: a banner image built with arm-none-eabi-gcc and a
-QEMU mps2 machine started by the test itself (until the machine module is used here), recorded in
-the lab state folder the way the machine module records it."""
+"""Fixtures for the simprobe integration tests: a banner image built with arm-none-eabi-gcc, the
+``emu`` probe class registered at run time, and QEMU machines from :mod:`harness.emulation.qemu`
+recorded in a private lab state folder."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from harness.emulation.gdbremote import GdbRemote
+from harness.emulation.qemu import Machine
+from harness.state import StateDir
 
 REPO = Path(__file__).resolve().parents[3]
 BANNER_SRC = REPO / "fixtures" / "test-images" / "banner"
-FLASH_SIZE = 4 * 1024 * 1024
 
 
 def build_banner(out_dir: Path, text: str, cpu: str = "cortex-m3") -> Path:
@@ -37,90 +30,35 @@ def build_banner(out_dir: Path, text: str, cpu: str = "cortex-m3") -> Path:
 
 
 @pytest.fixture
-def banner_builder(tmp_path: Path) -> Callable[[str], Path]:
-    return lambda text: build_banner(tmp_path / "img" / str(abs(hash(text))), text)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Machine:
-    """A QEMU process the test owns, with its machine record."""
-
-    name: str
-    state_dir: Path
-    flash_file: Path
-    gdb_path: Path
-    console_port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-    log: Path = field(default_factory=Path)
-
-    @property
-    def gdb(self) -> str:
-        return f"unix:{self.gdb_path}"
-
-    @property
-    def console(self) -> str:
-        return f"socket://127.0.0.1:{self.console_port}"
-
-    def start(self) -> None:
-        """Power on: start QEMU halted, load the flash file through the gdbstub, reset, run."""
-        self.console_port = _free_port()
-        self.gdb_path.unlink(missing_ok=True)
-        cmd = ["qemu-system-arm", "-M", "mps2-an385", "-S", "-display", "none", "-monitor", "none",
-               "-gdb", f"unix:{self.gdb_path},server=on,wait=off",
-               "-serial", f"tcp:127.0.0.1:{self.console_port},server=on,wait=off"]
-        self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        with GdbRemote.connect(self.gdb, timeout=5.0) as gdb:
-            gdb.write_memory(0, self.flash_file.read_bytes())
-        record = {"name": self.name, "machine": "mps2-an385", "pid": self.proc.pid,
-                  "owner_pid": os.getpid(), "gdb": self.gdb, "qmp": None, "console": self.console,
-                  "flash_file": str(self.flash_file), "flash_base": 0, "flash_size": FLASH_SIZE,
-                  "started": time.time(), "network": None}
-        (self.state_dir / "machines").mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "machines" / f"{self.name}.json").write_text(json.dumps(record))
-
-    def boot(self) -> None:
-        """Reset so the core loads SP/PC from the written vector table, then run."""
-        with GdbRemote.connect(self.gdb, timeout=5.0) as gdb:
-            gdb.monitor("system_reset")
-            gdb.cont()
-
-    def stop(self) -> None:
-        (self.state_dir / "machines" / f"{self.name}.json").unlink(missing_ok=True)
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StateDir:
+    root = tmp_path / "state"
+    monkeypatch.setenv("HIL_STATE", str(root))
+    monkeypatch.delenv("HIL_SIMPROBE_CHIPS", raising=False)
+    return StateDir(root)
 
 
 @pytest.fixture
-def machine_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Machine]]:
-    if shutil.which("qemu-system-arm") is None:
-        pytest.skip("needs qemu-system-arm")
-    state = tmp_path / "state"
-    monkeypatch.setenv("HIL_STATE", str(state))
+def emu_probe_class() -> type:
+    from harness.emulation.simprobe.plugin import register
+
+    return register()
+
+
+@pytest.fixture
+def machine_factory(tmp_path: Path, state_dir: StateDir) -> Iterator[Callable[[str], Machine]]:
     made: list[Machine] = []
 
     def make(name: str) -> Machine:
-        flash = state / f"{name}.flash"
-        state.mkdir(parents=True, exist_ok=True)
-        if not flash.exists():
-            flash.write_bytes(b"\xff" * FLASH_SIZE)
-        m = Machine(name, state, flash, Path(f"/tmp/hil-{os.getpid()}-{name}.gdb"), log=tmp_path / f"{name}.log")
-        made.append(m)
-        return m
+        run_dir = tmp_path / "run"
+        run_dir.mkdir(exist_ok=True)
+        machine = Machine(name, "mps2-an385", flash_file=run_dir / f"{name}.flash", run_dir=run_dir,
+                          state=state_dir)
+        made.append(machine)
+        return machine
 
     yield make
-    for m in made:
-        m.stop()
-        m.gdb_path.unlink(missing_ok=True)
-        assert m.proc is None or m.proc.poll() is not None, f"QEMU {m.name} still running"
+    for machine in made:
+        pid = machine._proc.pid if machine._proc is not None else None
+        machine.stop()
+        if pid is not None:
+            assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
