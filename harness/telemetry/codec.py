@@ -7,7 +7,8 @@ required fields and union tags are checked, enum values must be known, strings m
 NUL-terminated. Anything malformed raises ``DecodeError`` naming the offset; nothing is read past
 the buffer. Offsets (uoffset) only point forward, so the walk cannot loop; the schema is not
 recursive, so depth is bounded; and a budget of objects proportional to the buffer size stops
-shared sub-tables from amplifying a small buffer into a huge decode.
+shared sub-tables from amplifying a small buffer into a huge decode. Alignment is not enforced
+(Python reads unaligned scalars safely); trailing bytes after the last object are ignored.
 
 Why the reader is hand-written rather than flatc's generated accessors: those verify nothing, so a
 verifier would have to walk the same tables before them anyway; one pass that checks while it

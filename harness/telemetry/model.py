@@ -236,6 +236,11 @@ class Event(_Json):
     def kind(self) -> PayloadType:
         return self.payload.KIND
 
+    @property
+    def id_counters(self) -> tuple[int, int]:
+        """The id as NetX writes it: two little-endian 64-bit counters (bytes 0-7, 8-15)."""
+        return int.from_bytes(self.id[:8], "little"), int.from_bytes(self.id[8:16], "little")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id.hex(),

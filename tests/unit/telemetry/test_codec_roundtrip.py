@@ -110,6 +110,30 @@ def test_round_trip(msg: SecurityMessage) -> None:
     assert decode_unchecked(data) == msg  # our reader and flatc's generated one agree
 
 
+capped_network = st.builds(
+    NetworkActivity,
+    st.lists(flows(ipv4), min_size=64, max_size=64).map(tuple),
+    st.lists(flows(ipv6), min_size=64, max_size=64).map(tuple),
+)
+schema_only = st.lists(st.one_of(listening, baseline, process, log), min_size=4, max_size=4)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+@given(capped_network, schema_only, st.binary(min_size=16, max_size=16))
+def test_round_trip_at_the_flow_cap_with_schema_only_payloads(
+    network: NetworkActivity, others: list[ListeningPorts | Baseline | Process | Log], uid: bytes
+) -> None:
+    """64 IPv4 + 64 IPv6 flows (the module's cap) beside the payloads NetX never sends."""
+    msg = SecurityMessage(
+        "defender-iot-micro-agent",
+        ModuleVersion(3, 5, 4),
+        (Event(uid, 1, 10, network), *(Event(uid, 2, 60, p) for p in others)),
+    )
+    data = encode(msg)
+    assert decode(data) == msg
+    assert decode_unchecked(data) == msg
+
+
 def test_full_message_round_trip(full_message: SecurityMessage) -> None:
     msg = full_message
     data = encode(msg)

@@ -53,6 +53,8 @@ def test_flows_and_kind() -> None:
     activity = NetworkActivity((_flow(),), (_flow(True),))
     assert activity.flows == (_flow(), _flow(True))
     assert Event(bytes(16), 0, 10, activity).kind is PayloadType.NETWORK_ACTIVITY
+    event = Event(bytes(range(0x30, 0x40)), 0, 60, Heartbeat())
+    assert event.id_counters == (0x3736353433323130, 0x3F3E3D3C3B3A3938)
     assert _flow().key == (IPv4Address("192.168.1.10"), IPv4Address("10.0.0.1"), 49152, 8883, Protocol.TCP)
     assert set(PAYLOAD_CLASSES) == set(PayloadType) - {PayloadType.NONE}
     assert all(cls.KIND is kind for kind, cls in PAYLOAD_CLASSES.items())
