@@ -1,0 +1,204 @@
+"""Build the reference firmware (``fixtures/firmware``) into a firmware build folder.
+
+    folder = build_reference("mps2-an385", {"TEST_PUBLISH": 1}, preset="fast",
+                             out=Path("firmware-builds/ref-fast"))
+    # folder/hil-ref.elf, .bin, .hex, build.log and manifest.yaml (harness.firmware.FirmwareManifest)
+
+``make`` runs out of tree in ``fixtures/firmware/build/<board>/<knob hash>/`` (one folder per knob set,
+so builds with different knobs never overwrite each other; builds are serialised by a file lock,
+which also covers the first fetch of lwIP). Knobs are make variables: the platform's (``VERSION``,
+``BUILD_ID``, ``TEST_PUBLISH``, ``MQTT_KEEPALIVE_S``, ``ECHO_PORT``) and those the agent's
+``agent.mk`` lists in ``AGENT_KNOBS``; ``make print-knobs`` reports the names and the values a build
+used, and those values, not the caller's wishes, go into the manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from filelock import FileLock
+
+from harness.errors import InfrastructureError, UsageError
+from harness.firmware import (
+    Behaviour,
+    BuildInfo,
+    FirmwareManifest,
+    IdentityExpectation,
+    Intervals,
+    SecurityModuleInfo,
+    ServicesPromise,
+    sha256_file,
+    write_manifest,
+)
+from harness.provisioning import PROVISIONING_ADDRESS
+
+log = logging.getLogger(__name__)
+
+FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "firmware"
+BOARDS = ("mps2-an385", "mps2-an386")
+IMAGE_STEM = "hil-ref"
+BUILD_TIMEOUT = 300.0
+
+#: Named knob sets; explicit knobs override them. Knobs a build does not know (e.g. agent knobs
+#: while only the stub agent is linked) are left out of a preset with a log line.
+PRESETS: dict[str, dict[str, str]] = {
+    "fast": {"ASC_FIRST_COLLECTION_S": "5"},
+}
+
+_KNOB_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+_KNOB_VALUE = re.compile(r"[A-Za-z0-9._+:-]*")
+_SIZE_LINE = re.compile(r"size: code (\d+) bytes, ram (\d+) bytes")
+_NOT_KNOBS = {"BOARD", "BUILD_DIR", "LWIP_DIR"}
+
+
+def _make(args: list[str], what: str, log_path: Path | None = None,
+          timeout: float = BUILD_TIMEOUT) -> str:
+    argv = ["make", "--no-print-directory", "-C", str(FIRMWARE_DIR), *args]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise InfrastructureError("make is not installed", fix="apt-get install make") from None
+    except subprocess.TimeoutExpired as exc:
+        raise InfrastructureError(f"{what} did not finish in {timeout:.0f} s",
+                                  actual=str(exc.stdout or "")[-2000:], evidence=log_path) from None
+    output = proc.stdout + proc.stderr
+    if log_path is not None:
+        log_path.write_text(f"$ {' '.join(argv)}\n{output}", encoding="utf-8")
+    if proc.returncode != 0:
+        raise InfrastructureError(f"{what} failed (make exit {proc.returncode})",
+                                  actual=output[-3000:], evidence=log_path,
+                                  fix="read the compiler output; arm-none-eabi-gcc, newlib, dpkg-dev "
+                                      "and a Debian deb-src-capable apt mirror are needed")
+    return proc.stdout
+
+
+def _knob_str(name: str, value: object) -> str:
+    text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+    if not _KNOB_NAME.fullmatch(name) or name in _NOT_KNOBS:
+        raise UsageError(f"bad knob name {name!r}", fix="knob names are upper-case make variables, "
+                         "e.g. TEST_PUBLISH=1 (BOARD is chosen with --board)")
+    if not _KNOB_VALUE.fullmatch(text):
+        raise UsageError(f"knob {name}: value {text!r} has characters a build cannot take",
+                         expected="letters, digits and . _ + : -", actual=text)
+    return text
+
+
+def known_knobs(board: str = BOARDS[0]) -> dict[str, str]:
+    """The knob names this tree's Makefile (with the agent's agent.mk, if present) accepts, with
+    their default values."""
+    out = _make([f"BOARD={board}", "print-knobs"], "make print-knobs", timeout=30.0)
+    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return {k: v for k, v in values.items() if k not in _NOT_KNOBS}
+
+
+def resolve_knobs(board: str, knobs: Mapping[str, object], preset: str | None) -> dict[str, str]:
+    """Preset, then explicit knobs, checked against the knobs the build knows."""
+    if board not in BOARDS:
+        raise UsageError(f"unknown board {board!r} for the reference firmware",
+                         expected=" or ".join(BOARDS), actual=board, fix="use --board mps2-an385")
+    if preset is not None and preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}", expected=", ".join(sorted(PRESETS)),
+                         actual=preset, fix="use --preset fast, or set knobs one by one with --set")
+    known = known_knobs(board)
+    chosen: dict[str, str] = {}
+    for name, value in PRESETS.get(preset or "", {}).items():
+        if name in known:
+            chosen[name] = value
+        else:
+            log.info("preset %s: knob %s is not known to this build (agent not linked?); left out",
+                     preset, name)
+    for name, value in knobs.items():
+        text = _knob_str(name, value)
+        if name not in known:
+            raise UsageError(f"unknown knob {name!r}", expected=", ".join(sorted(known)), actual=name,
+                             fix="check the spelling; agent knobs exist only when "
+                                 "fixtures/firmware/agent/agent.mk lists them in AGENT_KNOBS")
+        chosen[name] = text
+    chosen.setdefault("BUILD_ID", _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ"))
+    return chosen
+
+
+def build_reference(board: str, knobs: Mapping[str, object], preset: str | None, out: Path) -> Path:
+    """Build the reference firmware with ``knobs`` (over ``preset``) into ``out``; return ``out``.
+
+    ``out`` receives ``hil-ref.elf``/``.bin``/``.hex``, ``build.log`` and ``manifest.yaml``.
+    Raises UsageError for a bad board, preset or knob, InfrastructureError when make fails.
+    """
+    chosen = resolve_knobs(board, knobs, preset)
+    digest = hashlib.sha256(repr(sorted(chosen.items())).encode()).hexdigest()[:12]
+    build_dir = FIRMWARE_DIR / "build" / board / digest
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    args = [f"BOARD={board}", f"BUILD_DIR={build_dir}", f"-j{max(1, os.cpu_count() or 1)}",
+            *(f"{k}={v}" for k, v in sorted(chosen.items()))]
+    (FIRMWARE_DIR / "build").mkdir(exist_ok=True)
+    with FileLock(str(FIRMWARE_DIR / "build" / ".make.lock")):
+        stdout = _make(["all", *args], f"building the reference firmware for {board}", out / "build.log")
+        effective = dict(line.split("=", 1) for line in
+                         _make(["print-knobs", *args], "make print-knobs", timeout=30.0).splitlines()
+                         if "=" in line)
+        for suffix in ("elf", "bin", "hex"):
+            shutil.copyfile(build_dir / f"{IMAGE_STEM}.{suffix}", out / f"{IMAGE_STEM}.{suffix}")
+    size = _SIZE_LINE.search(stdout)
+    code, ram = (int(size.group(1)), int(size.group(2))) if size else (None, None)
+    log.info("built %s for %s: code %s bytes, ram %s bytes", out, board, code, ram)
+    manifest = reference_manifest(out, board, effective, code, ram)
+    write_manifest(out, manifest)
+    return out
+
+
+def _int(knobs: Mapping[str, str], name: str, default: int) -> int:
+    value = knobs.get(name, "")
+    return int(value) if value.isdigit() else default
+
+
+def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: int | None,
+                       ram: int | None) -> FirmwareManifest:
+    """The manifest for a reference build, from the knob values the build reports.
+
+    Agent knobs (names from fixtures/firmware/agent/agent_config.h) default to the module's own
+    values when the build does not report them.
+    """
+    version = knobs.get("VERSION", "0.0.0")
+    build_id = knobs.get("BUILD_ID", "dev")
+    module_version = ".".join(knobs.get(f"ASC_MODULE_VERSION_{p}", d)
+                              for p, d in (("MAJOR", "3"), ("MINOR", "5"), ("PATCH", "4")))
+    first = knobs.get("ASC_FIRST_COLLECTION_S", "")
+    echo_port = _int(knobs, "ECHO_PORT", 7)
+    defects = ("suspend-leak",) if knobs.get("UPSTREAM_SUSPEND_LEAK") == "1" else ()
+    return FirmwareManifest(
+        name=out.name,
+        version=version,
+        image=f"{IMAGE_STEM}.elf",
+        format="elf",
+        base_address=0,
+        sha256=sha256_file(out / f"{IMAGE_STEM}.elf"),
+        targets=(board.replace("-", "_"),),
+        security_module=SecurityModuleInfo(
+            version=module_version,
+            id=knobs.get("ASC_MODULE_ID", "defender-iot-micro-agent"),
+            mti=knobs.get("ASC_MTI", "2.3-1-0-0"),
+        ),
+        behaviour=Behaviour(
+            boot_marker=rf"^HIL-REF {re.escape(version)} build {re.escape(build_id)} board {board}",
+            first_collection_delay_s=int(first) if first.isdigit() else (30, 89),
+            intervals_s=Intervals(high=_int(knobs, "ASC_HIGH_INTERVAL_S", 10),
+                                  low=_int(knobs, "ASC_LOW_INTERVAL_S", 60)),
+            flow_cap=_int(knobs, "ASC_FLOW_CAP", 64),
+            pending_time_s=_int(knobs, "ASC_PENDING_TIME_S", 300),
+            services=ServicesPromise(tcp_echo=echo_port, udp_echo=echo_port, icmp=True),
+            known_defects=defects,
+        ),
+        identity=IdentityExpectation(provisioning=f"block at 0x{PROVISIONING_ADDRESS:08X}"),
+        build=BuildInfo(build_id=build_id,
+                        knobs={k: v for k, v in knobs.items() if k not in ("VERSION", "BUILD_ID", "BOARD")},
+                        code_bytes=code, ram_bytes=ram),
+    )

@@ -1,0 +1,122 @@
+"""Fixtures for the reference firmware on emulated boards: builds, flash files, consoles."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from harness.emulation.flash_file import FlashFile
+from harness.emulation.network import Attachment
+from harness.emulation.qemu import Machine
+from harness.firmware_build import IMAGE_STEM, build_reference
+from harness.provisioning import PROVISIONING_ADDRESS
+from harness.state import StateDir, resolve_state_dir
+
+TEST_VERSION = "9.8.7"
+TEST_BUILD_ID = "itest"
+
+
+class Console:
+    """Reads a machine's console URL; ``expect`` waits for a line matching a pattern, with a deadline."""
+
+    def __init__(self, url: str, log_path: Path) -> None:
+        host, _, port = url.removeprefix("socket://").rpartition(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=5)
+        self.log_path = log_path
+        self.text = ""
+        self._pos = 0
+
+    def expect(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        regex = re.compile(pattern, re.MULTILINE)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.text, self._pos)
+            if match:
+                self._pos = match.end()
+                return match
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"console: no line matching {pattern!r} within {timeout} s; "
+                                     f"saw:\n{self.text[-3000:]}\n(full log: {self.log_path})")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise AssertionError(f"console closed while waiting for {pattern!r}; saw:\n{self.text}")
+            self.text += chunk.decode("utf-8", "replace").replace("\r\n", "\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="session")
+def ref_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference firmware for mps2-an385 with the test publish on (built once per session)."""
+    out = tmp_path_factory.mktemp("ref-build")
+    return build_reference("mps2-an385", {"TEST_PUBLISH": 1, "VERSION": TEST_VERSION,
+                                          "BUILD_ID": TEST_BUILD_ID}, None, out)
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StateDir:
+    monkeypatch.setenv("HIL_STATE", str(tmp_path / "state"))
+    return resolve_state_dir()
+
+
+def write_flash(path: Path, image: bytes, sector: bytes | None) -> Path:
+    """A flash file with the image at 0 and, when given, the provisioning sector at 0x003FF000."""
+    flash = FlashFile(path)
+    flash.erase()
+    flash.program(0, image)
+    if sector is not None:
+        flash.program(PROVISIONING_ADDRESS, sector)
+    return path
+
+
+def image_bytes(build: Path) -> bytes:
+    return (build / f"{IMAGE_STEM}.bin").read_bytes()
+
+
+class Board:
+    """A started machine with its console."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+        self.console = Console(machine.console_url, machine.console_log)
+
+
+@contextmanager
+def boot(name: str, run_dir: Path, image: bytes, sector: bytes | None, network: Attachment,
+         state: StateDir) -> Iterator[Board]:
+    flash = write_flash(run_dir / f"{name}.flash", image, sector)
+    machine = Machine(name, "mps2-an385", flash_file=flash, run_dir=run_dir, network=network,
+                      state=state)
+    pid: int | None = None
+    try:
+        machine.start(run=True)
+        pid = machine.pid
+        board = Board(machine)
+        try:
+            yield board
+        finally:
+            board.console.close()
+    finally:
+        machine.stop()
+        if pid is not None:
+            assert not _alive(pid), f"QEMU pid {pid} still running after stop()"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
