@@ -94,6 +94,8 @@ class Collector:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = CONNECT_TIMEOUT) -> Collector:
         """Connect, subscribe, and return once the broker granted the subscriptions."""
+        if self._archive is not None:
+            return self
         self._archive = ArchiveWriter(self.archive_path)
         self._stopping = False
         self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
@@ -120,6 +122,7 @@ class Collector:
         self._client.loop_stop()
         if self._archive is not None:
             self._archive.close()
+            self._archive = None
         summary = self.problems()
         if summary:
             log.warning("collector: %s", summary)
@@ -164,7 +167,7 @@ class Collector:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         with self._cond:
-            self._connected = False
+            self._connected = self._subscribed = False
             if not self._stopping and (not self.gaps or self.gaps[-1].end is not None):
                 self.gaps.append(Gap(time.time(), None, f"disconnected: {rc}"))
                 log.warning("collector lost the broker: %s", rc)
@@ -223,6 +226,19 @@ class Collector:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    def wait_connected(self, timeout: float) -> None:
+        """Block until the collector is connected and subscribed (e.g. after a broker restart)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not (self._connected and self._subscribed):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    gaps = "; ".join(g.describe() for g in self.gaps) or "none"
+                    raise WaitTimeout(f"collector not reconnected to {self.url} within {timeout:g} s",
+                                      expected="CONNACK and SUBACK", actual=f"gaps: {gaps}",
+                                      evidence=self.archive_path)
+                self._cond.wait(left)
 
     def devices(self) -> list[str]:
         with self._cond:
@@ -318,6 +334,17 @@ class Collector:
     def expect_event(self, device: str, kind: PayloadType, within: float, *, since: int = 0) -> Event:
         return self.wait_for(device, lambda e: e.kind == kind, within, since=since,
                              what=f"a {kind.name} event")
+
+    def expect_events(self, device: str, count: int, within: float, *, kind: PayloadType | None = None,
+                      since: int = 0) -> list[Event]:
+        """Wait until ``count`` unique events (of ``kind``, if given) arrived; return them all."""
+        def check(stream: DeviceStream) -> list[Event] | None:
+            got = [a.event for a in stream.events[stream.event_index(since):]
+                   if kind is None or a.event.kind == kind]
+            return got if len(got) >= count else None
+
+        what = f"{count} {kind.name if kind is not None else ''} events".replace("  ", " ")
+        return self._wait(device, what, within, since, check)
 
     def expect_flows(self, device: str, flows: Sequence[FlowSpec], within: float, *, since: int = 0,
                      background: Sequence[FlowSpec] | None = None) -> FlowMatch:

@@ -1,0 +1,156 @@
+"""Helpers for broker tests: a raw-socket MQTT publisher writing NetX's 4-byte Remaining Length,
+a small paho device client, and brokers that are proven gone after each test."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker, parse_mqtt_url
+from harness.telemetry.codec import encode
+from harness.telemetry.model import Event, Heartbeat, ModuleVersion, SecurityMessage
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def heartbeat_payload(n: int) -> bytes:
+    """A security message with one heartbeat whose event id encodes ``n``."""
+    return encode(SecurityMessage("hil-test", ModuleVersion(3, 5, 4),
+                                  (Event(n.to_bytes(16, "big"), 1700000000 + n, 60, Heartbeat()),)))
+
+
+def _utf8(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack(">H", len(raw)) + raw
+
+
+def remaining_length_4(n: int) -> bytes:
+    """NetX's non-minimal encoding: always four bytes."""
+    return bytes([0x80 | (n & 0x7F), 0x80 | ((n >> 7) & 0x7F), 0x80 | ((n >> 14) & 0x7F), (n >> 21) & 0x7F])
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError(f"broker closed the connection after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def raw_publish(url: str, creds: DeviceCredentials, topic: str, payload: bytes, packet_id: int = 1) -> None:
+    """CONNECT, then one QoS 1 PUBLISH with a 4-byte Remaining Length; wait for the PUBACK."""
+    host, port, _ = parse_mqtt_url(url)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        body = (_utf8("MQTT") + bytes([4, 0x80 | 0x40 | 0x02]) + struct.pack(">H", 60)
+                + _utf8(creds.client_id) + _utf8(creds.username) + _utf8(creds.password))
+        sock.sendall(bytes([0x10]) + remaining_length_4(len(body)) + body)
+        connack = _read_exact(sock, 4)
+        assert connack[0] == 0x20 and connack[3] == 0, f"CONNACK {connack.hex()}"
+        var = _utf8(topic) + struct.pack(">H", packet_id)
+        sock.sendall(bytes([0x32]) + remaining_length_4(len(var) + len(payload)) + var + payload)
+        puback = _read_exact(sock, 4)
+        assert puback == bytes([0x40, 0x02]) + struct.pack(">H", packet_id), f"PUBACK {puback.hex()}"
+        sock.sendall(b"\xe0\x00")  # DISCONNECT
+
+
+class DeviceClient:
+    """A paho client connected as a device; records CONNACK and received messages."""
+
+    def __init__(self, url: str, creds: DeviceCredentials, ca: str | Path | None = None) -> None:
+        host, port, tls = parse_mqtt_url(url)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=creds.client_id)
+        self.client.username_pw_set(creds.username, creds.password)
+        if tls:
+            self.client.tls_set(ca_certs=str(ca) if ca else None)
+        self.connack = threading.Event()
+        self.reason: object = None
+        self.received: list[mqtt.MQTTMessage] = []
+        self.got_message = threading.Event()
+        self.disconnected = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *args: self.disconnected.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+        self.reason = rc
+        self.connack.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.received.append(msg)
+        self.got_message.set()
+
+    def publish_settled(self, topic: str, payload: bytes, timeout: float = 5) -> bool:
+        """Publish at QoS 1; True when PUBACKed, False when the broker dropped the connection instead."""
+        settled = threading.Event()
+        self.client.on_publish = lambda *args: settled.set()
+        self.client.on_disconnect = lambda *args: (self.disconnected.set(), settled.set())
+        info = self.client.publish(topic, payload, qos=1)
+        assert settled.wait(timeout), f"publish to {topic} neither acknowledged nor refused in {timeout} s"
+        return info.is_published()
+
+    def connected(self, timeout: float = 5) -> bool:
+        assert self.connack.wait(timeout), "no CONNACK"
+        return not self.reason.is_failure  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def devices() -> Iterator[Callable[..., DeviceClient]]:
+    made: list[DeviceClient] = []
+
+    def make(url: str, creds: DeviceCredentials, ca: str | Path | None = None) -> DeviceClient:
+        d = DeviceClient(url, creds, ca)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.fixture
+def brokers(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
+    """Start brokers; after the test stop them and prove every mosquitto process is gone."""
+    made: list[Broker] = []
+
+    def make(kind: str, **options: object) -> Broker:
+        b = open_broker(kind, tmp_path / f"{kind}-{len(made)}", BrokerOptions(**options))  # type: ignore[arg-type]
+        made.append(b)
+        return b.start()
+
+    yield make
+    pids = []
+    for b in made:
+        pid = getattr(b, "pid", None)
+        if pid:
+            pids.append(pid)
+        b.stop()
+    for pid in pids:
+        assert process_gone(pid), f"broker process {pid} still running after stop()"
+
+
+TLS_ERRORS = (ssl.SSLError, ConnectionError)
