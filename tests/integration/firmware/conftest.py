@@ -23,7 +23,8 @@ TEST_BUILD_ID = "itest"
 
 
 class Console:
-    """Reads a machine's console URL; ``expect`` waits for a line matching a pattern, with a deadline."""
+    """Reads a machine's console URL; ``expect`` waits for a whole line matching a pattern (``^``/``$``
+    anchor at line ends), with a deadline."""
 
     def __init__(self, url: str, log_path: Path) -> None:
         host, _, port = url.removeprefix("socket://").rpartition(":")
@@ -36,7 +37,8 @@ class Console:
         regex = re.compile(pattern, re.MULTILINE)
         deadline = time.monotonic() + timeout
         while True:
-            match = regex.search(self.text, self._pos)
+            complete = self.text[: self.text.rfind("\n") + 1]  # only whole lines can match
+            match = regex.search(complete, self._pos)
             if match:
                 self._pos = match.end()
                 return match

@@ -1,0 +1,206 @@
+"""The reference firmware on an emulated board on the tap test network, against the run's broker:
+boot, DHCP, DNS, SNTP, the hub connection with the provisioned identity, a QoS 1 PUBLISH framed as
+NetX frames it (checked on the wire), and the echo services."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import queue
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from scapy.layers.inet import IP, TCP
+from scapy.utils import rdpcap
+
+from harness.broker import Broker, BrokerOptions, open_broker, parse_mqtt_url
+from harness.emulation.tap_network import TapAttachment, TapNetwork
+from harness.provisioning import ProvisioningRecord
+from harness.state import StateDir, resolve_state_dir
+
+from .conftest import TEST_BUILD_ID, TEST_VERSION, Board, boot, image_bytes
+
+pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip")]
+
+DEVICE = "hil-ref-online-1"
+ECHO_PORT = 7
+
+
+@dataclass
+class Online:
+    board: Board
+    net: TapNetwork
+    attachment: TapAttachment
+    broker: Broker
+    messages: queue.Queue[mqtt.MQTTMessage]
+    boot_lines: dict[str, str]
+
+
+def _subscribe(broker: Broker, topic: str) -> tuple[mqtt.Client, queue.Queue[mqtt.MQTTMessage]]:
+    creds = broker.collector_credentials
+    host, port, _ = parse_mqtt_url(broker.url)
+    got: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+    subscribed: queue.Queue[bool] = queue.Queue()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=creds.client_id)
+    client.username_pw_set(creds.username, creds.password)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+    client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.put(True)
+    client.on_message = lambda c, u, msg: got.put(msg)
+    client.connect(host, port)
+    client.loop_start()
+    subscribed.get(timeout=10)
+    return client, got
+
+
+@pytest.fixture(scope="module")
+def online(ref_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Online]:
+    run = tmp_path_factory.mktemp("online")
+    os.environ.setdefault("HIL_STATE", str(run / "state"))
+    state: StateDir = resolve_state_dir()
+    with TapNetwork(run / "net") as net:
+        options = BrokerOptions(bind=str(net.harness_address))
+        with open_broker("mosquitto", run / "broker", options) as broker:
+            creds = broker.add_device(DEVICE)
+            _, port, _ = parse_mqtt_url(broker.url)
+            client, messages = _subscribe(broker, f"devices/{DEVICE}/messages/events/#")
+            record = ProvisioningRecord(device_id=DEVICE, broker_host="broker.hil.test",
+                                        broker_port=port, user_name=creds.username,
+                                        secret=creds.password, time_server="time.hil.test")
+            att = net.attach("online-1")
+            try:
+                with boot("online-1", run, image_bytes(ref_build), record.encode_sector(), att,
+                          state) as board:
+                    lines = {
+                        "banner": board.console.expect(r"^HIL-REF .*$").group(0),
+                        "net": board.console.expect(r"^net: address .*$", timeout=20).group(0),
+                        "time": board.console.expect(r"^time: unix \d+ .*$", timeout=30).group(0),
+                        "mqtt": board.console.expect(r"^mqtt: connected .*$", timeout=30).group(0),
+                        "test": board.console.expect(r"^test: publish .*$", timeout=10).group(0),
+                    }
+                    yield Online(board, net, att, broker, messages, lines)
+            finally:
+                client.loop_stop()
+                client.disconnect()
+
+
+@pytest.mark.timeout(180)
+def test_boot_address_time_and_hub_connection(online: Online) -> None:
+    lines = online.boot_lines
+    assert lines["banner"] == f"HIL-REF {TEST_VERSION} build {TEST_BUILD_ID} board mps2-an385"
+    assert lines["net"].startswith(f"net: address {online.attachment.address} netmask 255.255.255.0 "
+                                   f"gateway {online.net.harness_address} "
+                                   f"dns {online.net.services_address} (dhcp)")
+    unix = int(lines["time"].split()[2])
+    assert abs(unix - time.time()) < 120, f"board time {unix} is far from the host's {time.time():.0f}"
+    _, port, _ = parse_mqtt_url(online.broker.url)
+    assert lines["mqtt"] == f"mqtt: connected to broker.hil.test:{port} as {DEVICE}"
+    assert lines["test"].endswith(": sent")
+
+
+@pytest.mark.timeout(180)
+def test_test_message_arrives_with_qos1_and_netx_framing(online: Online) -> None:
+    msg = online.messages.get(timeout=10)
+    assert msg.topic == f"devices/{DEVICE}/messages/events/"
+    assert msg.qos == 1
+    assert f'"device":"{DEVICE}"'.encode() in msg.payload
+    _, port, _ = parse_mqtt_url(online.broker.url)
+    publishes = _publishes_on_wire(online, port)
+    assert publishes, f"no PUBLISH to port {port} in {online.board.machine.pcaps[-1]}"
+    for head, remaining, body in publishes:
+        assert head[0] == 0x32, f"fixed header {head[0]:#04x}, expected 0x32 (PUBLISH, QoS 1)"
+        assert all(b & 0x80 for b in head[1:4]) and not head[4] & 0x80, (
+            f"Remaining Length bytes {head[1:5].hex()} are not the 4-byte form")
+        assert remaining == len(body), f"Remaining Length {remaining}, packet body {len(body)} bytes"
+        (topic_len,) = struct.unpack_from(">H", body, 0)
+        assert body[2:2 + topic_len].decode() == msg.topic
+        assert body[2 + topic_len + 2:] == msg.payload
+
+
+def _publishes_on_wire(online: Online, port: int) -> list[tuple[bytes, int, bytes]]:
+    """(first 5 bytes, Remaining Length, packet body) of each PUBLISH the board sent to the broker,
+    from the TCP payload in the machine's pcap (the board sends each PUBLISH in one segment here)."""
+    board_ip = str(online.attachment.address)
+    found = []
+    for pkt in rdpcap(str(online.board.machine.pcaps[-1])):
+        if IP in pkt and TCP in pkt and pkt[IP].src == board_ip and pkt[TCP].dport == port:
+            data = bytes(pkt[TCP].payload)
+            if data[:1] == b"\x32" and len(data) >= 5:
+                remaining = sum((data[1 + i] & 0x7F) << (7 * i) for i in range(4))
+                found.append((data[:5], remaining, data[5:5 + remaining]))
+    return found
+
+
+@pytest.mark.timeout(120)
+def test_tcp_echo(online: Online) -> None:
+    payload = os.urandom(3000)  # more than one segment
+    with socket.create_connection((str(online.attachment.address), ECHO_PORT), timeout=10) as sock:
+        sock.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            chunk = sock.recv(65536)
+            assert chunk, f"echo closed after {len(got)} of {len(payload)} bytes"
+            got += chunk
+    assert got == payload
+
+
+@pytest.mark.timeout(120)
+def test_udp_echo(online: Online) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(b"hil-udp-echo", (str(online.attachment.address), ECHO_PORT))
+        data, peer = sock.recvfrom(2048)
+    assert data == b"hil-udp-echo"
+    assert peer == (str(online.attachment.address), ECHO_PORT)
+
+
+@pytest.mark.timeout(120)
+def test_icmp_echo(online: Online) -> None:
+    target = str(online.attachment.address)
+    ident, payload = os.getpid() & 0xFFFF, b"hil-ping-payload"
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        sock.settimeout(5)
+        request = _icmp_echo(ident, 1, payload)
+        sock.sendto(request, (target, 0))
+        deadline = time.monotonic() + 5
+        while True:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            data, (src, _) = sock.recvfrom(2048)
+            ihl = (data[0] & 0x0F) * 4
+            icmp = data[ihl:]
+            if src == target and icmp[0] == 0 and struct.unpack_from(">H", icmp, 4)[0] == ident:
+                break
+    assert icmp[8:] == payload
+
+
+@pytest.mark.timeout(120)
+def test_closed_tcp_port_answers_rst(online: Online) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((str(online.attachment.address), 23), timeout=5)
+
+
+def _icmp_echo(ident: int, seq: int, payload: bytes) -> bytes:
+    header = struct.pack(">BBHHH", 8, 0, 0, ident, seq)
+    checksum = _inet_checksum(header + payload)
+    return struct.pack(">BBHHH", 8, 0, checksum, ident, seq) + payload
+
+
+def _inet_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f">{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def test_icmp_checksum_helper() -> None:
+    # RFC 1071 example words 0001 f203 f4f5 f6f7 sum to ddf2 (checksum 220d)
+    assert _inet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
+    assert ipaddress.IPv4Address("10.0.0.1")  # keeps the import honest for type checkers
