@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import flatbuffers
 
 from harness.errors import CheckFailed
-from harness.telemetry.generated import AzureIoTSecurity as fbs
+from harness.telemetry import generated as fbs
 from harness.telemetry.model import (
     Baseline,
     BaselineCheck,

@@ -12,7 +12,7 @@ import struct
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from harness.telemetry.generated import AzureIoTSecurity as fbs
+from harness.telemetry import generated as fbs
 from harness.telemetry.model import (
     Baseline,
     BaselineCheck,

@@ -10,8 +10,8 @@ import flatbuffers
 import pytest
 
 from harness.errors import CheckFailed
+from harness.telemetry import generated as fbs
 from harness.telemetry.codec import DecodeError, decode
-from harness.telemetry.generated import AzureIoTSecurity as fbs
 from harness.telemetry.model import LogLevel, Process, ProcessEventType
 
 VECTORS = Path(__file__).resolve().parents[3] / "fixtures" / "vectors"
