@@ -47,11 +47,9 @@ BOARDS = ("mps2-an385", "mps2-an386")
 IMAGE_STEM = "hil-ref"
 BUILD_TIMEOUT = 300.0
 
-#: Named knob sets; explicit knobs override them. Knobs a build does not know (e.g. agent knobs
-#: while only the stub agent is linked) are left out of a preset with a log line.
-PRESETS: dict[str, dict[str, str]] = {
-    "fast": {"ASC_FIRST_COLLECTION_S": "5"},
-}
+#: Presets the agent's agent.mk defines (its PRESET knob): ``fast`` = first collection after 1 s,
+#: intervals 2 s / 6 s, pending time 20 s. Explicit knobs override a preset's values.
+PRESETS = ("fast",)
 
 _KNOB_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _KNOB_VALUE = re.compile(r"[A-Za-z0-9._+:-]*")
@@ -109,12 +107,12 @@ def resolve_knobs(board: str, knobs: Mapping[str, object], preset: str | None) -
                          actual=preset, fix="use --preset fast, or set knobs one by one with --set")
     known = known_knobs(board)
     chosen: dict[str, str] = {}
-    for name, value in PRESETS.get(preset or "", {}).items():
-        if name in known:
-            chosen[name] = value
+    if preset is not None:
+        if "PRESET" in known:
+            chosen["PRESET"] = preset
         else:
-            log.info("preset %s: knob %s is not known to this build (agent not linked?); left out",
-                     preset, name)
+            log.warning("preset %s ignored: no agent is linked (fixtures/firmware/agent/agent.mk "
+                        "missing), so the build has no PRESET knob", preset)
     for name, value in knobs.items():
         text = _knob_str(name, value)
         if name not in known:
@@ -160,19 +158,26 @@ def _int(knobs: Mapping[str, str], name: str, default: int) -> int:
     return int(value) if value.isdigit() else default
 
 
+def _mti(module_version: str) -> str:
+    """The message type indicator a module version sends (spec table: schema 2.0 before 3.3.1)."""
+    parts = tuple(int(p) for p in module_version.split(".") if p.isdigit())
+    return "2.0-1-0-0" if parts < (3, 3) else "2.3-1-0-0"
+
+
 def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: int | None,
                        ram: int | None) -> FirmwareManifest:
     """The manifest for a reference build, from the knob values the build reports.
 
-    Agent knobs (names from fixtures/firmware/agent/agent_config.h) default to the module's own
+    Agent knobs (listed in fixtures/firmware/agent/agent.mk) default to the module's own
     values when the build does not report them.
     """
     version = knobs.get("VERSION", "0.0.0")
     build_id = knobs.get("BUILD_ID", "dev")
-    module_version = ".".join(knobs.get(f"ASC_MODULE_VERSION_{p}", d)
-                              for p, d in (("MAJOR", "3"), ("MINOR", "5"), ("PATCH", "4")))
+    module_version = knobs.get("ASC_MODULE_VERSION") or "3.5.4"
     first = knobs.get("ASC_FIRST_COLLECTION_S", "")
     echo_port = _int(knobs, "ECHO_PORT", 7)
+    # the stub agent (no agent.mk) sends no telemetry; the manifest still describes the module the
+    # full build carries, and build.knobs has no ASC_* entries then
     defects = ("suspend-leak",) if knobs.get("UPSTREAM_SUSPEND_LEAK") == "1" else ()
     return FirmwareManifest(
         name=out.name,
@@ -185,7 +190,7 @@ def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: in
         security_module=SecurityModuleInfo(
             version=module_version,
             id=knobs.get("ASC_MODULE_ID", "defender-iot-micro-agent"),
-            mti=knobs.get("ASC_MTI", "2.3-1-0-0"),
+            mti=_mti(module_version),
         ),
         behaviour=Behaviour(
             boot_marker=rf"^HIL-REF {re.escape(version)} build {re.escape(build_id)} board {board}",

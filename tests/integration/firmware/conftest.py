@@ -53,7 +53,7 @@ class Console:
                 continue
             if not chunk:
                 raise AssertionError(f"console closed while waiting for {pattern!r}; saw:\n{self.text}")
-            self.text += chunk.decode("utf-8", "replace").replace("\r\n", "\n")
+            self.text += chunk.decode("utf-8", "replace").replace("\r", "")
 
     def close(self) -> None:
         self.sock.close()
