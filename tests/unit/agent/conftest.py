@@ -33,8 +33,19 @@ TRANSPORT_HEADER = {"icmp": 8, "tcp": 20, "udp": 8}
 def agent_make_flags(knobs: dict[str, str]) -> tuple[list[str], list[str]]:
     """AGENT_SRCS and AGENT_CFLAGS as agent.mk computes them for these knobs."""
     probe = "_hil_print_agent: ; $(info SRCS=$(AGENT_SRCS))$(info CFLAGS=$(AGENT_CFLAGS))"
-    cmd = ["make", "-s", "--no-print-directory", "-C", str(FIRMWARE), "-f", "agent/agent.mk",
-           "--eval", probe, "_hil_print_agent", *(f"{k}={v}" for k, v in knobs.items())]
+    cmd = [
+        "make",
+        "-s",
+        "--no-print-directory",
+        "-C",
+        str(FIRMWARE),
+        "-f",
+        "agent/agent.mk",
+        "--eval",
+        probe,
+        "_hil_print_agent",
+        *(f"{k}={v}" for k, v in knobs.items()),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"agent.mk rejected {knobs}: {out.stderr.strip()}")
@@ -46,9 +57,25 @@ def compile_agent(out_dir: Path, knobs: dict[str, str], extra_cflags: tuple[str,
     srcs, cflags = agent_make_flags(knobs)
     key = hashlib.sha256(repr((sorted(knobs.items()), extra_cflags)).encode()).hexdigest()[:12]
     lib = out_dir / f"libagent-{key}.so"
-    cmd = ["gcc", "-shared", "-fPIC", "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
-           "-Wno-unused-parameter", "-Iinclude", *cflags, *extra_cflags, *srcs, str(HOST_PLATFORM),
-           "-o", str(lib)]
+    cmd = [
+        "gcc",
+        "-shared",
+        "-fPIC",
+        "-std=c11",
+        "-O1",
+        "-g",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-Wno-unused-parameter",
+        "-Iinclude",
+        *cflags,
+        *extra_cflags,
+        *srcs,
+        str(HOST_PLATFORM),
+        "-o",
+        str(lib),
+    ]
     out = subprocess.run(cmd, cwd=FIRMWARE, capture_output=True, text=True, timeout=120, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"host build of the agent failed ({' '.join(cmd)}):\n{out.stderr}")
@@ -63,13 +90,25 @@ class Publish:
     rc: int
 
 
-def ipv4_packet(src: str, dst: str, proto: str, *, sport: int = 0, dport: int = 0, payload: int = 0,
-                options: int = 0) -> bytes:
+def ipv4_packet(
+    src: str, dst: str, proto: str, *, sport: int = 0, dport: int = 0, payload: int = 0, options: int = 0
+) -> bytes:
     """An IPv4 datagram: header (+ `options` words of options), transport header, `payload` bytes."""
     ihl = 5 + options
     total = ihl * 4 + TRANSPORT_HEADER[proto] + payload
-    header = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, total, 0, 0, 64, PROTO_NUMBERS[proto], 0,
-                         IPv4Address(src).packed, IPv4Address(dst).packed) + b"\x01" * (4 * options)
+    header = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x40 | ihl,
+        0,
+        total,
+        0,
+        0,
+        64,
+        PROTO_NUMBERS[proto],
+        0,
+        IPv4Address(src).packed,
+        IPv4Address(dst).packed,
+    ) + b"\x01" * (4 * options)
     if proto == "icmp":
         transport = struct.pack("!BBHHH", 8, 0, 0, 1, 1)
     elif proto == "udp":
@@ -98,10 +137,16 @@ class HostAgent:
         lib.asc_ser_buffer.argtypes = [ctypes.POINTER(ctypes.c_uint32)]
         lib.asc_ser_begin.argtypes = [ctypes.c_char_p, ctypes.c_uint32]
         lib.asc_ser_network_activity_begin.argtypes = [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32]
-        lib.asc_ser_flow_v4.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint16, ctypes.c_uint16,
-                                        ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint8]
-        lib.asc_ser_system_information.argtypes = [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32,
-                                                   ctypes.c_char_p]
+        lib.asc_ser_flow_v4.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_char_p,
+            ctypes.c_uint16,
+            ctypes.c_uint16,
+            ctypes.c_uint32,
+            ctypes.c_uint32,
+            ctypes.c_uint8,
+        ]
+        lib.asc_ser_system_information.argtypes = [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_char_p]
         lib.asc_ser_heartbeat.argtypes = [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32]
         self.now = 0
 
@@ -154,8 +199,14 @@ class HostAgent:
         for i in range(self.lib.host_publish_count()):
             n = ctypes.c_uint32()
             ptr = self.lib.host_publish_payload(i, ctypes.byref(n))
-            out.append(Publish(int(self.lib.host_publish_time(i)), self.lib.host_publish_topic(i).decode(),
-                               ctypes.string_at(ptr, n.value), int(self.lib.host_publish_rc(i))))
+            out.append(
+                Publish(
+                    int(self.lib.host_publish_time(i)),
+                    self.lib.host_publish_topic(i).decode(),
+                    ctypes.string_at(ptr, n.value),
+                    int(self.lib.host_publish_rc(i)),
+                )
+            )
         return out
 
     @property
@@ -172,9 +223,13 @@ class HostAgent:
 STATE_PENDING, STATE_ACTIVE, STATE_SUSPENDED = 1, 2, 3
 
 # knob sets used by the tests (make variables of agent.mk)
-FAST = {"PRESET": "fast"}                                     # first 1 s, 2 s / 6 s, pending 20 s
-STATEFUL = {"ASC_FIRST_COLLECTION_S": "1", "ASC_HIGH_INTERVAL_S": "10", "ASC_LOW_INTERVAL_S": "30",
-            "ASC_PENDING_TIME_S": "20"}
+FAST = {"PRESET": "fast"}  # first 1 s, 2 s / 6 s, pending 20 s
+STATEFUL = {
+    "ASC_FIRST_COLLECTION_S": "1",
+    "ASC_HIGH_INTERVAL_S": "10",
+    "ASC_LOW_INTERVAL_S": "30",
+    "ASC_PENDING_TIME_S": "20",
+}
 DEFAULT: dict[str, str] = {}
 
 

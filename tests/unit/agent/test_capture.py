@@ -33,8 +33,9 @@ def _flows(agent: Any) -> list[list[Flow]]:
     """The NetworkActivity flows of every message published so far, message by message."""
     out = []
     for p in agent.publishes:
-        out.append([f for e in decode(p.payload).events if isinstance(e.payload, NetworkActivity)
-                    for f in e.payload.ipv4])
+        out.append(
+            [f for e in decode(p.payload).events if isinstance(e.payload, NetworkActivity) for f in e.payload.ipv4]
+        )
     return out
 
 
@@ -43,9 +44,9 @@ def test_in_and_out_aggregate_into_one_record_per_five_tuple(make_agent: MakeAge
     agent.packet(True, packet(BOARD, PEER, "tcp", sport=49152, dport=8883, payload=100))  # 20+100
     agent.packet(False, packet(PEER, BOARD, "tcp", sport=8883, dport=49152, payload=10))  # 20+10
     agent.packet(False, packet(PEER, BOARD, "tcp", sport=8883, dport=49152, options=2))  # 20, IHL 7
-    agent.packet(True, packet(BOARD, PEER, "icmp", payload=56))                            # 8+56
+    agent.packet(True, packet(BOARD, PEER, "icmp", payload=56))  # 8+56
     agent.packet(False, packet(PEER, BOARD, "icmp", payload=56))
-    agent.packet(True, packet(BOARD, PEER, "udp", sport=5000, dport=7, payload=12))        # 8+12
+    agent.packet(True, packet(BOARD, PEER, "udp", sport=5000, dport=7, payload=12))  # 8+12
     agent.tick(T0 + 1)
     (flows,) = _flows(agent)
     by_key = {(f.protocol, f.local_port, f.remote_port): f for f in flows}

@@ -35,8 +35,12 @@ def _build_network_vector(agent: Any) -> bytes:
     lib = agent.lib
     assert lib.asc_ser_begin(MODULE_ID, VERSION_354) == 0
     assert lib.asc_ser_network_activity_begin(_uuid(0x10), T, 10) == 0
-    assert lib.asc_ser_flow_v4(IPv4Address("192.168.1.10").packed, IPv4Address("10.0.0.1").packed,
-                               49152, 8883, 100, 200, 0) == 0
+    assert (
+        lib.asc_ser_flow_v4(
+            IPv4Address("192.168.1.10").packed, IPv4Address("10.0.0.1").packed, 49152, 8883, 100, 200, 0
+        )
+        == 0
+    )
     assert lib.asc_ser_network_activity_end() == 0
     assert lib.asc_ser_system_information(_uuid(0x20), T, 60, b"Azure RTOS 6.3") == 0
     assert lib.asc_ser_heartbeat(_uuid(0x30), T, 60) == 0
@@ -78,19 +82,37 @@ def test_our_network_message_decodes_as_specified(make_agent: MakeAgent) -> None
 
 
 _flows = st.lists(
-    st.tuples(st.binary(min_size=4, max_size=4), st.binary(min_size=4, max_size=4),
-              st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF),
-              st.integers(0, 0xFFFFFFFF), st.sampled_from([0, 1, 2])),
-    min_size=1, max_size=64,
+    st.tuples(
+        st.binary(min_size=4, max_size=4),
+        st.binary(min_size=4, max_size=4),
+        st.integers(0, 0xFFFF),
+        st.integers(0, 0xFFFF),
+        st.integers(0, 0xFFFFFFFF),
+        st.integers(0, 0xFFFFFFFF),
+        st.sampled_from([0, 1, 2]),
+    ),
+    min_size=1,
+    max_size=64,
 )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(flows=_flows, with_si=st.booleans(), with_hb=st.booleans(), os_info=st.text(max_size=40),
-       time=st.integers(0, 0xFFFFFFFF), interval=st.integers(0, 0xFFFFFFFF))
+@given(
+    flows=_flows,
+    with_si=st.booleans(),
+    with_hb=st.booleans(),
+    os_info=st.text(max_size=40),
+    time=st.integers(0, 0xFFFFFFFF),
+    interval=st.integers(0, 0xFFFFFFFF),
+)
 def test_any_message_round_trips_through_the_codec(
-    make_agent: MakeAgent, flows: list[tuple[bytes, bytes, int, int, int, int, int]], with_si: bool,
-    with_hb: bool, os_info: str, time: int, interval: int,
+    make_agent: MakeAgent,
+    flows: list[tuple[bytes, bytes, int, int, int, int, int]],
+    with_si: bool,
+    with_hb: bool,
+    os_info: str,
+    time: int,
+    interval: int,
 ) -> None:
     agent = make_agent()
     lib = agent.lib
@@ -111,11 +133,22 @@ def test_any_message_round_trips_through_the_codec(
     assert data is not None
     msg = decode(data)
     assert msg.security_module_version.to_int() == VERSION_354
-    got = [(f.local_address.packed, f.remote_address.packed, f.local_port, f.remote_port, f.bytes_in,
-            f.bytes_out, int(f.protocol)) for f in msg.events[0].payload.ipv4]  # type: ignore[union-attr]
+    got = [
+        (
+            f.local_address.packed,
+            f.remote_address.packed,
+            f.local_port,
+            f.remote_port,
+            f.bytes_in,
+            f.bytes_out,
+            int(f.protocol),
+        )
+        for f in msg.events[0].payload.ipv4
+    ]  # type: ignore[union-attr]
     assert got == flows
     assert [type(e.payload) for e in msg.events] == (
-        [NetworkActivity] + [SystemInformation] * with_si + [Heartbeat] * with_hb)
+        [NetworkActivity] + [SystemInformation] * with_si + [Heartbeat] * with_hb
+    )
     assert [e.id for e in msg.events] == ids
     assert all((e.time, e.collection_interval) == (time, interval) for e in msg.events)
     if with_si:
