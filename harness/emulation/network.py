@@ -24,10 +24,13 @@ Two modes (the tap mode lives in :mod:`harness.emulation.tap_network`):
 
 ``user`` (no root)
     QEMU user networking with ``restrict=on``: the board is ``10.0.2.15`` (QEMU's DHCP), the
-    harness side is ``10.0.2.2`` from the board; TCP services of the harness (the broker) reach
-    the board through ``guestfwd`` on ``10.0.2.2:<port>``, board services reach the harness
-    through ``hostfwd`` on ``127.0.0.1:<ephemeral port>``. No inbound ICMP, no DNS records, no
-    NTP: tests that need them declare the ``tap`` mode and skip here with that reason.
+    harness side is ``10.0.2.2`` from the board (QEMU's gateway); TCP services of the harness (the
+    broker) are reached from the board at ``10.0.2.100:<port>`` (``guestfwd``, one
+    :mod:`harness.emulation.tcp_pipe` per connection to ``127.0.0.1:<port>``; QEMU refuses a
+    guestfwd on 10.0.2.2 itself), board services reach the harness through ``hostfwd`` on
+    ``127.0.0.1:<ephemeral port>`` (TCP only: the restricted network drops the board's UDP
+    replies). No inbound ICMP, no DNS records, no NTP: tests that need them declare the ``tap``
+    mode and skip here with that reason.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,6 +47,7 @@ from harness.errors import UsageError
 USER_SUBNET = ipaddress.IPv4Network("10.0.2.0/24")
 USER_HOST = ipaddress.IPv4Address("10.0.2.2")
 USER_GUEST = ipaddress.IPv4Address("10.0.2.15")
+USER_SERVICES = ipaddress.IPv4Address("10.0.2.100")  # guestfwd: QEMU refuses it on USER_HOST
 
 
 def mac_for(identity: str) -> str:
@@ -91,7 +96,7 @@ class NoNetwork:
 class Forward:
     """A harness-side port forwarded to a board port (``hostfwd``)."""
 
-    proto: str  # "tcp" | "udp"
+    proto: str  # "tcp"
     guest_port: int
     host_port: int
 
@@ -102,17 +107,24 @@ class UserAttachment:
 
     mac: str
     forwards: list[Forward] = field(default_factory=list)
-    guest_services: dict[int, int] = field(default_factory=dict)  # 10.0.2.2:port → 127.0.0.1:port
+    guest_services: dict[int, int] = field(default_factory=dict)  # 10.0.2.100:port → 127.0.0.1:port
     mode: str = "user"
 
     @classmethod
     def create(cls, board: str, forward_ports: dict[str, list[int]] | None = None,
                guest_services: dict[int, int] | None = None) -> UserAttachment:
-        """``forward_ports={"udp": [7], "tcp": [80]}`` forwards each board port from a free host port."""
+        """``forward_ports={"tcp": [80]}`` forwards each board port from a free port on 127.0.0.1.
+
+        Only TCP: with ``restrict=on`` QEMU (libslirp) drops every UDP datagram from the board
+        other than DHCP and TFTP, replies to forwarded ports included (checked with QEMU 7.2).
+        """
         forwards = []
         for proto, ports in (forward_ports or {}).items():
-            if proto not in ("tcp", "udp"):
-                raise UsageError(f"unknown protocol {proto!r} in forward_ports", expected="tcp or udp")
+            if proto != "tcp":
+                raise UsageError(
+                    f"cannot forward {proto!r} ports to a board in user network mode",
+                    expected="tcp", actual=proto,
+                    fix="QEMU's restricted user network drops the board's UDP replies; use the tap mode")
             forwards += [Forward(proto, port, free_port(proto)) for port in ports]
         return cls(mac_for(board), forwards, dict(guest_services or {}))
 
@@ -131,12 +143,14 @@ class UserAttachment:
                  f"dhcpstart={USER_GUEST}"]
         parts += [f"hostfwd={f.proto}:127.0.0.1:{f.host_port}-{USER_GUEST}:{f.guest_port}"
                   for f in self.forwards]
-        parts += [f"guestfwd=tcp:{USER_HOST}:{guest}-tcp:127.0.0.1:{host}"
+        pipe = f"{sys.executable} -m harness.emulation.tcp_pipe 127.0.0.1"
+        parts += [f"guestfwd=tcp:{USER_SERVICES}:{guest}-cmd:{pipe} {host}"
                   for guest, host in self.guest_services.items()]
         return ",".join(parts)
 
     def record(self) -> dict[str, Any]:
         return {"mode": self.mode, "address": str(USER_GUEST), "harness_address": str(USER_HOST),
+                "services_address": str(USER_SERVICES),
                 "mac": self.mac,
                 "forwards": [{"proto": f.proto, "guest_port": f.guest_port, "host": "127.0.0.1",
                               "host_port": f.host_port} for f in self.forwards],

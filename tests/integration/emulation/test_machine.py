@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -168,3 +170,24 @@ def test_machine_of_a_killed_owner_is_reaped(run_dir: Path, state: StateDir) -> 
         time.sleep(0.05)  # the kernel removes the killed process shortly
     assert not Path(f"/proc/{qemu_pid}").exists()
     assert list_machines(state) == []
+
+
+@pytest.mark.timeout(30)
+def test_tcp_pipe_carries_one_connection() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def echo_once() -> None:
+        conn, _ = server.accept()
+        with conn:
+            while chunk := conn.recv(100):
+                conn.sendall(chunk.upper())
+
+    thread = threading.Thread(target=echo_once, daemon=True)
+    thread.start()
+    done = subprocess.run([sys.executable, "-m", "harness.emulation.tcp_pipe", "127.0.0.1", str(port)],
+                          input=b"hello broker", capture_output=True, timeout=20)
+    thread.join(5)
+    server.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"HELLO BROKER"

@@ -83,6 +83,11 @@ def test_two_boards_reach_the_harness_side_by_their_own_addresses(
     for machine, att in boards:
         open_console(machine.console_url).expect(rf"board={machine.name} ip={att.address} ")
         assert ping(att.address), f"{att.address} does not answer ping from the harness side"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((str(net.harness_address), 0))
+            sock.settimeout(5)
+            sock.sendto(f"to {machine.name}".encode(), (str(att.address), 7))
+            assert sock.recvfrom(100) == (f"to {machine.name}".encode(), (str(att.address), 7))
     assert {r.name: r.network["address"] for r in list_machines(state)} == {
         m.name: str(att.address) for m, att in boards}
     assert dns_query("b2.hil.test", net.services_address) == boards[1][1].address
