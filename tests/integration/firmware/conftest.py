@@ -97,9 +97,10 @@ class Board:
 
 @contextmanager
 def boot(name: str, run_dir: Path, image: bytes, sector: bytes | None, network: Attachment,
-         state: StateDir) -> Iterator[Board]:
+         state: StateDir, machine_type: str = "mps2-an385") -> Iterator[Board]:
+    """Power on a machine from a fresh flash file; on exit stop it and prove QEMU is gone."""
     flash = write_flash(run_dir / f"{name}.flash", image, sector)
-    machine = Machine(name, "mps2-an385", flash_file=flash, run_dir=run_dir, network=network,
+    machine = Machine(name, machine_type, flash_file=flash, run_dir=run_dir, network=network,
                       state=state)
     pid: int | None = None
     try:

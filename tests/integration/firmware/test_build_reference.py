@@ -1,0 +1,67 @@
+"""build_reference runs make and leaves a firmware build folder the harness can load and boot."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from harness.emulation.network import UserAttachment
+from harness.errors import UsageError
+from harness.firmware import load_build
+from harness.firmware_build import IMAGE_STEM, build_reference
+from harness.provisioning import PROVISIONING_ADDRESS, ProvisioningRecord
+from harness.state import StateDir
+
+from .conftest import TEST_BUILD_ID, TEST_VERSION, boot, image_bytes
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.needs("arm-gcc")
+def test_build_folder_and_manifest(ref_build: Path) -> None:
+    build = load_build(ref_build)
+    assert build.verify() == build.manifest.sha256
+    m = build.manifest
+    assert (m.version, m.build.build_id, m.targets) == (TEST_VERSION, TEST_BUILD_ID, ("mps2_an385",))
+    assert re.match(m.behaviour.boot_marker, f"HIL-REF {TEST_VERSION} build {TEST_BUILD_ID} board mps2-an385")
+    assert m.build.knobs["TEST_PUBLISH"] == "1"
+    for suffix in ("elf", "bin", "hex"):
+        assert (ref_build / f"{IMAGE_STEM}.{suffix}").stat().st_size > 0
+    log = (ref_build / "build.log").read_text()
+    size = re.search(r"size: code (\d+) bytes, ram (\d+) bytes", log)
+    assert size and (int(size[1]), int(size[2])) == (m.build.code_bytes, m.build.ram_bytes)
+    with (ref_build / f"{IMAGE_STEM}.elf").open("rb") as fh:
+        elf = ELFFile(fh)
+        loads = [s for s in elf.iter_segments() if s["p_type"] == "PT_LOAD" and s["p_filesz"]]
+        assert all(s["p_paddr"] + s["p_filesz"] <= PROVISIONING_ADDRESS for s in loads), (
+            "the image must stay below the provisioning sector")
+
+
+@pytest.mark.timeout(60)
+def test_unknown_board_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="unknown board"):
+        build_reference("stm32l475xg", {}, None, tmp_path / "x")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.needs("arm-gcc")
+def test_unknown_knob_names_the_known_ones(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as info:
+        build_reference("mps2-an385", {"TEST_PUBLSH": 1}, None, tmp_path / "x")
+    assert "TEST_PUBLSH" in str(info.value) and "TEST_PUBLISH" in str(info.value)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.needs("arm-gcc", "qemu")
+def test_an386_build_boots(tmp_path: Path, state: StateDir) -> None:
+    out = build_reference("mps2-an386", {"VERSION": "4.5.6", "BUILD_ID": "m4", "ECHO_PORT": 7007},
+                          None, tmp_path / "an386")
+    assert load_build(out).manifest.targets == ("mps2_an386",)
+    record = ProvisioningRecord(device_id="m4-board", broker_host="10.0.2.2", broker_port=1883,
+                                user_name="u", secret="p", time_server="10.0.2.2")
+    with boot("an386", tmp_path, image_bytes(out), record.encode_sector(), UserAttachment.create("an386"),
+              state, machine_type="mps2-an386") as board:
+        board.console.expect(r"^HIL-REF 4\.5\.6 build m4 board mps2-an386$")
+        board.console.expect(r"^services: tcp echo 7007, udp echo 7007, icmp echo$", timeout=15)
