@@ -41,6 +41,9 @@ class Online:
     broker: Broker
     messages: queue.Queue[mqtt.MQTTMessage]
     boot_lines: dict[str, str]
+    run: Path
+    state: StateDir
+    image: bytes
 
 
 def _subscribe(broker: Broker, topic: str) -> tuple[mqtt.Client, queue.Queue[mqtt.MQTTMessage]]:
@@ -84,7 +87,8 @@ def online(ref_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                         "mqtt": board.console.expect(r"^mqtt: connected .*$", timeout=30).group(0),
                         "test": board.console.expect(r"^test: publish .*$", timeout=10).group(0),
                     }
-                    yield Online(board, net, att, broker, messages, lines)
+                    yield Online(board, net, att, broker, messages, lines, run, state,
+                                 image_bytes(ref_build))
             finally:
                 client.loop_stop()
                 client.disconnect()
@@ -204,3 +208,36 @@ def test_icmp_checksum_helper() -> None:
     # RFC 1071 example words 0001 f203 f4f5 f6f7 sum to ddf2 (checksum 220d)
     assert _inet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
     assert ipaddress.IPv4Address("10.0.0.1")  # keeps the import honest for type checkers
+
+
+@pytest.mark.timeout(120)
+def test_wrong_secret_is_refused_and_retried_with_back_off(online: Online) -> None:
+    _, port, _ = parse_mqtt_url(online.broker.url)
+    creds = online.broker.add_device("hil-ref-online-2")
+    record = ProvisioningRecord(device_id="hil-ref-online-2", broker_host="broker.hil.test",
+                                broker_port=port, user_name=creds.username,
+                                secret=creds.password + "-wrong", time_server="time.hil.test")
+    att = online.net.attach("online-2")
+    with boot("online-2", online.run, online.image, record.encode_sector(), att,
+              online.state) as board:
+        refused = rf"^mqtt: connection refused by broker\.hil\.test:{port}, CONNACK return code 5$"
+        board.console.expect(refused, timeout=30)
+        board.console.expect(rf"^mqtt: connection to broker\.hil\.test:{port} failed \(refused\), "
+                             r"retrying in 1 s$")
+        board.console.expect(refused, timeout=10)
+        board.console.expect(r"failed \(refused\), retrying in 2 s$")
+        assert "mqtt: connected" not in board.console.text
+
+
+@pytest.mark.timeout(120)
+def test_reconnects_after_the_broker_restarts(online: Online) -> None:
+    """Last in this module: it restarts the broker under the first board."""
+    while not online.messages.empty():
+        online.messages.get_nowait()
+    online.broker.restart(graceful=False)
+    console = online.board.console
+    _, port, _ = parse_mqtt_url(online.broker.url)
+    console.expect(rf"^mqtt: disconnected from broker\.hil\.test:{port} \((closed by broker|reset)\), "
+                   r"reconnecting in 1 s$", timeout=30)
+    console.expect(rf"^mqtt: connected to broker\.hil\.test:{port} as {DEVICE}$", timeout=30)
+    console.expect(r"^test: publish \d+ bytes on .*: sent$", timeout=10)
