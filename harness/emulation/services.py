@@ -183,12 +183,13 @@ def _exchange(payload: bytes, server: ipaddress.IPv4Address, port: int, timeout:
                                   expected=f"a {what} from {server}", actual=f"only packets from {peer[0]}")
 
 
-def dns_query(name: str, server: ipaddress.IPv4Address, timeout: float = 2.0) -> ipaddress.IPv4Address | None:
+def dns_query(name: str, server: ipaddress.IPv4Address, timeout: float = 2.0,
+              port: int = 53) -> ipaddress.IPv4Address | None:
     """Ask ``server`` for the A record of ``name``; None for NXDOMAIN or no A record."""
     qid = secrets.randbits(16)
     question = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
     query = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + question + struct.pack("!HH", 1, 1)
-    reply = _exchange(query, server, 53, timeout, f"DNS answer for {name}")
+    reply = _exchange(query, server, port, timeout, f"DNS answer for {name}")
     rid, flags, _qd, an = struct.unpack("!HHHH", reply[:8])
     if rid != qid or flags & 0x000F:
         return None
@@ -211,9 +212,9 @@ class NtpAnswer:
     time: _dt.datetime
 
 
-def sntp_query(server: ipaddress.IPv4Address, timeout: float = 2.0) -> NtpAnswer:
+def sntp_query(server: ipaddress.IPv4Address, timeout: float = 2.0, port: int = 123) -> NtpAnswer:
     """One SNTP (RFC 4330) client request; returns the server's stratum and transmit time."""
-    reply = _exchange(b"\x23" + b"\0" * 47, server, 123, timeout, "NTP answer")
+    reply = _exchange(b"\x23" + b"\0" * 47, server, port, timeout, "NTP answer")
     if len(reply) < 48:
         raise InfrastructureError(f"short NTP reply from {server}", actual=f"{len(reply)} bytes")
     secs, frac = struct.unpack("!II", reply[40:48])
