@@ -29,6 +29,25 @@ def build_banner(out_dir: Path, text: str, cpu: str = "cortex-m3") -> Path:
     return elf
 
 
+def build_image(out_dir: Path, base: int, blob: bytes, text: str = "chip image") -> Path:
+    """An ELF linked at ``base`` carrying the banner code and ``blob`` (so it spans many sectors);
+    ``.hex`` and ``.bin`` of the same image sit beside it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "blob.bin").write_bytes(blob)
+    (out_dir / "blob.S").write_text('.section .rodata.blob\n.global blob\nblob:\n.incbin "blob.bin"\n')
+    (out_dir / "image.ld").write_text(
+        (BANNER_SRC / "banner.ld").read_text().replace("ORIGIN = 0x00000000", f"ORIGIN = 0x{base:08x}"))
+    elf = out_dir / "image.elf"
+    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-Os", "-nostdlib",
+                    "-T", str(out_dir / "image.ld"), f'-DBANNER="{text}"', "-Wl,--undefined=blob",
+                    str(BANNER_SRC / "banner.c"), str(out_dir / "blob.S"), "-o", str(elf)],
+                   check=True, timeout=60, cwd=out_dir)
+    for fmt, suffix in (("binary", ".bin"), ("ihex", ".hex")):
+        subprocess.run(["arm-none-eabi-objcopy", "-O", fmt, str(elf), str(elf.with_suffix(suffix))],
+                       check=True, timeout=30)
+    return elf
+
+
 @pytest.fixture
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StateDir:
     root = tmp_path / "state"
