@@ -24,6 +24,7 @@ across processes.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as _dt
 import logging
@@ -165,6 +166,7 @@ class Machine:
             raise UsageError(f"machine name {self.name!r} is in use by another process",
                              evidence=record_path(self.state, self.name),
                              fix="give each parallel machine its own name") from exc
+        atexit.register(self.stop)
         try:
             self._sock_dir = Path(tempfile.mkdtemp(prefix="hil-m-"))
             self._relay = ConsoleRelay(self.console_log)
@@ -227,6 +229,7 @@ class Machine:
 
     def stop(self) -> None:
         """Power off and release everything (sockets, record, name); idempotent."""
+        atexit.unregister(self.stop)
         try:
             self._power_off()
         finally:

@@ -133,7 +133,42 @@ def test_freeze_and_link_down_are_visible_from_the_harness_side(
     assert not ping(att.address), "a board with its cable pulled answered ping"
     machine.link_up()
     _wait_until(lambda: ping(att.address), 10, "the board to answer ping with its link up")
-    assert machine.pcaps[0].stat().st_size > 24  # the link's pcap holds more than its header
+
+    machine.power_cycle()  # the tap in the board's namespace outlives the QEMU process
+    _wait_until(lambda: ping(att.address), 10, "the power-cycled board to answer ping")
+    assert len(machine.pcaps) == 2
+    assert all(p.stat().st_size > 24 for p in machine.pcaps)  # each pcap holds more than its header
+
+
+_KILLED_OWNER = """
+import json, pathlib, sys, threading
+from harness.emulation.tap_network import TapNetwork
+net = TapNetwork(pathlib.Path(sys.argv[1])).start()
+net.attach("k1")
+print(json.dumps({"token": net.token, "pids": [net.dnsmasq.proc.pid, net.chrony.proc.pid],
+                  "namespaces": [net.services_ns, net.attachments["k1"].namespace]}), flush=True)
+threading.Event().wait(60)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_dead_owners_network_is_removed_by_the_next_start(run_dir: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", _KILLED_OWNER, str(run_dir / "dead")],
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert owner.stdout is not None
+        left = json.loads(owner.stdout.readline())
+    finally:
+        os.killpg(owner.pid, signal.SIGKILL)  # no cleanup runs in the owner
+        owner.wait(10)
+    assert set(left["namespaces"]) <= set(netns.list_namespaces())
+    assert all(pid_alive(pid) for pid in left["pids"])  # dnsmasq and chronyd outlived their owner
+
+    with TapNetwork(run_dir / "next"):
+        assert not set(left["namespaces"]) & set(netns.list_namespaces())
+        assert not netns.list_links(f"{netns.PREFIX}{left['token']}")
+        _wait_until(lambda: not any(pid_alive(pid) for pid in left["pids"]), 5,
+                    "the dead owner's dnsmasq and chronyd to be gone")
 
 
 _SCENARIO = """
