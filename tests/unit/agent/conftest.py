@@ -266,3 +266,9 @@ def make_agent(agent_libs: Callable[..., Path], tmp_path: Path) -> Callable[...,
 @pytest.fixture
 def packet() -> Callable[..., bytes]:
     return ipv4_packet
+
+
+@pytest.fixture
+def agent_mk() -> Callable[[dict[str, str]], tuple[list[str], list[str]]]:
+    """agent.mk's AGENT_SRCS and AGENT_CFLAGS for a knob set (RuntimeError when make refuses)."""
+    return agent_make_flags
