@@ -50,7 +50,7 @@ from harness.emulation.machine_registry import (
 )
 from harness.emulation.network import Attachment, NoNetwork, mac_for
 from harness.emulation.process import OwnedProcess, install_sigterm_exit
-from harness.emulation.qmp import QmpClient
+from harness.emulation.qmp import QmpClient, QmpCommandError
 from harness.errors import InfrastructureError, UsageError
 from harness.registry import Registry
 from harness.state import StateDir, resolve_state_dir
@@ -212,7 +212,7 @@ class Machine:
                  time.monotonic() - t0)
         write_record(self.state, self.record())
         if run:
-            self.qmp.execute("cont")
+            self._qmp("cont")
 
     def _power_off(self) -> None:
         if self.qmp is not None:
@@ -263,8 +263,13 @@ class Machine:
         """A QMP command; if QEMU died, the error says so with its log."""
         try:
             return self._require_qmp().execute(command, arguments)
+        except QmpCommandError:
+            raise
         except InfrastructureError:
-            self._require_proc().check_alive()
+            proc = self._require_proc()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(1.0)  # a dying QEMU closes QMP a moment before it exits
+            proc.check_alive()
             raise
 
     def resume(self) -> None:

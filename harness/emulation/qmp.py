@@ -26,6 +26,10 @@ class QmpError(InfrastructureError):
     """QEMU refused a command or the QMP socket failed."""
 
 
+class QmpCommandError(QmpError):
+    """QEMU answered a command with an error (QEMU itself is fine)."""
+
+
 class QmpClient:
     """One QMP session; thread-safe (one command at a time)."""
 
@@ -109,7 +113,7 @@ class QmpClient:
                     continue
                 if "error" in message:
                     err = message["error"]
-                    raise QmpError(f"QEMU refused {command} {arguments or ''}".strip(),
+                    raise QmpCommandError(f"QEMU refused {command} {arguments or ''}".strip(),
                                    actual=f"{err.get('class')}: {err.get('desc')}")
                 return message.get("return")
 
