@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,8 @@ def test_two_boards_reach_the_harness_side_by_their_own_addresses(
     listener.bind((str(net.harness_address), HELLO_PORT))
     listener.settimeout(10)
     boards = [_board(net, machines, build_image, name) for name in ("b1", "b2")]
-    for machine, _ in boards:
-        machine.start(run=True)  # both boot before either is checked
+    with ThreadPoolExecutor(2) as pool:  # power both on at the same time: no shared ports or sockets
+        list(pool.map(lambda m: m.start(run=True), [m for m, _ in boards]))
 
     hellos = {}
     while len(hellos) < 2:
