@@ -55,6 +55,21 @@ class Console:
                 raise AssertionError(f"console closed while waiting for {pattern!r}; saw:\n{self.text}")
             self.text += chunk.decode("utf-8", "replace").replace("\r", "")
 
+    def collect(self, seconds: float) -> str:
+        """Read everything the board prints during ``seconds`` (an observation window, for checks
+        that something does *not* happen); returns the whole text so far."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(4096)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            self.text += chunk.decode("utf-8", "replace").replace("\r", "")
+        return self.text
+
     def close(self) -> None:
         self.sock.close()
 

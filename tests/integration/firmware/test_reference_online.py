@@ -230,6 +230,51 @@ def test_wrong_secret_is_refused_and_retried_with_back_off(online: Online) -> No
 
 
 @pytest.mark.timeout(120)
+def test_static_address_from_provisioning(online: Online) -> None:
+    _, port, _ = parse_mqtt_url(online.broker.url)
+    creds = online.broker.add_device("hil-ref-static")
+    subnet = online.net.subnet
+    assert subnet is not None
+    address = subnet.network_address + 150  # outside the fixed leases (101…) and the pool (200…)
+    record = ProvisioningRecord(device_id="hil-ref-static", broker_host="broker.hil.test",
+                                broker_port=port, user_name=creds.username, secret=creds.password,
+                                time_server=str(online.net.services_address), address_mode="static",
+                                address=str(address), netmask=str(subnet.netmask),
+                                gateway=str(online.net.harness_address),
+                                dns=str(online.net.services_address))
+    att = online.net.attach("static-1")
+    with boot("static-1", online.run, online.image, record.encode_sector(), att,
+              online.state) as board:
+        board.console.expect(rf"^net: address {address} netmask {subnet.netmask} "
+                             rf"gateway {online.net.harness_address} dns {online.net.services_address} "
+                             r"\(static\)$", timeout=15)
+        board.console.expect(r"^mqtt: connected to broker\.hil\.test:\d+ as hil-ref-static$", timeout=30)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(b"static", (str(address), ECHO_PORT))
+            assert sock.recvfrom(64)[0] == b"static"
+        assert "net: DHCP" not in board.console.text
+
+
+@pytest.mark.timeout(120)
+def test_no_time_no_hub_connection(online: Online) -> None:
+    """A time server that never answers: the board keeps asking and neither connects nor starts
+    the agent (the middleware cannot start without the time)."""
+    _, port, _ = parse_mqtt_url(online.broker.url)
+    creds = online.broker.add_device("hil-ref-notime")
+    record = ProvisioningRecord(device_id="hil-ref-notime", broker_host="broker.hil.test",
+                                broker_port=port, user_name=creds.username, secret=creds.password,
+                                time_server=str(online.net.harness_address))  # no NTP server there
+    att = online.net.attach("notime-1")
+    with boot("notime-1", online.run, online.image, record.encode_sector(), att,
+              online.state) as board:
+        board.console.expect(rf"^time: asking {online.net.harness_address} \(SNTP\)$", timeout=15)
+        text = board.console.collect(4.0)  # longer than the 3 s the first request waits for an answer
+        assert "time: unix" not in text
+        assert "mqtt:" not in text
+
+
+@pytest.mark.timeout(120)
 def test_reconnects_after_the_broker_restarts(online: Online) -> None:
     """Last in this module: it restarts the broker under the first board."""
     while not online.messages.empty():
