@@ -55,8 +55,27 @@ class OwnedProcess:
     def pid(self) -> int:
         return self.popen.pid
 
+    def _exited(self) -> bool:
+        """True once the process has exited; a zombie is left unreaped (WNOWAIT), so its process
+        group id cannot be reused before :meth:`stop` has signalled the group."""
+        if self.popen.returncode is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        return not self._exited()
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the process to exit by itself; True if it did."""
+        deadline = time.monotonic() + timeout
+        while not self._exited():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)  # no portable wait-with-timeout that leaves the zombie in place
+        return True
 
     def log_tail(self, n: int = 2000) -> str:
         try:
@@ -67,8 +86,9 @@ class OwnedProcess:
     def check_alive(self) -> None:
         """Raise InfrastructureError (with the log's tail) if the process has exited."""
         if not self.alive():
+            self._signal(signal.SIGKILL)  # what it left in its group, before the group id is freed
             raise InfrastructureError(
-                f"{self.name} exited with status {self.popen.returncode}",
+                f"{self.name} exited with status {self.popen.wait()}",
                 expected=f"{self.name} running", actual=self.log_tail(), evidence=self.log_path)
 
     def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -85,16 +105,16 @@ class OwnedProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the process group, SIGKILL it after ``timeout``; idempotent."""
-        if self.alive():
-            self._signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("%s (pid %d) ignored SIGTERM for %.1fs; killing", self.name, self.pid, timeout)
-                self._signal(signal.SIGKILL)
-                self.popen.wait(timeout)
-        # the session may hold children that outlived the leader
-        self._signal(signal.SIGKILL)
+        if self.popen.returncode is None:  # not reaped yet: the process group id is still ours
+            if not self._exited():
+                self._signal(signal.SIGTERM)
+                if not self.wait_exit(timeout):
+                    log.warning("%s (pid %d) ignored SIGTERM for %.1fs; killing", self.name, self.pid,
+                                timeout)
+                    self._signal(signal.SIGKILL)
+            # children in its group (QEMU's guestfwd pipes) may outlive the leader
+            self._signal(signal.SIGKILL)
+            self.popen.wait(timeout)
         self._log_file.close()
         with _LIVE_LOCK:
             _LIVE.discard(self)

@@ -30,7 +30,6 @@ import datetime as _dt
 import logging
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -222,8 +221,7 @@ class Machine:
             self.qmp.close()
             self.qmp = None
         if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.popen.wait(3.0)  # QEMU quits by itself; stop() below escalates if not
+            self._proc.wait_exit(3.0)  # QEMU quits by itself; stop() below escalates if not
             self._proc.stop()
             remove_record(self.state, self.name, self._proc.pid)
 
@@ -267,8 +265,7 @@ class Machine:
             raise
         except InfrastructureError:
             proc = self._require_proc()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(1.0)  # a dying QEMU closes QMP a moment before it exits
+            proc.wait_exit(1.0)  # a dying QEMU closes QMP a moment before it exits
             proc.check_alive()
             raise
 
