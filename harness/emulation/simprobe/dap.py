@@ -8,6 +8,7 @@ does: :class:`MemoryPort`). TAR auto-increment wraps within 4 KiB, as pyOCD assu
 from __future__ import annotations
 
 import struct
+from typing import Protocol
 
 from pyocd.core import exceptions
 from pyocd.core.memory_interface import MemoryInterface
@@ -110,15 +111,19 @@ class DebugAccessPort:
         return result & 0xFFFFFFFF
 
 
+class TransferGuard(Protocol):
+    def before_transfer(self, nbytes: int) -> None: ...
+
+
 class MemoryPort(MemoryInterface):
     """Block memory access straight to the debug system (what ``get_memory_interface_for_ap`` returns)."""
 
-    def __init__(self, system: DebugSystem, guard: object) -> None:
+    def __init__(self, system: DebugSystem, guard: TransferGuard) -> None:
         self._system = system
-        self._guard = guard  # the probe: counts bytes, applies injected faults
+        self._guard = guard  # counts bytes, applies injected link faults
 
     def _check(self, size: int) -> None:
-        self._guard.before_transfer(size)  # type: ignore[attr-defined]
+        self._guard.before_transfer(size)
 
     def write_memory(self, addr: int, data: int, transfer_size: int = 32, **attrs: object) -> None:
         nbytes = transfer_size // 8

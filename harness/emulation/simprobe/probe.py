@@ -9,6 +9,7 @@ emulated DP/AP and moves memory through the block interface of ``get_memory_inte
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from pyocd.board.board import Board
@@ -28,11 +29,11 @@ log = logging.getLogger(__name__)
 GDB_TIMEOUT = 5.0
 
 
-def fault_file(uid: str) -> Any:
+def fault_file(uid: str) -> Path:
     return catalog.simprobe_dir() / "faults" / f"{uid.removeprefix(catalog.PREFIX)}.json"
 
 
-def chip_flash_file(uid: str) -> Any:
+def chip_flash_file(uid: str) -> Path:
     return catalog.simprobe_dir() / "flash" / f"{uid.removeprefix(catalog.PREFIX)}.bin"
 
 

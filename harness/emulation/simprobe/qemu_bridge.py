@@ -15,7 +15,9 @@ from collections.abc import Iterator
 
 from pyocd.core import exceptions
 
+from harness.emulation.flash_file import FlashFile
 from harness.emulation.gdbremote import GdbConnectionError, GdbRemote, GdbRemoteError, GdbTimeout
+from harness.errors import UsageError
 
 from .catalog import MachineRecord
 from .debugsystem import REG_XPSR, CoreBackend
@@ -45,6 +47,7 @@ class QemuBackend(CoreBackend):
 
     def __init__(self, record: MachineRecord, timeout: float = 5.0) -> None:
         self.record = record
+        self._flash_file = FlashFile(record.flash_file, record.flash_size, record.flash_base)
         with _as_probe_errors(record):
             self.gdb = GdbRemote.connect(record.gdb, timeout=timeout)
             stop = self.gdb.last_stop
@@ -134,9 +137,7 @@ class QemuBackend(CoreBackend):
                                           address=addr)
         self.write_memory(addr, data)
         try:
-            with self.record.flash_file.open("r+b") as f:
-                f.seek(addr - self.record.flash_base)
-                f.write(data)
-        except OSError as exc:
+            self._flash_file.program(addr - self.record.flash_base, data)
+        except (OSError, UsageError) as exc:
             raise exceptions.FlashFailure(f"cannot write flash file {self.record.flash_file}: {exc}",
                                           address=addr) from exc
