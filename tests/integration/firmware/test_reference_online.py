@@ -17,7 +17,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import ICMP, IP, TCP
+from scapy.layers.l2 import Ether
+from scapy.sendrecv import srp1
 from scapy.utils import rdpcap
 
 from harness.broker import Broker, BrokerOptions, open_broker, parse_mqtt_url
@@ -181,6 +183,23 @@ def test_icmp_echo(online: Online) -> None:
             if src == target and icmp[0] == 0 and struct.unpack_from(">H", icmp, 4)[0] == ident:
                 break
     assert icmp[8:] == payload
+
+
+@pytest.mark.timeout(120)
+def test_mac_filter_takes_only_frames_for_the_board(online: Online) -> None:
+    """QEMU resets the LAN9118 promiscuous; the driver must leave only its own MAC and broadcast.
+    An echo request in a frame for another MAC (flooded to the board by the bridge) goes unanswered;
+    the same request to the board's MAC is answered."""
+    board_ip, board_mac = str(online.attachment.address), online.attachment.mac
+    iface = online.net.bridge
+
+    def ping(dst_mac: str, seq: int) -> object:
+        frame = (Ether(dst=dst_mac) / IP(dst=board_ip) / ICMP(id=0x4849, seq=seq) / b"mac-filter")
+        return srp1(frame, iface=iface, timeout=2, verbose=False)
+
+    assert ping("02:00:00:00:00:01", 1) is None, "the board answered a frame for another MAC"
+    reply = ping(board_mac, 2)
+    assert reply is not None and reply[ICMP].type == 0 and reply[ICMP].seq == 2
 
 
 @pytest.mark.timeout(120)
