@@ -70,10 +70,7 @@ def test_reset_boots_what_was_written_through_the_gdbstub(
     m.start(run=True)
     console = open_console(m.console_url)
     console.expect(r"variant=A")
-    # halt first: GdbRemote does not yet cope with the stop reply QEMU sends when a client
-    # attaches to a running VM
-    m.freeze()
-    with GdbRemote.connect(m.gdb_address) as gdb:
+    with GdbRemote.connect(m.gdb_address) as gdb:  # attaching halts the running board
         gdb.write_memory(0, image("B"))
     m.reset()
     m.resume()
