@@ -198,8 +198,9 @@ with TapNetwork(run) as net:
 
 
 @pytest.mark.timeout(120)
-def test_sigint_stops_machines_services_and_namespaces(
-        run_dir: Path, state: StateDir, build_image: Callable[..., bytes]) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_machines_services_and_namespaces(
+        run_dir: Path, state: StateDir, build_image: Callable[..., bytes], sig: signal.Signals) -> None:
     image = run_dir / "image.bin"
     image.write_bytes(build_image(board="s", board_ip="10.231.0.100", harness_ip="10.231.0.1"))
     proc = subprocess.Popen([sys.executable, "-c", _SCENARIO, str(run_dir), str(state.root), str(image)],
@@ -211,14 +212,14 @@ def test_sigint_stops_machines_services_and_namespaces(
         started = json.loads(line)
         assert all(pid_alive(pid) for pid in started["pids"])
         assert set(started["namespaces"]) <= set(netns.list_namespaces())
-        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, sig)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     left = [pid for pid in started["pids"] if pid_alive(pid)]
-    assert not left, f"processes left running after SIGINT: {left}"
+    assert not left, f"processes left running after {sig.name}: {left}"
     assert not set(started["namespaces"]) & set(netns.list_namespaces())
     assert not netns.list_links(f"{netns.PREFIX}{started['token']}")
     assert not (networks_dir() / f"{started['token']}.json").exists()
