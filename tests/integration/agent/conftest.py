@@ -1,0 +1,181 @@
+"""An emulated board running the reference firmware with the security agent, on the tap test
+network, publishing to the run's mosquitto, watched by the harness's collector.
+
+``agent_board(knobs)`` builds the firmware (fast preset plus ``knobs``), starts network, broker and
+collector, boots the board and waits for its first security message; on exit everything is stopped
+and the QEMU process is proved gone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.broker import Broker, BrokerOptions, open_broker, parse_mqtt_url
+from harness.emulation.flash_file import FlashFile
+from harness.emulation.qemu import Machine
+from harness.emulation.tap_network import TapAttachment, TapNetwork
+from harness.firmware_build import IMAGE_STEM, build_reference
+from harness.provisioning import PROVISIONING_ADDRESS, ProvisioningRecord
+from harness.state import resolve_state_dir
+from harness.telemetry.collector import Collector
+from harness.telemetry.model import PayloadType
+
+NEEDS = ("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip")
+FIRST_MESSAGE_TIMEOUT = 60.0
+
+
+class ConsoleLines:
+    """The board's console: ``expect`` waits (on the socket, with a deadline) for a whole line
+    matching a regular expression, after the previous match."""
+
+    def __init__(self, url: str, log_path: Path) -> None:
+        host, _, port = url.removeprefix("socket://").rpartition(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=5)
+        self.log_path = log_path
+        self.text = ""
+        self._pos = 0
+
+    def expect(self, pattern: str, timeout: float) -> re.Match[str]:
+        regex = re.compile(pattern, re.MULTILINE)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.text[: self.text.rfind("\n") + 1], self._pos)
+            if match:
+                self._pos = match.end()
+                return match
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"console: no line matching {pattern!r} within {timeout:g} s; last "
+                    f"lines:\n{self.text[-2500:]}\n(full log: {self.log_path})"
+                )
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise AssertionError(f"console closed while waiting for {pattern!r} (log: {self.log_path})")
+            self.text += chunk.decode("utf-8", "replace").replace("\r", "")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class AgentBoard:
+    device: str
+    machine: Machine
+    console: ConsoleLines
+    net: TapNetwork
+    attachment: TapAttachment
+    broker: Broker
+    collector: Collector
+    run: Path
+
+    @property
+    def address(self) -> str:
+        return str(self.attachment.address)
+
+    @property
+    def broker_port(self) -> int:
+        return parse_mqtt_url(self.broker.url)[1]
+
+    @property
+    def pcap(self) -> Path:
+        return self.machine.pcaps[-1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@contextmanager
+def _agent_board(build: Path, run: Path, device: str) -> Iterator[AgentBoard]:
+    os.environ.setdefault("HIL_STATE", str(run / "state"))
+    state = resolve_state_dir()
+    with (
+        TapNetwork(run / "net") as net,
+        open_broker("mosquitto", run / "broker", BrokerOptions(bind=str(net.harness_address))) as broker,
+    ):
+        creds = broker.add_device(device)
+        record = ProvisioningRecord(
+            device_id=device,
+            broker_host="broker.hil.test",
+            broker_port=parse_mqtt_url(broker.url)[1],
+            user_name=creds.username,
+            secret=creds.password,
+            time_server="time.hil.test",
+        )
+        flash = FlashFile(run / f"{device}.flash")
+        flash.erase()
+        flash.program(0, (build / f"{IMAGE_STEM}.bin").read_bytes())
+        flash.program(PROVISIONING_ADDRESS, record.encode_sector())
+        with Collector.from_endpoint(broker.endpoint(), run / "telemetry.bin") as collector:
+            machine = Machine(
+                device, "mps2-an385", flash_file=flash.path, run_dir=run, network=net.attach(device), state=state
+            )
+            pid: int | None = None
+            try:
+                machine.start(run=True)
+                pid = machine.pid
+                console = ConsoleLines(machine.console_url, machine.console_log)
+                try:
+                    board = AgentBoard(
+                        device, machine, console, net, machine_attachment(net, device), broker, collector, run
+                    )
+                    console.expect(
+                        r"^\[INFO\] Azure IoT Security Module has been enabled, status=0$",
+                        timeout=FIRST_MESSAGE_TIMEOUT,
+                    )
+                    collector.expect_event(device, PayloadType.HEARTBEAT, within=FIRST_MESSAGE_TIMEOUT)
+                    yield board
+                finally:
+                    console.close()
+            finally:
+                machine.stop()
+                if pid is not None:
+                    assert not _alive(pid), f"QEMU pid {pid} still running after stop()"
+
+
+def machine_attachment(net: TapNetwork, device: str) -> TapAttachment:
+    return net.attachments[device]
+
+
+@pytest.fixture(scope="session")
+def agent_builds(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[str, object]], Path]:
+    """The reference firmware with the agent, fast preset plus `knobs` (built once per knob set)."""
+    cache: dict[tuple[tuple[str, str], ...], Path] = {}
+
+    def build(knobs: dict[str, object]) -> Path:
+        key = tuple(sorted((k, str(v)) for k, v in knobs.items()))
+        if key not in cache:
+            out = tmp_path_factory.mktemp("agent-build")
+            cache[key] = build_reference("mps2-an385", {"BUILD_ID": "agent-itest", **knobs}, "fast", out)
+        return cache[key]
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def agent_board_factory(
+    agent_builds: Callable[[dict[str, object]], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[..., AbstractContextManager[AgentBoard]]:
+    def make(device: str, knobs: dict[str, object] | None = None) -> AbstractContextManager[AgentBoard]:
+        return _agent_board(agent_builds(knobs or {}), tmp_path_factory.mktemp(device), device)
+
+    return make
