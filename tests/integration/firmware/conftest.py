@@ -83,9 +83,9 @@ def ref_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StateDir:
-    monkeypatch.setenv("HIL_STATE", str(tmp_path / "state"))
-    return resolve_state_dir()
+def state(tmp_path: Path) -> StateDir:
+    """A private lab state folder (machine records and name locks) for this test."""
+    return resolve_state_dir(tmp_path / "state")
 
 
 def write_flash(path: Path, image: bytes, sector: bytes | None) -> Path:
