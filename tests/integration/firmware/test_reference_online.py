@@ -23,6 +23,7 @@ from scapy.utils import rdpcap
 
 from harness.broker import Broker, BrokerOptions, open_broker, parse_mqtt_url
 from harness.emulation.tap_network import TapAttachment, TapNetwork
+from harness.firmware_build import build_reference
 from harness.provisioning import ProvisioningRecord
 from harness.state import StateDir, resolve_state_dir
 
@@ -289,6 +290,31 @@ def test_no_time_no_hub_connection(online: Online) -> None:
         text = board.console.collect(4.0)  # longer than the 3 s the first request waits for an answer
         assert "time: unix" not in text
         assert "mqtt:" not in text
+
+
+@pytest.mark.timeout(180)
+def test_keep_alive_pings_hold_the_connection(online: Online, tmp_path: Path) -> None:
+    build = build_reference("mps2-an385", {"MQTT_KEEPALIVE_S": 2, "BUILD_ID": "ka2"}, None,
+                            tmp_path / "ka2")
+    _, port, _ = parse_mqtt_url(online.broker.url)
+    creds = online.broker.add_device("hil-ref-ka2")
+    record = ProvisioningRecord(device_id="hil-ref-ka2", broker_host="broker.hil.test",
+                                broker_port=port, user_name=creds.username, secret=creds.password,
+                                time_server="time.hil.test")
+    att = online.net.attach("ka2-1")
+    with boot("ka2-1", online.run, image_bytes(build), record.encode_sector(), att,
+              online.state) as board:
+        board.console.expect(r"^mqtt: connected to .* as hil-ref-ka2$", timeout=30)
+        text = board.console.collect(7.0)  # 3 keep-alive periods past the connection
+        pcap = board.machine.pcaps[-1]
+    assert "mqtt: disconnected" not in text
+    pings = pongs = 0
+    for pkt in rdpcap(str(pcap)):
+        if TCP in pkt and bytes(pkt[TCP].payload)[:2] == b"\xc0\x00" and pkt[TCP].dport == port:
+            pings += 1
+        if TCP in pkt and bytes(pkt[TCP].payload)[:2] == b"\xd0\x00" and pkt[TCP].sport == port:
+            pongs += 1
+    assert pings >= 2 and pongs >= 2, f"{pings} PINGREQ and {pongs} PINGRESP in {pcap}"
 
 
 @pytest.mark.timeout(120)
