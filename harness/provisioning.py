@@ -144,7 +144,8 @@ def decode(data: bytes) -> ProvisioningRecord:
     """
     block = bytes(data[:SECTOR_SIZE])
     addr = f"0x{PROVISIONING_ADDRESS:08X}"
-    rewrite = "write a new block (hil provision / harness.provisioning.ProvisioningRecord.encode_sector)"
+    rewrite = ("write a new block: ProvisioningRecord(...).encode_sector() at 0x003FF000 "
+               "(fixtures/firmware/PROVISIONING.md)")
     if len(block) < 12 or block[:12] == b"\xff" * 12:
         raise ProvisioningError("empty", f"block empty (erased flash at {addr})",
                                 fix=f"provision the board: {rewrite}")
