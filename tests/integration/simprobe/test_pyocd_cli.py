@@ -56,3 +56,15 @@ def test_list_and_load_on_both_back_ends(tmp_path: Path, machine_factory, state_
     missing = pyocd("load", "--no-wait", "--uid", "emu:chip-nothing-0", "--target", "stm32f412xg", str(image),
                     timeout=30)
     assert missing.returncode != 0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("first", ["harness.emulation.simprobe.plugin", "harness.emulation.simprobe.probe", "pyocd"])
+def test_any_import_order_loads_the_plugin(first: str) -> None:
+    """pyOCD loads entry points while 'import pyocd' runs: importing our modules first must not
+    leave it a half-made plugin module (a circular import)."""
+    code = (f"import {first}\nfrom pyocd.probe.aggregator import PROBE_CLASSES\n"
+            "print(PROBE_CLASSES['emu'].__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "EmuProbe"
