@@ -89,6 +89,17 @@ def _knob_str(name: str, value: object) -> str:
     return text
 
 
+def parse_assignments(items: list[str] | None) -> dict[str, str]:
+    """``["TEST_PUBLISH=1", "VERSION=2.0.0"]`` (``--set NAME=VALUE``, repeatable) as a dict."""
+    knobs: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--set {item!r} is not NAME=VALUE", fix="write e.g. --set TEST_PUBLISH=1")
+        knobs[name.strip()] = value.strip()
+    return knobs
+
+
 def known_knobs(board: str = BOARDS[0]) -> dict[str, str]:
     """The knob names this tree's Makefile (with the agent's agent.mk, if present) accepts, with
     their default values."""

@@ -9,7 +9,7 @@ import pytest
 
 from harness.errors import UsageError
 from harness.firmware import load_build, write_manifest
-from harness.firmware_build import IMAGE_STEM, _knob_str, _mti, reference_manifest
+from harness.firmware_build import IMAGE_STEM, _knob_str, _mti, parse_assignments, reference_manifest
 
 
 @pytest.mark.parametrize(("name", "value", "text"), [
@@ -81,3 +81,12 @@ def test_manifest_defaults_without_agent_knobs(tmp_path: Path) -> None:
     assert m.behaviour.first_collection_window == (30, 89)
     assert (m.behaviour.intervals_s.high, m.behaviour.intervals_s.low) == (10, 60)
     assert m.behaviour.known_defects == ()
+
+
+def test_parse_assignments() -> None:
+    assert parse_assignments(["TEST_PUBLISH=1", "VERSION=2.0.0", "ASC_FIRST_COLLECTION_S="]) == {
+        "TEST_PUBLISH": "1", "VERSION": "2.0.0", "ASC_FIRST_COLLECTION_S": ""}
+    assert parse_assignments(None) == {}
+    for bad in ("TEST_PUBLISH", "=1"):
+        with pytest.raises(UsageError, match="NAME=VALUE"):
+            parse_assignments([bad])
