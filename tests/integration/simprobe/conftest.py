@@ -67,10 +67,10 @@ def emu_probe_class() -> type:
 def machine_factory(tmp_path: Path, state_dir: StateDir) -> Iterator[Callable[[str], Machine]]:
     made: list[Machine] = []
 
-    def make(name: str) -> Machine:
+    def make(name: str, kind: str = "mps2-an385") -> Machine:
         run_dir = tmp_path / "run"
         run_dir.mkdir(exist_ok=True)
-        machine = Machine(name, "mps2-an385", flash_file=run_dir / f"{name}.flash", run_dir=run_dir,
+        machine = Machine(name, kind, flash_file=run_dir / f"{name}.flash", run_dir=run_dir,
                           state=state_dir)
         made.append(machine)
         return machine

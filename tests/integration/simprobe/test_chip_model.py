@@ -15,7 +15,7 @@ from pyocd.core import exceptions
 from pyocd.core.helpers import ConnectHelper
 from pyocd.flash.file_programmer import FileProgrammer
 
-from harness.flash import Flasher, FlashFailed, VerifyFailed
+from harness.flash import Flasher, FlashFailed, ProbeNotFound, VerifyFailed
 from harness.state import StateDir
 
 from .conftest import build_image
@@ -185,3 +185,11 @@ def our_flash_workers() -> list[int]:
         if b"worker_main" in cmdline and ppid == os.getpid():
             found.append(int(proc.name))
     return found
+
+
+def test_unknown_probe_id_is_reported_not_waited_for(chips: StateDir, tmp_path: Path) -> None:
+    elf = build_image(tmp_path / "img", 0x08000000, b"\x00" * 16)
+    t0 = time.monotonic()
+    with pytest.raises(ProbeNotFound, match="emu:chip-stm32l475xg-7"):
+        Flasher("emu:chip-stm32l475xg-7", "stm32l475xg", run_dir=tmp_path, timeout=30).program(elf)
+    assert time.monotonic() - t0 < 20
