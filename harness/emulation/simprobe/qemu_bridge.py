@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 # DCRSR REGSEL → register name in QEMU's target description (beyond r0–r15).
 SIGINT = 2
+STEP_TIMEOUT = 0.5
 _SPECIAL = {REG_XPSR: "xpsr", 17: "msp", 18: "psp", 33: "fpscr"}
 
 
@@ -92,7 +93,13 @@ class QemuBackend(CoreBackend):
 
     def step(self) -> None:
         with _as_probe_errors(self.record):
-            self.gdb.step()
+            try:
+                self.gdb.step(timeout=STEP_TIMEOUT)
+            except GdbTimeout:
+                # QEMU steps with interrupts masked: a core asleep in WFI never completes the step
+                # (on the part it would wake). Stop it again; the PC stays where it was.
+                log.info("machine %s: single step did not complete (core asleep in WFI)", self.record.name)
+                self.gdb.halt()
 
     def _regnum(self, regsel: int) -> int | None:
         if regsel < 16:
