@@ -4,8 +4,8 @@
                              out=Path("firmware-builds/ref-fast"))
     # folder/hil-ref.elf, .bin, .hex, build.log and manifest.yaml (harness.firmware.FirmwareManifest)
 
-``make`` runs out of tree in ``fixtures/firmware/build/<board>/<knob hash>/`` (one folder per knob set,
-so builds with different knobs never overwrite each other; builds are serialised by a file lock,
+``make`` runs out of tree in ``fixtures/firmware/build/<board>/<knob hash>/`` (one folder per knob set
+apart from BUILD_ID, so builds with different knobs never overwrite each other; builds are serialised by a file lock,
 which also covers the first fetch of lwIP). Knobs are make variables: the platform's (``VERSION``,
 ``BUILD_ID``, ``TEST_PUBLISH``, ``MQTT_KEEPALIVE_S``, ``ECHO_PORT``) and those the agent's
 ``agent.mk`` lists in ``AGENT_KNOBS``; ``make print-knobs`` reports the names and the values a build
@@ -142,7 +142,10 @@ def build_reference(board: str, knobs: Mapping[str, object], preset: str | None,
     Raises UsageError for a bad board, preset or knob, InfrastructureError when make fails.
     """
     chosen = resolve_knobs(board, knobs, preset)
-    digest = hashlib.sha256(repr(sorted(chosen.items())).encode()).hexdigest()[:12]
+    # one build folder per knob set, BUILD_ID aside (a new id per build would grow the cache
+    # without bound; a changed id only recompiles in place, under the lock)
+    digest = hashlib.sha256(repr(sorted((k, v) for k, v in chosen.items()
+                                        if k != "BUILD_ID")).encode()).hexdigest()[:12]
     build_dir = FIRMWARE_DIR / "build" / board / digest
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
