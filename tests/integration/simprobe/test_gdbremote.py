@@ -94,3 +94,25 @@ def test_timeouts_and_dead_socket(qemu: str, tmp_path: Path) -> None:
     gdb.close()
     with pytest.raises(GdbConnectionError):
         gdb.read_memory(0, 4)
+
+
+def test_machine_dying_mid_session_is_a_connection_error(tmp_path: Path) -> None:
+    sock = Path(f"/tmp/hil-gdbdie-{os.getpid()}.sock")
+    sock.unlink(missing_ok=True)
+    proc = subprocess.Popen(["qemu-system-arm", "-M", "mps2-an385", "-S", "-display", "none", "-monitor", "none",
+                             "-serial", "none", "-gdb", f"unix:{sock},server=on,wait=off"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        gdb = GdbRemote.connect(f"unix:{sock}", timeout=5)
+        gdb.read_memory(0x20000000, 4)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+        with pytest.raises(GdbConnectionError):
+            gdb.read_memory(0x20000000, 4)
+        gdb.close()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        sock.unlink(missing_ok=True)
+    assert proc.poll() is not None
