@@ -7,7 +7,8 @@ started and removed when it stops. pyOCD's probe plugin and other test processes
 Keys (the probe plugin codes against them): ``name``, ``machine``, ``pid``, ``owner_pid``,
 ``gdb`` and ``qmp`` (``unix:/path`` or ``tcp:127.0.0.1:PORT``), ``console``
 (``socket://127.0.0.1:PORT``), ``flash_file``, ``flash_base``, ``flash_size``, ``started``
-(ISO 8601), ``network`` (``{"mode", "address", ...}``).
+(ISO 8601), ``network`` (``{"mode", "address", ...}``); for evidence also ``console_log`` and
+``pcaps`` (one capture of the board's link per power-on, oldest first).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class MachineRecord:
     flash_size: int
     started: str
     network: dict[str, Any] = field(default_factory=dict)
+    console_log: str = ""
+    pcaps: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

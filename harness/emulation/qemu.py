@@ -310,4 +310,5 @@ class Machine:
             gdb=self.gdb_address, qmp=self.qmp_address, console=self.console_url,
             flash_file=str(self.flash_file), flash_base=self.flash.base, flash_size=self.flash.size,
             started=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            network=self.network.record())
+            network=self.network.record(), console_log=str(self.console_log),
+            pcaps=[str(p) for p in self.pcaps])

@@ -58,6 +58,7 @@ def test_power_cycle_boots_the_last_programmed_image(image: ImageFactory, machin
     assert all(p.exists() for p in m.pcaps)
     (record,) = list_machines(state)
     assert record.pid == m.pid and record.network["mode"] == "user"
+    assert record.pcaps == [str(p) for p in m.pcaps] and record.console_log == str(m.console_log)
 
 
 @pytest.mark.timeout(60)

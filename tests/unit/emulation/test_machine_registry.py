@@ -35,7 +35,7 @@ def test_record_keys_are_the_agreed_ones(tmp_path: Path) -> None:
     state = StateDir(tmp_path)
     path = write_record(state, _record("b1"))
     assert path == state.machines / "b1.json"
-    assert set(json.loads(path.read_text())) == KEYS
+    assert set(json.loads(path.read_text())) == KEYS | {"console_log", "pcaps"}
 
 
 def test_live_records_are_listed_and_found(tmp_path: Path) -> None:
