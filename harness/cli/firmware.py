@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from harness.firmware import load_build
+from harness.firmware_build import BOARDS, PRESETS, build_reference, parse_assignments
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -13,6 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v = fw.add_parser("verify", help="check a build's image against its manifest's sha256")
     v.add_argument("build", nargs="+", metavar="BUILD", help="folder under firmware-builds/ or its manifest.yaml")
     v.set_defaults(func=verify)
+    b = fw.add_parser("build-reference", help="build the reference firmware (ELF, BIN, HEX) and its manifest")
+    b.add_argument("--board", default=BOARDS[0], choices=BOARDS, help="emulated machine (default: %(default)s)")
+    b.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a make knob; repeatable")
+    b.add_argument("--preset", choices=PRESETS, help="a knob preset (fast: short intervals for tests)")
+    b.add_argument("--out", metavar="DIR", help="build folder (default: firmware-builds/reference-<board>[-preset])")
+    b.set_defaults(func=build)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -22,4 +30,16 @@ def verify(args: argparse.Namespace) -> int:
         digest = build.verify()
         m = build.manifest
         print(f"{build.image_path}: ok sha256 {digest} ({m.name} {m.version}, targets {', '.join(m.targets)})")
+    return 0
+
+
+def build(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path(
+        "firmware-builds", "-".join(filter(None, ("reference", args.board, args.preset)))
+    )
+    folder = build_reference(args.board, parse_assignments(args.set), args.preset, out)
+    built = load_build(folder)
+    m = built.manifest
+    print(f"{folder}: {m.name} {m.version}, module {m.security_module.version}, image {m.image}")
+    print(f"code {m.build.code_bytes} bytes, RAM {m.build.ram_bytes} bytes, sha256 {m.sha256}")
     return 0
