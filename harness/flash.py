@@ -3,12 +3,13 @@
     result = Flasher("emu:chip-stm32l475xg-0", "stm32l475xg").program(Path("fw.elf"))
     result.pages_written, result.pages_skipped, result.verified
 
-Each programming runs in its own worker process (pyOCD changes the working directory and keeps
-process-wide state), under an outside deadline: a probe that stops answering is killed with its
-worker rather than hanging the run. Sessions open with the safe options (``blocking=False``,
-``return_first=False``, ``no_config=True``, ``project_dir`` = the run folder). pyOCD has no verify,
-so the flash is read back and compared. On a failure the path recovers once: a fresh session
-(``connect_mode`` under-reset if asked), programming without smart flash, verify again.
+Programming runs in a worker process of the Flasher (pyOCD changes the working directory and keeps
+process-wide state; the worker is reused by later calls, each with its own session), under an
+outside deadline: a probe that stops answering is killed with its worker rather than hanging the
+run. Sessions open with the safe options (``blocking=False``, ``return_first=False``,
+``no_config=True``, ``project_dir`` = the run folder). pyOCD has no verify, so the flash is read
+back and compared. On a failure the path recovers once: a fresh session (``recover_connect_mode``,
+e.g. "under-reset", if given), programming without smart flash, verify.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class _Request:
     pack: str | None
     frequency: int | None
     connect_mode: str | None
+    recover_connect_mode: str | None
     chip_erase: str
     smart_flash: bool
     trust_crc: bool
@@ -238,7 +240,7 @@ def program_in_process(req: _Request, progress: Progress) -> dict[str, Any]:
             log.warning("programming %s failed (%s); recovering", req.probe_id, _describe(exc))
             attempts.append(_describe(exc))
         try:
-            result = _program_once(req, False, req.connect_mode, progress)
+            result = _program_once(req, False, req.recover_connect_mode, progress)
         except VerifyFailed as exc:
             exc.message += f" (also after recovery; first attempt: {attempts[0]})"
             raise
@@ -352,7 +354,8 @@ class Flasher:
     def __init__(self, probe_id: str, target: str, pack: Path | str | None = None,
                  frequency: int | None = None, connect_mode: str | None = None, erase: str = "sector", *,
                  run_dir: Path | None = None, timeout: float = DEFAULT_TIMEOUT, smart_flash: bool = True,
-                 trust_crc: bool = False, isolate: bool = True, plugins: Sequence[str] = ()) -> None:
+                 trust_crc: bool = False, isolate: bool = True, plugins: Sequence[str] = (),
+                 recover_connect_mode: str | None = None) -> None:
         if erase not in ERASE_MODES:
             raise UsageError(f"bad erase mode {erase!r}", expected=" | ".join(ERASE_MODES), actual=erase)
         self.probe_id = probe_id
@@ -360,6 +363,7 @@ class Flasher:
         self.pack = str(pack) if pack else None
         self.frequency = frequency
         self.connect_mode = connect_mode
+        self.recover_connect_mode = recover_connect_mode or connect_mode
         self.erase = erase
         self.run_dir = run_dir
         self.timeout = timeout
@@ -379,8 +383,8 @@ class Flasher:
             raise UsageError(f"{path} is a raw binary: its base address is needed", fix="pass base=0x...")
         run_dir = self.run_dir or Path.cwd()
         req = _Request(self.probe_id, self.target, self.pack, self.frequency, self.connect_mode,
-                       self.erase, self.smart_flash, self.trust_crc, str(path), fmt, base, verify,
-                       str(run_dir), self.plugins)
+                       self.recover_connect_mode, self.erase, self.smart_flash, self.trust_crc, str(path), fmt,
+                       base, verify, str(run_dir), self.plugins)
         t0 = time.monotonic()
         raw = self._run_worker(req, progress) if self.isolate else program_in_process(req, progress or _ignore)
         return FlashResult(probe_id=self.probe_id, target=self.target, image=str(path),

@@ -193,3 +193,17 @@ def test_unknown_probe_id_is_reported_not_waited_for(chips: StateDir, tmp_path: 
     with pytest.raises(ProbeNotFound, match="emu:chip-stm32l475xg-7"):
         Flasher("emu:chip-stm32l475xg-7", "stm32l475xg", run_dir=tmp_path, timeout=30).program(elf)
     assert time.monotonic() - t0 < 20
+
+
+def test_chip_erase_and_recovery_connect_mode(chips: StateDir, tmp_path: Path) -> None:
+    uid, target = "emu:chip-stm32l475xg-0", "stm32l475xg"
+    big = build_image(tmp_path / "big", 0x08000000, b"\x00" * 60_000)
+    small = build_image(tmp_path / "small", 0x08000000, b"\x00" * 100)
+    with Flasher(uid, target, run_dir=tmp_path, timeout=60, erase="chip",
+                 recover_connect_mode="under-reset") as flasher:
+        flasher.program(big)
+        result = flasher.program(small)
+    assert result.verified
+    flash = flash_contents(chips, uid)
+    size = len(small.with_suffix(".bin").read_bytes())
+    assert flash[size:60_000] == b"\xff" * (60_000 - size)  # the chip erase cleared the rest
