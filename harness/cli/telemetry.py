@@ -3,6 +3,9 @@
 - ``hil telemetry decode FILE...``: decode FlatBuffers security messages (``-`` reads stdin) and print
   one JSON object per input, in input order: ``{"file": NAME, "message": {...}}``. A malformed
   buffer exits 1 naming the file and the offset; a missing or unreadable file exits 2.
+- ``hil telemetry show ARCHIVE [--json]``: print a collector's raw archive decoded, one message per
+  line; undecodable messages are shown with their error, a torn last record (a crashed writer) is
+  reported on stderr, corrupt records make it exit 1.
 
 Each action is one ``_add_<action>(actions)`` function below, listed in ``ACTIONS``.
 """
@@ -10,13 +13,18 @@ Each action is one ``_add_<action>(actions)`` function below, listed in ``ACTION
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from harness.errors import CheckFailed, UsageError
+from harness.telemetry.archive import ArchiveScan, RawRecord, read_archive
 from harness.telemetry.codec import DecodeError, decode
+from harness.telemetry.streams import brief_event
+from harness.telemetry.topic import TopicError, parse_topic
 
 EXIT_USAGE = 2
 
@@ -57,7 +65,56 @@ def _add_decode(actions: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run_decode)
 
 
-ACTIONS: list[Callable[[argparse._SubParsersAction], None]] = [_add_decode]  # type: ignore[type-arg]
+def _print_archive(records: Iterable[RawRecord], *, as_json: bool) -> None:
+    for rec in records:
+        try:
+            device = parse_topic(rec.topic).device_id
+        except TopicError:
+            device = None
+        row: dict[str, object] = {"index": rec.index, "received": rec.received, "topic": rec.topic,
+                                  "device": device, "qos": rec.qos, "retain": rec.retain, "dup": rec.dup}
+        try:
+            message = decode(rec.payload)
+            row["message"] = message.to_json()
+            text = "; ".join(brief_event(e) for e in message.events) or "no events"
+        except DecodeError as exc:
+            row["error"], row["payload_hex"] = str(exc), rec.payload.hex()
+            text = f"UNDECODABLE ({len(rec.payload)} bytes): {exc}"
+        if as_json:
+            print(json.dumps(row), flush=True)
+        else:
+            stamp = _dt.datetime.fromtimestamp(rec.received, _dt.UTC).isoformat(timespec="milliseconds")
+            dup = " DUP" if rec.dup else ""
+            print(f"{rec.index} {stamp} {device or rec.topic}{dup} {text}", flush=True)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    path = Path(args.archive)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such archive file", fix="give the telemetry.bin a collector wrote")
+    scan = ArchiveScan()
+    try:
+        _print_archive(read_archive(path, scan), as_json=args.json)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if scan.torn_tail:
+        print(f"hil: {path}: last record incomplete ({scan.torn_tail} bytes; the writer stopped mid-record), "
+              "skipped", file=sys.stderr)
+    if scan.corrupt:
+        raise CheckFailed(f"{path}: {len(scan.corrupt)} corrupt record(s) skipped",
+                          actual=f"at byte offsets {scan.corrupt[:10]}")
+    return 0
+
+
+def _add_show(actions: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = actions.add_parser("show", help="print a collector archive decoded, one message per line")
+    p.add_argument("archive", metavar="ARCHIVE", help="archive file written by the collector")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=run_show)
+
+
+ACTIONS: list[Callable[[argparse._SubParsersAction], None]] = [_add_decode, _add_show]  # type: ignore[type-arg]
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
