@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
 from pyocd.board.board import Board
 from pyocd.board.board_ids import BoardInfo
 from pyocd.core import exceptions
@@ -51,6 +52,7 @@ class EmuProbe(DebugProbe):
         self._is_open = False
         self._protocol: DebugProbe.Protocol | None = None
         self._reset_asserted = False
+        self._lock: FileLock | None = None
 
     # ------------------------------------------------------------- enumeration
 
@@ -109,6 +111,23 @@ class EmuProbe(DebugProbe):
     # ------------------------------------------------------------- lifecycle
 
     def open(self) -> None:
+        # Like a USB probe, one process at a time: a second opener gets "busy", not a shared chip.
+        name = self.entry.uid.removeprefix(catalog.PREFIX)
+        lock_path = catalog.simprobe_dir() / "locks" / f"{name}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(lock_path))
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout as exc:
+            self._lock = None
+            raise exceptions.ProbeError(f"probe {self.entry.uid} is in use by another process") from exc
+        try:
+            self._open_backend()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_backend(self) -> None:
         plan = FaultPlan.load(fault_file(self.entry.uid))
         self._guard = LinkGuard(plan, self.entry.uid)
         if self.entry.machine is not None:
@@ -130,10 +149,15 @@ class EmuProbe(DebugProbe):
 
     def close(self) -> None:
         self._guard.release()
-        if self.backend is not None:
-            self.backend.close()
-        self.backend = self.system = self._dap = self._memory = None
-        self._is_open = False
+        try:
+            if self.backend is not None:
+                self.backend.close()
+        finally:
+            self.backend = self.system = self._dap = self._memory = None
+            self._is_open = False
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def connect(self, protocol: DebugProbe.Protocol | None = None) -> None:
         self._protocol = DebugProbe.Protocol.SWD

@@ -207,3 +207,14 @@ def test_chip_erase_and_recovery_connect_mode(chips: StateDir, tmp_path: Path) -
     flash = flash_contents(chips, uid)
     size = len(small.with_suffix(".bin").read_bytes())
     assert flash[size:60_000] == b"\xff" * (60_000 - size)  # the chip erase cleared the rest
+
+
+def test_a_probe_serves_one_process_at_a_time(chips: StateDir, tmp_path: Path) -> None:
+    uid, target = "emu:chip-stm32f412xg-0", "stm32f412xg"
+    with session_for(uid, target, tmp_path):
+        other = session_for(uid, target, tmp_path)
+        with pytest.raises(exceptions.ProbeError, match="in use"):
+            other.open()
+        other.close()
+    with session_for(uid, target, tmp_path) as again:  # released on close
+        assert again.target is not None
