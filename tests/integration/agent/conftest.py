@@ -125,18 +125,15 @@ def _agent_board(build: Path, run: Path, device: str) -> Iterator[AgentBoard]:
         flash.program(0, (build / f"{IMAGE_STEM}.bin").read_bytes())
         flash.program(PROVISIONING_ADDRESS, record.encode_sector())
         with Collector.from_endpoint(broker.endpoint(), run / "telemetry.bin") as collector:
-            machine = Machine(
-                device, "mps2-an385", flash_file=flash.path, run_dir=run, network=net.attach(device), state=state
-            )
+            attachment = net.attach(device)
+            machine = Machine(device, "mps2-an385", flash_file=flash.path, run_dir=run, network=attachment, state=state)
             pid: int | None = None
             try:
                 machine.start(run=True)
                 pid = machine.pid
                 console = ConsoleLines(machine.console_url, machine.console_log)
                 try:
-                    board = AgentBoard(
-                        device, machine, console, net, machine_attachment(net, device), broker, collector, run
-                    )
+                    board = AgentBoard(device, machine, console, net, attachment, broker, collector, run)
                     console.expect(
                         r"^\[INFO\] Azure IoT Security Module has been enabled, status=0$",
                         timeout=FIRST_MESSAGE_TIMEOUT,
@@ -149,10 +146,6 @@ def _agent_board(build: Path, run: Path, device: str) -> Iterator[AgentBoard]:
                 machine.stop()
                 if pid is not None:
                     assert not _alive(pid), f"QEMU pid {pid} still running after stop()"
-
-
-def machine_attachment(net: TapNetwork, device: str) -> TapAttachment:
-    return net.attachments[device]
 
 
 @pytest.fixture(scope="session")

@@ -220,17 +220,8 @@ class HostAgent:
         return ctypes.string_at(ptr, n.value) if ptr else None
 
 
-STATE_PENDING, STATE_ACTIVE, STATE_SUSPENDED = 1, 2, 3
-
-# knob sets used by the tests (make variables of agent.mk)
-FAST = {"PRESET": "fast"}  # first 1 s, 2 s / 6 s, pending 20 s
-STATEFUL = {
-    "ASC_FIRST_COLLECTION_S": "1",
-    "ASC_HIGH_INTERVAL_S": "10",
-    "ASC_LOW_INTERVAL_S": "30",
-    "ASC_PENDING_TIME_S": "20",
-}
-DEFAULT: dict[str, str] = {}
+# the default knob set of the tests (make variables of agent.mk)
+FAST = {"PRESET": "fast"}  # first collection 1 s, intervals 2 s / 6 s, pending time 20 s
 
 
 @pytest.fixture(scope="session")

@@ -164,3 +164,19 @@ def test_records_come_in_the_modules_order(make_agent: MakeAgent, packet: Packet
     (flows,) = _flows(agent)
     expected = [40000 + 7 * i for i in _module_order(keys, 64 * 10 // 7)]
     assert [f.local_port for f in flows] == expected
+
+
+def test_capture_starts_at_enable(make_agent: MakeAgent, packet: Packet) -> None:
+    """Nothing is captured before agent_init(); from then on packets count, also before the
+    first tick (which only sets the collection times)."""
+    agent = make_agent()
+    agent.set_connected(True)
+    agent.packet(True, packet(BOARD, PEER, "udp", sport=1, dport=1))
+    agent.tick(T0 - 1)  # ticks before enabling are ignored
+    agent.init()
+    agent.packet(True, packet(BOARD, PEER, "udp", sport=2, dport=2))
+    agent.tick(T0)
+    agent.packet(True, packet(BOARD, PEER, "udp", sport=3, dport=3))
+    agent.tick(T0 + 1)
+    (flows,) = _flows(agent)
+    assert sorted(f.local_port for f in flows) == [2, 3]
