@@ -211,10 +211,14 @@ class MosquittoBroker(Broker):
         conf = self._render_config()
         with self.log_path.open("a") as f:
             f.write(f"--- harness: starting mosquitto -c {conf}\n")
-        self._proc = subprocess.Popen(
-            [self.binary, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
+        try:
+            self._proc = subprocess.Popen(
+                [self.binary, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise InfrastructureError(f"{self.binary!r} is not installed on this machine",
+                                      fix="apt-get install mosquitto, or use the embedded broker kind") from None
         self._pump = _LogPump(self._proc, self.log_path)
         if self._pump.wait_for(_RUNNING, 0, START_TIMEOUT) is not None and self._proc.poll() is None:
             return None
