@@ -15,12 +15,14 @@ device must connect with the user name ``add_device`` returned (pass its query p
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import pwd
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -37,6 +39,18 @@ STOP_TIMEOUT = 10.0
 RELOAD_TIMEOUT = 5.0
 _RUNNING = re.compile(r"mosquitto version \S+ running")
 _RELOADED = re.compile(r"Reloading config")
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGTERM mosquitto if the harness dies without stopping it (e.g. SIGKILL).
+
+    The signal follows the *thread* that started the process, so start brokers from a thread that
+    outlives them (the main thread, a fixture)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class _LogPump:
@@ -215,6 +229,7 @@ class MosquittoBroker(Broker):
             self._proc = subprocess.Popen(
                 [self.binary, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         except FileNotFoundError:
             raise InfrastructureError(f"{self.binary!r} is not installed on this machine",
