@@ -140,7 +140,9 @@ def _flash_ranges(target: Any, chunks: list[tuple[int, bytes]]) -> list[tuple[in
 def _open_session(req: _Request, connect_mode: str | None) -> Any:
     from pyocd.core.helpers import ConnectHelper
 
-    options: dict[str, Any] = {}
+    # A programmed core stays halted until the harness resets it: pyOCD would otherwise resume it
+    # from wherever it stopped (before the new image was there) when the session closes.
+    options: dict[str, Any] = {"resume_on_disconnect": False}
     if req.frequency:
         options["frequency"] = req.frequency
     if connect_mode:
