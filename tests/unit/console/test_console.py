@@ -1,0 +1,95 @@
+"""Console capture: expect with deadlines over a pyserial socket:// URL (a loopback server)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.console import Console
+from harness.errors import InfrastructureError, WaitTimeout
+
+
+class FakeBoard:
+    """A loopback TCP server that plays a board's UART."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"socket://127.0.0.1:{self.server.getsockname()[1]}"
+        self.conn: socket.socket | None = None
+        self._accepted = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.conn, _ = self.server.accept()
+        self._accepted.set()
+
+    def say(self, data: bytes) -> None:
+        assert self._accepted.wait(5)
+        assert self.conn is not None
+        self.conn.sendall(data)
+
+    def hang_up(self) -> None:
+        assert self._accepted.wait(5) and self.conn is not None
+        self.conn.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.server.close()
+
+
+@pytest.fixture
+def board() -> Iterator[FakeBoard]:
+    b = FakeBoard()
+    yield b
+    b.close()
+
+
+def test_expect_matches_whole_lines_in_order(board: FakeBoard, tmp_path: Path) -> None:
+    with Console(board.url, tmp_path / "c.log") as console:
+        board.say(b"HIL-REF 1.0.0 build x\r\nnet: addr")
+        assert console.expect(r"^HIL-REF (\S+)", timeout=5).group(1) == "1.0.0"
+        board.say(b"ess 10.0.0.5\r\n")
+        assert console.expect(r"^net: address (\S+)$", timeout=5).group(1) == "10.0.0.5"
+        board.say(b"HIL-REF 1.0.0 build y\r\n")  # a second boot: the earlier match is not reused
+        assert console.expect(r"^HIL-REF .* build (\S+)", timeout=5).group(1) == "y"
+    assert (tmp_path / "c.log").read_text() == "HIL-REF 1.0.0 build x\nnet: address 10.0.0.5\nHIL-REF 1.0.0 build y\n"
+
+
+def test_timeout_says_what_it_saw_and_where_the_log_is(board: FakeBoard, tmp_path: Path) -> None:
+    with Console(board.url, tmp_path / "c.log", name="b1 console") as console:
+        board.say(b"provisioning: bad CRC\r\n")
+        with pytest.raises(WaitTimeout) as info:
+            console.expect(r"^mqtt: connected", timeout=0.5)
+    text = str(info.value)
+    assert "b1 console" in text and "mqtt: connected" in text and "within 0.5 s" in text
+    assert "provisioning: bad CRC" in text and str(tmp_path / "c.log") in text
+
+
+def test_a_partial_line_does_not_match(board: FakeBoard, tmp_path: Path) -> None:
+    with Console(board.url, tmp_path / "c.log") as console:
+        board.say(b"mqtt: connec")
+        with pytest.raises(WaitTimeout):
+            console.expect(r"^mqtt: connec", timeout=0.5)
+
+
+def test_closed_console_ends_the_wait_early(board: FakeBoard, tmp_path: Path) -> None:
+    with Console(board.url, tmp_path / "c.log") as console:
+        board.say(b"booting\r\n")
+        console.expect("booting", timeout=5)
+        board.hang_up()
+        with pytest.raises(WaitTimeout, match="the console closed"):
+            console.expect("never", timeout=30)
+
+
+def test_unreachable_console(tmp_path: Path) -> None:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    with pytest.raises(InfrastructureError, match="cannot open console"):
+        Console(f"socket://127.0.0.1:{port}", tmp_path / "c.log")
