@@ -9,9 +9,6 @@ and the QEMU process is proved gone.
 from __future__ import annotations
 
 import os
-import re
-import socket
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -20,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.broker import Broker, BrokerOptions, open_broker, parse_mqtt_url
+from harness.console import Console
 from harness.emulation.flash_file import FlashFile
 from harness.emulation.qemu import Machine
 from harness.emulation.tap_network import TapAttachment, TapNetwork
@@ -33,49 +31,11 @@ NEEDS = ("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip")
 FIRST_MESSAGE_TIMEOUT = 60.0
 
 
-class ConsoleLines:
-    """The board's console: ``expect`` waits (on the socket, with a deadline) for a whole line
-    matching a regular expression, after the previous match."""
-
-    def __init__(self, url: str, log_path: Path) -> None:
-        host, _, port = url.removeprefix("socket://").rpartition(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=5)
-        self.log_path = log_path
-        self.text = ""
-        self._pos = 0
-
-    def expect(self, pattern: str, timeout: float) -> re.Match[str]:
-        regex = re.compile(pattern, re.MULTILINE)
-        deadline = time.monotonic() + timeout
-        while True:
-            match = regex.search(self.text[: self.text.rfind("\n") + 1], self._pos)
-            if match:
-                self._pos = match.end()
-                return match
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(
-                    f"console: no line matching {pattern!r} within {timeout:g} s; last "
-                    f"lines:\n{self.text[-2500:]}\n(full log: {self.log_path})"
-                )
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            if not chunk:
-                raise AssertionError(f"console closed while waiting for {pattern!r} (log: {self.log_path})")
-            self.text += chunk.decode("utf-8", "replace").replace("\r", "")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @dataclass
 class AgentBoard:
     device: str
     machine: Machine
-    console: ConsoleLines
+    console: Console
     net: TapNetwork
     attachment: TapAttachment
     broker: Broker
@@ -131,7 +91,7 @@ def _agent_board(build: Path, run: Path, device: str) -> Iterator[AgentBoard]:
             try:
                 machine.start(run=True)
                 pid = machine.pid
-                console = ConsoleLines(machine.console_url, machine.console_log)
+                console = Console(machine.console_url, run / f"{device}-console.log", name=f"{device} console")
                 try:
                     board = AgentBoard(device, machine, console, net, attachment, broker, collector, run)
                     console.expect(
