@@ -180,3 +180,23 @@ def test_capture_starts_at_enable(make_agent: MakeAgent, packet: Packet) -> None
     agent.tick(T0 + 1)
     (flows,) = _flows(agent)
     assert sorted(f.local_port for f in flows) == [2, 3]
+
+
+def test_a_message_over_the_page_is_dropped_and_the_next_one_sent(make_agent: MakeAgent, packet: Packet) -> None:
+    agent = make_agent({"PRESET": "fast", "ASC_FLOW_CAP": "100"}, ("-DASC_PAGE_SIZE=2000",))
+    agent.set_connected(True)
+    agent.init()
+    agent.tick(T0)
+    for i in range(100):  # ~40 bytes a flow: too big for a 2000-byte page
+        agent.packet(True, packet(BOARD, PEER, "udp", sport=1000 + i, dport=53))
+    agent.tick(T0 + 1)
+    assert agent.publishes == []
+    assert agent.pool_free == 100  # the flows went back to the pool all the same
+    agent.packet(True, packet(BOARD, PEER, "udp", sport=7, dport=53))
+    agent.run_until(T0 + 3)
+    # the failed collection stopped before SystemInformation and Heartbeat: still due, they are
+    # collected at the next second; NetworkActivity (stamped when it failed) comes on its beat
+    published = [
+        (p.time, [f.local_port for f in flows]) for p, flows in zip(agent.publishes, _flows(agent), strict=True)
+    ]
+    assert published == [(T0 + 2, []), (T0 + 3, [7])]
