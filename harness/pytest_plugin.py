@@ -40,6 +40,7 @@ NEEDS: dict[str, Callable[[], str | None]] = {
     "chrony": _have_binary("chronyd"),
     "flatc": _have_binary("flatc"),
     "gcc": _have_binary("gcc"),
+    "make": _have_binary("make"),
     "ip": _have_binary("ip"),
 }
 

@@ -11,7 +11,7 @@ import pytest
 from harness.telemetry.codec import decode
 from harness.telemetry.model import Flow, NetworkActivity, Protocol
 
-pytestmark = pytest.mark.needs("gcc")
+pytestmark = pytest.mark.needs("gcc", "make")
 
 MakeAgent = Callable[..., Any]
 Packet = Callable[..., bytes]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from harness.telemetry.codec import decode
 from harness.telemetry.model import Heartbeat, NetworkActivity, Protocol, SystemInformation
 
-pytestmark = pytest.mark.needs("gcc")
+pytestmark = pytest.mark.needs("gcc", "make")
 
 VECTORS = __import__("pathlib").Path(__file__).resolve().parents[3] / "fixtures" / "vectors"
 MODULE_ID = b"defender-iot-micro-agent"

@@ -11,7 +11,7 @@ from harness.telemetry.codec import decode
 from harness.telemetry.model import Heartbeat, NetworkActivity, SystemInformation
 from harness.telemetry.topic import parse_topic
 
-pytestmark = pytest.mark.needs("gcc")
+pytestmark = pytest.mark.needs("gcc", "make")
 
 MakeAgent = Callable[..., Any]
 Packet = Callable[..., bytes]

@@ -14,7 +14,7 @@ import pytest
 from harness.telemetry.codec import decode
 from harness.telemetry.model import Heartbeat, NetworkActivity, SystemInformation
 
-pytestmark = pytest.mark.needs("gcc")
+pytestmark = pytest.mark.needs("gcc", "make")
 
 MakeAgent = Callable[..., Any]
 Packet = Callable[..., bytes]
