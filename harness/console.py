@@ -24,6 +24,19 @@ log = logging.getLogger(__name__)
 TAIL_CHARS = 2500
 
 
+def _open_keeping_input(url: str, baudrate: int) -> serial.SerialBase:
+    """Open a pyserial URL without the input flush pyserial does on open: what the board printed
+    before the port opened (an emulated console replays it) is evidence, not noise."""
+    port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.2, do_not_open=True)
+    flush = port.reset_input_buffer
+    port.reset_input_buffer = lambda: None  # type: ignore[method-assign]
+    try:
+        port.open()
+    finally:
+        port.reset_input_buffer = flush  # type: ignore[method-assign]
+    return port
+
+
 class Console:
     """Reads a console in a background thread; ``expect`` waits on a condition, not a sleep."""
 
@@ -32,7 +45,7 @@ class Console:
         self.log_path = log_path
         self.name = name
         try:
-            self._port = serial.serial_for_url(url, baudrate=baudrate, timeout=0.2)
+            self._port = _open_keeping_input(url, baudrate)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise InfrastructureError(
                 f"{name}: cannot open console {url}: {exc}",
@@ -73,7 +86,7 @@ class Console:
         with self._cond:
             return self._text
 
-    def expect(self, pattern: str, timeout: float) -> re.Match[str]:
+    def expect(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
         """Wait for a whole line matching ``pattern`` (``^``/``$`` anchor at line ends) after the
         previous match; raise WaitTimeout with the last lines and the log path."""
         regex = re.compile(pattern, re.MULTILINE)
@@ -94,6 +107,15 @@ class Console:
                         evidence=self.log_path,
                     )
                 self._cond.wait(left)
+
+    def observe(self, seconds: float) -> str:
+        """Watch the console for ``seconds`` (an observation window, for checks that something does
+        *not* happen, not a wait for an event) and return everything read so far."""
+        deadline = time.monotonic() + seconds
+        with self._cond:
+            while (left := deadline - time.monotonic()) > 0 and not self._eof:
+                self._cond.wait(left)
+            return self._text
 
     def close(self) -> None:
         """Stop reading (the reader notices within its 0.2 s read timeout), then close the port."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 import secrets
 import socket
 import struct
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.console import Console
 from harness.emulation.network import Attachment
 from harness.emulation.qemu import Machine
 from harness.state import StateDir, resolve_state_dir
@@ -38,38 +38,6 @@ def build_net_probe(out_dir: Path, *, board: str, board_ip: str, harness_ip: str
     subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", str(elf), str(binary)], check=True,
                    timeout=30)
     return binary.read_bytes()
-
-
-class Console:
-    """A TCP client on a machine's console URL with an expect that has a deadline."""
-
-    def __init__(self, url: str) -> None:
-        host, _, port = url.removeprefix("socket://").rpartition(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=5)
-        self.seen = b""
-
-    def expect(self, pattern: str, timeout: float = 5.0) -> re.Match[bytes]:
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern.encode())
-        while True:
-            match = regex.search(self.seen)
-            if match:
-                self.seen = self.seen[match.end():]
-                return match
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"console: no {pattern!r} within {timeout}s; saw {self.seen!r}")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            if not chunk:
-                raise AssertionError(f"console closed while waiting for {pattern!r}; saw {self.seen!r}")
-            self.seen += chunk
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
@@ -150,12 +118,12 @@ def build_image(tmp_path: Path) -> Callable[..., bytes]:
 
 
 @pytest.fixture
-def open_console() -> Iterator[Callable[[str], Console]]:
-    """``open_console(url) -> Console``; closed after the test."""
+def open_console(tmp_path: Path) -> Iterator[Callable[[str], Console]]:
+    """``open_console(url) -> Console`` (harness.console, logged under tmp_path); closed after the test."""
     opened: list[Console] = []
 
     def open_(url: str) -> Console:
-        opened.append(Console(url))
+        opened.append(Console(url, tmp_path / f"console-{len(opened)}.log", name=f"console {len(opened)}"))
         return opened[-1]
 
     yield open_

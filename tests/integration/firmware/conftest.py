@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
-import socket
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from harness.console import Console
 from harness.emulation.flash_file import FlashFile
 from harness.emulation.network import Attachment
 from harness.emulation.qemu import Machine
@@ -20,58 +18,6 @@ from harness.state import StateDir, resolve_state_dir
 
 TEST_VERSION = "9.8.7"
 TEST_BUILD_ID = "itest"
-
-
-class Console:
-    """Reads a machine's console URL; ``expect`` waits for a whole line matching a pattern (``^``/``$``
-    anchor at line ends), with a deadline."""
-
-    def __init__(self, url: str, log_path: Path) -> None:
-        host, _, port = url.removeprefix("socket://").rpartition(":")
-        self.sock = socket.create_connection((host, int(port)), timeout=5)
-        self.log_path = log_path
-        self.text = ""
-        self._pos = 0
-
-    def expect(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
-        regex = re.compile(pattern, re.MULTILINE)
-        deadline = time.monotonic() + timeout
-        while True:
-            complete = self.text[: self.text.rfind("\n") + 1]  # only whole lines can match
-            match = regex.search(complete, self._pos)
-            if match:
-                self._pos = match.end()
-                return match
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"console: no line matching {pattern!r} within {timeout} s; "
-                                     f"saw:\n{self.text[-3000:]}\n(full log: {self.log_path})")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            if not chunk:
-                raise AssertionError(f"console closed while waiting for {pattern!r}; saw:\n{self.text}")
-            self.text += chunk.decode("utf-8", "replace").replace("\r", "")
-
-    def collect(self, seconds: float) -> str:
-        """Read everything the board prints during ``seconds`` (an observation window, for checks
-        that something does *not* happen); returns the whole text so far."""
-        deadline = time.monotonic() + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(4096)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            self.text += chunk.decode("utf-8", "replace").replace("\r", "")
-        return self.text
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +53,8 @@ class Board:
 
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
-        self.console = Console(machine.console_url, machine.console_log)
+        self.console = Console(machine.console_url, machine.run_dir / f"{machine.name}-console-read.log",
+                               name=f"{machine.name} console")
 
 
 @contextmanager

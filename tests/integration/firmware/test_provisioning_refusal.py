@@ -54,7 +54,7 @@ def test_refused_block_stops_networking(case: str, ref_build: Path, tmp_path: Pa
         board.console.expect(rf"^HIL-REF {TEST_VERSION} build {TEST_BUILD_ID} board mps2-an385$")
         board.console.expect(line)
         board.console.expect(r"provisioning: networking stopped")
-        text = board.console.collect(NO_TRAFFIC_WINDOW_S)
+        text = board.console.observe(NO_TRAFFIC_WINDOW_S)
         assert "net:" not in text and "mqtt:" not in text
         pcap = board.machine.pcaps[-1]
     packets = rdpcap(str(pcap)) if pcap.stat().st_size > 24 else []

@@ -287,7 +287,7 @@ def test_no_time_no_hub_connection(online: Online) -> None:
     with boot("notime-1", online.run, online.image, record.encode_sector(), att,
               online.state) as board:
         board.console.expect(rf"^time: asking {online.net.harness_address} \(SNTP\)$", timeout=15)
-        text = board.console.collect(4.0)  # longer than the 3 s the first request waits for an answer
+        text = board.console.observe(4.0)  # longer than the 3 s the first request waits for an answer
         assert "time: unix" not in text
         assert "mqtt:" not in text
 
@@ -305,7 +305,7 @@ def test_keep_alive_pings_hold_the_connection(online: Online, tmp_path: Path) ->
     with boot("ka2-1", online.run, image_bytes(build), record.encode_sector(), att,
               online.state) as board:
         board.console.expect(r"^mqtt: connected to .* as hil-ref-ka2$", timeout=30)
-        text = board.console.collect(7.0)  # 3 keep-alive periods past the connection
+        text = board.console.observe(7.0)  # 3 keep-alive periods past the connection
         pcap = board.machine.pcaps[-1]
     assert "mqtt: disconnected" not in text
     pings = pongs = 0

@@ -93,3 +93,26 @@ def test_unreachable_console(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(InfrastructureError, match="cannot open console"):
         Console(f"socket://127.0.0.1:{port}", tmp_path / "c.log")
+
+
+def test_what_the_board_printed_before_the_port_opened_is_kept(
+    board: FakeBoard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyserial flushes input when it opens a port; an emulated console replays boot output to a
+    client that connects late, so the flush would lose the banner. Make the replay land before the
+    flush, deterministically, by holding the connect until the board has spoken."""
+    import serial.urlhandler.protocol_socket as proto
+
+    real_connect = proto.socket.create_connection
+
+    def connect_then_wait_for_banner(*args: object, **kwargs: object) -> socket.socket:
+        sock = real_connect(*args, **kwargs)  # type: ignore[arg-type]
+        board.say(b"HIL-REF 1.0.0 build early\r\n")
+        sock.setblocking(True)
+        sock.settimeout(5)
+        assert sock.recv(1, socket.MSG_PEEK) == b"H"  # the banner is in the socket buffer
+        return sock
+
+    monkeypatch.setattr(proto.socket, "create_connection", connect_then_wait_for_banner)
+    with Console(board.url, tmp_path / "c.log") as console:
+        assert console.expect(r"^HIL-REF .* build (\S+)$", timeout=5).group(1) == "early"
