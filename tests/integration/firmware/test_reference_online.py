@@ -16,6 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from scapy.config import conf
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.sendrecv import srp1
@@ -191,6 +192,7 @@ def test_mac_filter_takes_only_frames_for_the_board(online: Online) -> None:
     the same request to the board's MAC is answered."""
     board_ip, board_mac = str(online.attachment.address), online.attachment.mac
     iface = online.net.bridge
+    conf.ifaces.reload()  # scapy lists interfaces once, at import: the run's bridge may be newer
 
     def ping(dst_mac: str, seq: int) -> object:
         frame = (Ether(dst=dst_mac) / IP(dst=board_ip) / ICMP(id=0x4849, seq=seq) / b"mac-filter")
