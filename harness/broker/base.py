@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from harness.broker.credentials import (
     COLLECTOR_CLIENT_ID,
+    COLLECTOR_SUBSCRIBE,
     DEFAULT_HUB,
     DeviceCredentials,
     IdentityTable,
@@ -263,6 +264,17 @@ class Broker(ABC):
             if self._running and not known:
                 self._identities_changed()
                 self.write_endpoint()
+            return ident.credentials
+
+    def add_service(self, client_id: str, *, subscribe: tuple[str, ...] = COLLECTOR_SUBSCRIBE,
+                    publish: tuple[str, ...] = ()) -> DeviceCredentials:
+        """Register a non-device identity (another reader such as a benchmark's or a tool's); its
+        user name is its client id. By default it reads every device's events, like the collector."""
+        with self._lock:
+            known = self.identities.get(client_id) is not None
+            ident = self.identities.add_service(client_id, subscribe=subscribe, publish=publish)
+            if self._running and not known:
+                self._identities_changed()
             return ident.credentials
 
     @property

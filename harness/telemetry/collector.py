@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -42,7 +42,7 @@ from harness.telemetry.archive import ArchiveWriter
 from harness.telemetry.codec import DecodeError, decode
 from harness.telemetry.flowmatch import FlowMatch, FlowSpec, default_background, match_flows
 from harness.telemetry.model import Event, NetworkActivity, PayloadType
-from harness.telemetry.streams import Cadence, DeviceStream, Gap, Received
+from harness.telemetry.streams import Arrival, Cadence, DeviceStream, Gap, Received
 from harness.telemetry.topic import TopicError, parse_topic
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ T = TypeVar("T")
 EventPredicate = Callable[[Event], bool]
 CONNECT_TIMEOUT = 10.0
 SHOWN_IN_TIMEOUT = 12
+TOPIC_CACHE = 10_000
 
 
 class Collector:
@@ -62,7 +63,7 @@ class Collector:
         self.host, self.port, tls = parse_mqtt_url(url)
         self.archive_path = Path(archive)
         self._archive: ArchiveWriter | None = None
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._seq = 0
         self._streams: dict[str, DeviceStream] = {}
         self.unparsed: list[Received] = []  # topics that are not a device's events
@@ -73,6 +74,8 @@ class Collector:
         self._last_refusal: str | None = None
         self._keepalive = keepalive
         self._on_received: list[Callable[[Received], None]] = []
+        self._topics: dict[str, tuple[str, str | None, bool]] = {}
+        self._watches: list[_Watch[Any]] = []
 
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=credentials.client_id,
                         clean_session=False, protocol=mqtt.MQTTv311)
@@ -187,12 +190,8 @@ class Collector:
             record = archive.count - 1
         else:
             record = -1
-        message, error, security = None, None, False
-        try:
-            parsed = parse_topic(topic)
-            device, module, security = parsed.device_id, parsed.module_id, parsed.is_security
-        except TopicError:
-            device, module = "", None
+        message, error = None, None
+        device, module, security = self._where(topic)
         if security:
             try:
                 message = decode(payload)
@@ -212,10 +211,30 @@ class Collector:
                 item = Received(self._seq, record, received, topic, device, module, payload, security,
                                 message, error, new, dups, dup)
                 stream.add(item)
-            self._cond.notify_all()
+                if self._watches:
+                    self._run_watches(stream)
         for callback in self._on_received:
             callback(item)
         return item
+
+    def _run_watches(self, stream: DeviceStream) -> None:
+        """Under the lock: give every wait on this device a look at what just arrived."""
+        finished = [w for w in self._watches if w.device == stream.device_id and w.run(stream)]
+        for w in finished:
+            self._watches.remove(w)
+
+    def _where(self, topic: str) -> tuple[str, str | None, bool]:
+        """(device, module, is security) of a topic; cached, since each device repeats its topic."""
+        where = self._topics.get(topic)
+        if where is None:
+            try:
+                parsed = parse_topic(topic)
+                where = (parsed.device_id, parsed.module_id, parsed.is_security)
+            except TopicError:
+                where = ("", None, False)
+            if len(self._topics) < TOPIC_CACHE:
+                self._topics[topic] = where
+        return where
 
     # -- reading -------------------------------------------------------------------------------
     def mark(self) -> int:
@@ -278,18 +297,24 @@ class Collector:
     # -- waits ---------------------------------------------------------------------------------
     def _wait(self, device: str, what: str, timeout: float, since: int,
               check: Callable[[DeviceStream], T | None], detail: Callable[[], str] | None = None) -> T:
-        deadline = time.monotonic() + timeout
+        """Register ``check``; the network thread runs it on each message from ``device`` (so a waiter
+        wakes once, when satisfied, not per message) and this thread blocks on an Event until then."""
+        watch: _Watch[T] = _Watch(device, check)
         with self._cond:
-            while True:
-                stream = self._streams.get(device)
-                if stream is not None:
-                    found = check(stream)
-                    if found is not None:
-                        return found
-                left = deadline - time.monotonic()
-                if left <= 0:
+            stream = self._streams.get(device)
+            if stream is not None and watch.run(stream):
+                return watch.outcome()
+            self._watches.append(watch)
+        try:
+            watch.done.wait(timeout)
+            with self._cond:
+                if not watch.done.is_set():
                     raise self._timeout(device, what, timeout, since, detail() if detail else None)
-                self._cond.wait(left)
+        finally:
+            with self._cond:
+                if watch in self._watches:
+                    self._watches.remove(watch)
+        return watch.outcome()
 
     def _timeout(self, device: str, what: str, timeout: float, since: int, detail: str | None) -> WaitTimeout:
         stream = self._streams.get(device)
@@ -318,16 +343,10 @@ class Collector:
     def wait_for(self, device: str, predicate: EventPredicate, timeout: float, *, since: int = 0,
                  what: str = "an event matching the predicate") -> Event:
         """The first unique event from ``device`` after ``since`` for which ``predicate`` is true."""
-        pos: list[int] = []
+        cursor = _Cursor(since)
 
         def check(stream: DeviceStream) -> Event | None:
-            if not pos:
-                pos.append(stream.event_index(since))
-            for i in range(pos[0], len(stream.events)):
-                if predicate(stream.events[i].event):
-                    return stream.events[i].event
-            pos[0] = len(stream.events)
-            return None
+            return next((a.event for a in cursor.new(stream) if predicate(a.event)), None)
 
         return self._wait(device, what, timeout, since, check)
 
@@ -338,9 +357,15 @@ class Collector:
     def expect_events(self, device: str, count: int, within: float, *, kind: PayloadType | None = None,
                       since: int = 0) -> list[Event]:
         """Wait until ``count`` unique events (of ``kind``, if given) arrived; return them all."""
+        cursor, got = _Cursor(since), []
+
         def check(stream: DeviceStream) -> list[Event] | None:
-            got = [a.event for a in stream.events[stream.event_index(since):]
-                   if kind is None or a.event.kind == kind]
+            if kind is None:  # runs per message: count without copying
+                start = cursor.start(stream)
+                if len(stream.events) - start < count:
+                    return None
+                return [a.event for a in stream.events[start:]]
+            got.extend(a.event for a in cursor.new(stream) if a.event.kind == kind)
             return got if len(got) >= count else None
 
         what = f"{count} {kind.name if kind is not None else ''} events".replace("  ", " ")
@@ -351,20 +376,19 @@ class Collector:
         """Wait until every expected flow is matched by the device's flows summed over the windows
         since ``since``; return the match (with extra and background flows) for the test to report."""
         bg = tuple(background) if background is not None else default_background((self.port,))
-        state: dict[str, Any] = {"n": -1, "match": match_flows(flows, [], bg)}
+        cursor, reported = _Cursor(since), []
+        last = [match_flows(flows, [], bg)]
 
         def check(stream: DeviceStream) -> FlowMatch | None:
-            arrivals = stream.events[stream.event_index(since):]
-            if len(arrivals) == state["n"]:
-                return None
-            state["n"] = len(arrivals)
-            reported = [f for a in arrivals if isinstance(a.event.payload, NetworkActivity)
-                        for f in a.event.payload.flows]
-            state["match"] = match_flows(flows, reported, bg)
-            return state["match"] if state["match"].ok else None
+            new = [f for a in cursor.new(stream) if isinstance(a.event.payload, NetworkActivity)
+                   for f in a.event.payload.flows]
+            if new:
+                reported.extend(new)
+                last[0] = match_flows(flows, reported, bg)
+            return last[0] if last[0].ok else None
 
         what = f"{len(flows)} expected flow(s): " + "; ".join(s.describe() for s in flows)
-        return self._wait(device, what, within, since, check, lambda: state["match"].describe())
+        return self._wait(device, what, within, since, check, lambda: last[0].describe())
 
     def assert_none(self, device: str, predicate: EventPredicate, during: float, *, since: int | None = None,
                     what: str = "an event matching the predicate") -> None:
@@ -387,9 +411,58 @@ class Collector:
     def expect_cadence(self, device: str, kind: PayloadType, count: int, within: float, *,
                        since: int = 0) -> Cadence:
         """Wait for ``count`` events of ``kind`` and return the measured intervals."""
+        cursor, got = _Cursor(since), []
+
         def check(stream: DeviceStream) -> Cadence | None:
-            arrivals = stream.events[stream.event_index(since):]
-            n = sum(1 for a in arrivals if a.event.kind == kind)
-            return Cadence.of(kind, arrivals) if n >= count else None
+            got.extend(a for a in cursor.new(stream) if a.event.kind == kind)
+            return Cadence.of(kind, got) if len(got) >= count else None
 
         return self._wait(device, f"{count} {kind.name} events", within, since, check)
+
+
+class _Watch(Generic[T]):
+    """One pending wait: its check, and the Event the waiting thread blocks on."""
+
+    def __init__(self, device: str, check: Callable[[DeviceStream], T | None]) -> None:
+        self.device = device
+        self.check = check
+        self.done = threading.Event()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+    def run(self, stream: DeviceStream) -> bool:
+        """Run the check (a predicate's exception ends the wait and is raised in the waiter)."""
+        try:
+            self.result = self.check(stream)
+        except Exception as exc:
+            self.error = exc
+        if self.result is None and self.error is None:
+            return False
+        self.done.set()
+        return True
+
+    def outcome(self) -> T:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class _Cursor:
+    """Where a wait has read up to in one device's events, so each wake-up looks only at new ones."""
+
+    def __init__(self, since: int) -> None:
+        self.since = since
+        self.first: int | None = None
+        self.pos: int | None = None
+
+    def start(self, stream: DeviceStream) -> int:
+        """Index of the first event after the mark (fixed once found)."""
+        if self.first is None:
+            self.first = stream.event_index(self.since)
+        return self.first
+
+    def new(self, stream: DeviceStream) -> list[Arrival]:
+        start = stream.event_index(self.since) if self.pos is None else self.pos
+        self.pos = len(stream.events)
+        return stream.events[start:]

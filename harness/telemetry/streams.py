@@ -18,7 +18,7 @@ from harness.telemetry.flowmatch import describe_flow
 from harness.telemetry.model import Event, NetworkActivity, PayloadType, SecurityMessage
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Received:
     """One message from a device, as the collector saw it."""
 
@@ -60,7 +60,7 @@ def brief_event(event: Event, max_flows: int = 3) -> str:
     return text
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Arrival:
     """A unique event and the message that first brought it."""
 
