@@ -18,8 +18,6 @@ TOP = ("harness.cli", "harness.pytest_plugin", "harness.bench", "harness.__main_
 def module_graph() -> dict[str, set[str]]:
     modules: dict[str, Path] = {}
     for path in PACKAGE.rglob("*.py"):
-        if "generated" in path.parts:
-            continue
         name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
         modules[name] = path
     graph: dict[str, set[str]] = defaultdict(set)
