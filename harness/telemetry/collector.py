@@ -182,7 +182,7 @@ class Collector:
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, dup: bool = False,
                received: float | None = None) -> Received:
-        """Archive, decode and store one message (the MQTT callback; also for replaying archives)."""
+        """Archive, decode and store one message: the MQTT callback, or a replay (one thread at a time)."""
         received = time.time() if received is None else received
         archive = self._archive
         if archive is not None:
@@ -190,7 +190,7 @@ class Collector:
             record = archive.count - 1
         else:
             record = -1
-        message, error = None, None
+        message, error, watching = None, None, None
         device, module, security = self._where(topic)
         if security:
             try:
@@ -211,17 +211,22 @@ class Collector:
                 item = Received(self._seq, record, received, topic, device, module, payload, security,
                                 message, error, new, dups, dup)
                 stream.add(item)
-                if self._watches:
-                    self._run_watches(stream)
+                watching = [w for w in self._watches if w.device == device] if self._watches else None
+        if watching:
+            self._run_watches(watching, stream)
         for callback in self._on_received:
             callback(item)
         return item
 
-    def _run_watches(self, stream: DeviceStream) -> None:
-        """Under the lock: give every wait on this device a look at what just arrived."""
-        finished = [w for w in self._watches if w.device == stream.device_id and w.run(stream)]
-        for w in finished:
-            self._watches.remove(w)
+    def _run_watches(self, watches: list[_Watch[Any]], stream: DeviceStream) -> None:
+        """In the network thread (the streams' only writer), outside the lock so that a predicate
+        may call the collector: give each wait on this device a look at what just arrived."""
+        finished = [w for w in watches if w.run(stream)]
+        if finished:
+            with self._cond:
+                for w in finished:
+                    if w in self._watches:
+                        self._watches.remove(w)
 
     def _where(self, topic: str) -> tuple[str, str | None, bool]:
         """(device, module, is security) of a topic; cached, since each device repeats its topic."""
@@ -342,7 +347,10 @@ class Collector:
 
     def wait_for(self, device: str, predicate: EventPredicate, timeout: float, *, since: int = 0,
                  what: str = "an event matching the predicate") -> Event:
-        """The first unique event from ``device`` after ``since`` for which ``predicate`` is true."""
+        """The first unique event from ``device`` after ``since`` for which ``predicate`` is true.
+
+        The predicate runs in the collector's network thread as each message arrives: keep it quick.
+        If it raises, the wait ends and the exception is raised here."""
         cursor = _Cursor(since)
 
         def check(stream: DeviceStream) -> Event | None:

@@ -164,3 +164,24 @@ def test_expect_cadence_waits_for_the_count(col: Collector) -> None:
     col.ingest(security_topic("a"), heartbeat(1))
     later(0.05, col.ingest, security_topic("a"), heartbeat(2))
     assert col.expect_cadence("a", PayloadType.HEARTBEAT, 2, within=5).count == 2
+
+
+def test_a_predicate_may_read_the_collector_and_its_errors_reach_the_waiter(col: Collector) -> None:
+    later(0.05, col.ingest, security_topic("a"), heartbeat(1))
+    assert col.wait_for("a", lambda e: len(col.events("a")) == 1, timeout=5).id[-1] == 1
+
+    def broken(e: Event) -> bool:
+        raise ValueError("predicate bug")
+
+    later(0.05, col.ingest, security_topic("a"), heartbeat(2))
+    with pytest.raises(ValueError, match="predicate bug"):
+        col.wait_for("a", broken, timeout=5, since=col.mark())
+
+
+def test_expect_events_counts_all_or_one_kind(col: Collector) -> None:
+    col.ingest(security_topic("a"), heartbeat(1))
+    col.ingest(security_topic("a"), network(2, tcp(5000, 1)))
+    assert len(col.expect_events("a", 2, within=1)) == 2
+    assert len(col.expect_events("a", 1, within=1, kind=PayloadType.NETWORK_ACTIVITY)) == 1
+    with pytest.raises(WaitTimeout, match="waiting for 2 HEARTBEAT events"):
+        col.expect_events("a", 2, within=0.05, kind=PayloadType.HEARTBEAT)
