@@ -7,6 +7,7 @@ Length, and lets plugins decide authentication and per-topic access, so the same
 mosquitto's files — stricter in two ways: device user names are parsed (any api-version and query
 parameters), and the client id must be the device the user name names.
 
+amqtt is imported when an embedded broker starts, not when the kind registers (it is slow to import).
 Sessions live in memory: a restart loses queued messages (mosquitto's persistence does not).
 """
 
@@ -15,75 +16,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sys
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from amqtt.broker import Broker as AmqttBroker
-from amqtt.contexts import Action
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
-from amqtt.session import Session
+from typing import TYPE_CHECKING, Any
 
 from harness.broker.base import BROKER_KINDS, Broker, BrokerOptions, free_port, make_url
-from harness.broker.credentials import Access, IdentityTable
 from harness.broker.tls import TlsFiles, make_run_pki
 from harness.errors import InfrastructureError
+
+if TYPE_CHECKING:
+    from amqtt.broker import Broker as AmqttBroker
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0
-# amqtt builds plugins from dotted paths and plain config; they find the live table by key.
-_TABLES: dict[str, IdentityTable] = {}
 _keys = itertools.count(1)
-
-
-def _table(key: str) -> IdentityTable:
-    return _TABLES[key]
-
-
-class HubAuthPlugin(BaseAuthPlugin):
-    """Accepts exactly the identities of the run (see ``IdentityTable.authenticate``)."""
-
-    @dataclass
-    class Config:
-        table: str = ""
-
-    async def authenticate(self, *, session: Session) -> bool:
-        password = session.password
-        if isinstance(password, bytes | bytearray):
-            password = password.decode(errors="replace")
-        ident = _table(self.config.table).authenticate(session.client_id, session.username, password)
-        if ident is None:
-            log.info("refused client %r user %r", session.client_id, session.username)
-        return ident is not None
-
-
-class HubTopicPlugin(BaseTopicPlugin):
-    """Publish / subscribe / receive allowed by the identity's topic filters only."""
-
-    @dataclass
-    class Config:
-        table: str = ""
-
-    async def topic_filtering(self, *, session: Session | None = None, topic: str | None = None,
-                              action: Action | None = None) -> bool:
-        if session is None or topic is None or session.client_id is None:
-            return False
-        table = _table(self.config.table)
-        ident = table.get(session.client_id)
-        if ident is None or ident.credentials.password != _as_str(session.password):
-            return False
-        access = Access.PUBLISH if action == Action.PUBLISH else Access.SUBSCRIBE
-        ok = table.allowed(ident, topic, access)
-        if not ok:
-            log.info("denied %s %s on %r", session.client_id, access.value, topic)
-        return ok
-
-
-def _as_str(value: str | bytes | None) -> str | None:
-    return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else value
 
 
 @BROKER_KINDS.register("embedded")
@@ -93,7 +42,6 @@ class EmbeddedBroker(Broker):
     def __init__(self, run_dir: Path, options: BrokerOptions) -> None:
         super().__init__(run_dir, options)
         self._key = f"t{next(_keys)}"
-        _TABLES[self._key] = self.identities
         self._port = options.port
         self._tls_port = options.tls_port
         self._tls: TlsFiles | None = None
@@ -123,8 +71,8 @@ class EmbeddedBroker(Broker):
             "listeners": listeners,
             "timeout_disconnect_delay": 0,
             "plugins": {
-                f"{__name__}.HubAuthPlugin": {"table": self._key},
-                f"{__name__}.HubTopicPlugin": {"table": self._key},
+                "harness.broker.amqtt_plugins.HubAuthPlugin": {"table": self._key},
+                "harness.broker.amqtt_plugins.HubTopicPlugin": {"table": self._key},
             },
         }
 
@@ -139,6 +87,11 @@ class EmbeddedBroker(Broker):
         return fut.result(timeout)
 
     def _start(self) -> None:
+        from amqtt.broker import Broker as AmqttBroker  # ~80 ms: only when an embedded broker starts
+
+        from harness.broker import amqtt_plugins
+
+        amqtt_plugins.register_table(self._key, self.identities)
         if self.options.tls and self._tls is None:
             self._tls = make_run_pki(self.run_dir / "embedded-tls",
                                      [self.options.bind, "localhost", self.options.hub])
@@ -188,4 +141,6 @@ class EmbeddedBroker(Broker):
         """Nothing to do: the plugins read the live table."""
 
     def __del__(self) -> None:
-        _TABLES.pop(getattr(self, "_key", ""), None)
+        plugins = sys.modules.get("harness.broker.amqtt_plugins")
+        if plugins is not None:
+            plugins.unregister_table(getattr(self, "_key", ""))
