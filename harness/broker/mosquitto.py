@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness.broker.base import BROKER_KINDS, Broker, BrokerOptions, free_port, make_url
+from harness.broker.base import BROKER_KINDS, Broker, BrokerOptions, free_port, make_url, port_accepts
 from harness.broker.credentials import Access, mosquitto_password_hash
 from harness.broker.tls import TlsFiles, make_run_pki
 from harness.errors import InfrastructureError
@@ -236,7 +236,12 @@ class MosquittoBroker(Broker):
                                       fix="apt-get install mosquitto, or use the embedded broker kind") from None
         self._pump = _LogPump(self._proc, self.log_path)
         if self._pump.wait_for(_RUNNING, 0, START_TIMEOUT) is not None and self._proc.poll() is None:
-            return None
+            ports = [self._port] + ([self._tls_port] if self._tls is not None else [])
+            closed = [p for p in ports if not port_accepts(self.options.bind, p)]
+            if not closed:
+                return None
+            self._kill_process(graceful=False)
+            return f"mosquitto runs but nothing accepts connections on port(s) {closed}"
         tail = self._pump.tail()
         self._kill_process(graceful=False)
         return tail or "no output"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from harness.broker import Broker, DeviceCredentials
+from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker
+from harness.errors import InfrastructureError
 from harness.telemetry.collector import Collector
 from harness.telemetry.model import PayloadType
 from harness.telemetry.topic import compose_username, security_topic
@@ -119,3 +121,19 @@ def test_mosquitto_files_live_in_the_run_folder_and_health_reports_death(brokers
     b._proc.wait(5)  # type: ignore[attr-defined]
     h = b.health()
     assert not h.ok and "exited" in h.detail
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.needs("mosquitto")
+def test_a_taken_port_is_a_clear_infrastructure_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        broker = open_broker("mosquitto", tmp_path, BrokerOptions(port=port))
+        with pytest.raises(InfrastructureError) as info:
+            broker.start()
+    text = str(info.value)
+    assert f"127.0.0.1:{port}" in text and "Address already in use" in text
+    assert str(tmp_path / "mosquitto" / "mosquitto.log") in text
+    assert not broker.running and broker.pid is None  # type: ignore[attr-defined]
