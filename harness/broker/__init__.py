@@ -1,27 +1,33 @@
 """The broker that stands in for IoT Hub: one per run, reachable by every test process.
 
-Kinds (``BROKER_KINDS``): ``mosquitto`` (a process we own; default where installed),
-``embedded`` (amqtt inside this process), ``external`` (a lab broker by URL, used as is).
+Kinds (``BROKER_KINDS``, chosen by name): ``mosquitto`` (a process the harness owns; the default
+where installed), ``embedded`` (amqtt inside this process, for machines without mosquitto),
+``external`` (a lab's broker by URL, used as is).
 
-Typical use, e.g. from a fixture that owns the run's broker::
+Starting it, e.g. in the fixture or command that owns the run's broker (keep that thread alive
+while the broker runs: a mosquitto process is told to die with the thread that started it)::
 
     from harness.broker import BrokerOptions, open_broker
 
-    with open_broker(None, run_dir, BrokerOptions(bind="10.77.0.1")) as broker:
-        creds = broker.add_device("board-1")      # also while running: the broker reloads
-        broker.url                                # mqtt://10.77.0.1:<free port it verified>
-        broker.endpoint_path                      # run_dir/broker-endpoint.json, rewritten on changes
+    with open_broker(None, run_dir, BrokerOptions(bind="10.77.0.1")) as broker:   # or 127.0.0.1
+        creds = broker.add_device("board-1")   # DeviceCredentials(client_id, username, password);
+                                               # also while running (mosquitto reloads its files)
+        broker.url                             # mqtt://10.77.0.1:<a free port it verified>
+        broker.health()                        # BrokerHealth(ok, detail)
+        broker.restart(graceful=False)         # SIGKILL and start again on the same port
+        broker.endpoint_path                   # run_dir/broker-endpoint.json, rewritten on changes
 
-Other processes (pytest-xdist workers, a board's provisioning) read that file::
+Any other process (pytest-xdist workers, a board's provisioning step) reads the endpoint::
 
     endpoint = BrokerEndpoint.read(run_dir / "broker-endpoint.json")
-    endpoint.url, endpoint.ca_path, endpoint.collector, endpoint.devices["board-1"]
+    endpoint.url, endpoint.tls_url, endpoint.ca_path, endpoint.collector, endpoint.devices["board-1"]
 
 Devices are IoT Hub identities: client id = device id, user name
 ``{hub}/{device id}/?api-version=…``, a password generated for the run. A device may publish only
-under ``devices/{its id}/…/messages/events/`` and read only its own ``devicebound`` topics; the
-collector identity reads every device's events. ``BrokerOptions(tls=True)`` adds a TLS listener
-(``broker.tls_url``) with a CA made for the run (``broker.ca_path``).
+to its own ``devices/{id}/[modules/{m}/]messages/events/…`` and read only its own ``devicebound``
+topics; unknown clients and wrong secrets are refused. The collector identity reads every device's
+events; ``add_service`` makes another such reader. ``BrokerOptions(tls=True)`` adds a TLS listener
+(``tls_url``) with a CA and server certificate made for the run (``ca_path``).
 """
 
 from harness.broker import embedded, external, mosquitto  # noqa: F401  (kinds register themselves)
