@@ -24,6 +24,7 @@ that device did send in the window, and the archive path::
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -51,6 +52,9 @@ T = TypeVar("T")
 EventPredicate = Callable[[Event], bool]
 CONNECT_TIMEOUT = 10.0
 SHOWN_IN_TIMEOUT = 12
+# The history is kept for the whole run; every this many messages it is moved out of the cyclic
+# GC's way (gc.freeze), since rescanning it made ingest twice as slow (10 -> 20 us a message).
+GC_FREEZE_EVERY = 2000
 TOPIC_CACHE = 10_000
 
 
@@ -76,6 +80,7 @@ class Collector:
         self._on_received: list[Callable[[Received], None]] = []
         self._topics: dict[str, tuple[str, str | None, bool]] = {}
         self._watches: list[_Watch[Any]] = []
+        self._froze = False
 
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=credentials.client_id,
                         clean_session=False, protocol=mqtt.MQTTv311)
@@ -126,6 +131,9 @@ class Collector:
         if self._archive is not None:
             self._archive.close()
             self._archive = None
+        if self._froze:  # hand the history back to the GC
+            gc.unfreeze()
+            self._froze = False
         summary = self.problems()
         if summary:
             log.warning("collector: %s", summary)
@@ -214,6 +222,9 @@ class Collector:
                 watching = [w for w in self._watches if w.device == device] if self._watches else None
         if watching:
             self._run_watches(watching, stream)
+        if item.seq % GC_FREEZE_EVERY == 0:
+            gc.freeze()
+            self._froze = True
         for callback in self._on_received:
             callback(item)
         return item
