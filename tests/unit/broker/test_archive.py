@@ -13,7 +13,7 @@ from harness.telemetry.archive import MAGIC, ArchiveScan, ArchiveWriter, read_ar
 
 RECORDS = [("devices/a/messages/events/", b"\x00\x01payload", 1, False, False),
            ("devices/b/messages/events/x", b"", 0, True, True),
-           ("devices/c/messages/events/", bytes(range(256)) * 40, 1, False, True)]
+           ("devices/c/messages/events/", bytes(range(256)) * 3, 1, False, True)]
 
 
 def write(path: Path) -> list[int]:
