@@ -139,3 +139,24 @@ def test_bad_input_exits_2_without_traceback(tmp_path: Path, args: tuple[str, ..
     assert result.returncode == 2, result.stderr
     assert needle in result.stderr and "Traceback" not in result.stderr
 
+
+
+@pytest.mark.timeout(60)
+def test_broker_text_mode_shows_credentials_and_message_lines(tmp_path: Path) -> None:
+    hb = Running("--kind", "embedded", "--device", "dev-a", "--run-dir", str(tmp_path / "run"))
+    try:
+        banner = [hb.line() for _ in range(5)]
+        assert banner[0].startswith("embedded broker at mqtt://127.0.0.1:")
+        assert banner[3].startswith("device dev-a: client id dev-a, user name ") and "password " in banner[3]
+        url = banner[0].split(" at ")[1].strip()
+        words = banner[3].split()
+        creds = {"client_id": "dev-a", "username": words[words.index("name") + 1].rstrip(","),
+                 "password": words[-1]}
+        assert banner[4].startswith("waiting for telemetry")
+        publish_as(url, creds, "dev-a", VECTOR)
+        line = hb.line()
+        assert " dev-a NETWORK_ACTIVITY " in line and "HEARTBEAT" in line
+    finally:
+        hb.proc.send_signal(signal.SIGINT)
+        _, err = hb.proc.communicate(timeout=30)
+    assert hb.proc.returncode == 0 and "Traceback" not in err
