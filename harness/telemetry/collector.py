@@ -9,10 +9,12 @@ redelivery are recognised by event id and counted once; undecodable messages are
 ``DecodeError``; application telemetry is kept apart. Disconnections are recorded as
 :class:`~harness.telemetry.streams.Gap` s; paho reconnects by itself.
 
-Waits block on a ``threading.Condition`` notified per message (no polling) and all take a
-deadline; ``since`` is a :meth:`Collector.mark` taken before the action under test (default: the
-whole history). A timeout raises :class:`~harness.errors.WaitTimeout` naming what was awaited, what
-that device did send in the window, and the archive path::
+Waits are event driven and all take a deadline: each registers a check that the network thread
+runs as the device's messages arrive, and the waiting thread blocks on an Event until the check is
+satisfied or the deadline passes (no polling, no wake-up per message). ``since`` is a
+:meth:`Collector.mark` taken before the action under test (default: the whole history). A
+timeout raises :class:`~harness.errors.WaitTimeout` naming what was awaited, what that device did
+send in the window, and the archive path::
 
     with Collector.from_endpoint(endpoint, run_dir / "telemetry.bin") as col:
         mark = col.mark()
@@ -106,6 +108,7 @@ class Collector:
             return self
         self._archive = ArchiveWriter(self.archive_path)
         self._stopping = False
+        self._last_refusal = None
         self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
         self._client.loop_start()
         deadline = time.monotonic() + timeout

@@ -137,3 +137,15 @@ def test_a_taken_port_is_a_clear_infrastructure_error(tmp_path: Path) -> None:
     assert f"127.0.0.1:{port}" in text and "Address already in use" in text
     assert str(tmp_path / "mosquitto" / "mosquitto.log") in text
     assert not broker.running and broker.pid is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS)
+def test_collector_with_wrong_credentials_fails_fast_and_clearly(kind: str, brokers: Callable[..., Broker],
+                                                                 tmp_path: Path) -> None:
+    b = brokers(kind)
+    c = b.collector_credentials
+    col = Collector(b.url, DeviceCredentials(c.client_id, c.username, "wrong"), tmp_path / "t.bin")
+    with pytest.raises(InfrastructureError, match="refused the connection") as info:
+        col.start(timeout=10)
+    assert "collector could not subscribe" in str(info.value) and not col.connected
