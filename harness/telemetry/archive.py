@@ -30,6 +30,7 @@ _HEAD = struct.Struct(">II")
 _BODY = struct.Struct(">dBBH")
 MAX_RECORD = 64 * 1024 * 1024
 RETAIN, DUP = 1, 2
+TOPIC_CACHE = 10_000
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,18 @@ class ArchiveWriter:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._lock = threading.Lock()
         self.count = 0
+        self._topics: dict[str, bytes] = {}  # encoded topics: each device repeats its own
         if os.fstat(self._fd).st_size == 0:
             os.write(self._fd, MAGIC)
 
     def append(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False, dup: bool = False,
-               received: float | None = None) -> None:
-        t = topic.encode()
+               received: float | None = None) -> int:
+        """Write one record; return its index in the archive."""
+        t = self._topics.get(topic)
+        if t is None:
+            t = topic.encode()
+            if len(self._topics) < TOPIC_CACHE:
+                self._topics[topic] = t
         body = _BODY.pack(time.time() if received is None else received, qos,
                           (RETAIN if retain else 0) | (DUP if dup else 0), len(t)) + t + payload
         record = _HEAD.pack(len(body), zlib.crc32(body)) + body
@@ -69,6 +76,7 @@ class ArchiveWriter:
                 raise ValueError(f"archive {self.path} is closed")
             os.write(self._fd, record)
             self.count += 1
+            return self.count - 1
 
     def fsync(self) -> None:
         with self._lock:

@@ -109,6 +109,77 @@ _LOG = _Spec("Log", "logs:4")
 _RECORD = _Spec("Record", "message:4 level:1 timestamp:8 line:4 filename:4")
 
 
+_ZEROS = tuple((0,) * n for n in range(16))
+
+
+def _open(buf: bytes, size: int, pos: int, sizes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """Field offsets (relative to ``pos``, 0 where absent, one per entry of ``sizes``) of the table
+    at ``pos``, or None if the table, its vtable or a field is out of bounds (``_Reader`` says which)."""
+    if pos + 4 > size:
+        return None
+    vt = pos - _I32(buf, pos)[0]
+    if vt < 0 or vt + 4 > size:
+        return None
+    vt_size, tbl_size = _HH(buf, vt)
+    if vt_size < 4 or vt_size & 1 or vt + vt_size > size or tbl_size < 4 or pos + tbl_size > size:
+        return None
+    n = len(sizes)
+    have = (vt_size - 4) >> 1
+    offsets = _VTABLE_ENTRIES[n](buf, vt + 4) if have >= n else _VTABLE_ENTRIES[have](buf, vt + 4) + _ZEROS[n - have]
+    for off, width in zip(offsets, sizes, strict=True):
+        if off and off + width > tbl_size:
+            return None
+    return offsets
+
+
+def _text(buf: bytes, size: int, target: int) -> str | None:
+    """The NUL-terminated UTF-8 string at ``target``, or None if it is out of bounds or malformed."""
+    if target + 4 > size:
+        return None
+    end = target + 4 + _U32(buf, target)[0]
+    if end >= size or buf[end] != 0:
+        return None
+    try:
+        return buf[target + 4 : end].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+_CACHE_LIMIT = 4096
+_V4_CACHE: dict[bytes, IPv4Address] = {}
+_V6_CACHE: dict[bytes, IPv6Address] = {}
+_VERSIONS: dict[int, ModuleVersion] = {}
+_HEARTBEAT_PAYLOAD = Heartbeat()
+
+
+def _v4(raw: bytes) -> IPv4Address:
+    """An address object per packed address (devices repeat theirs in every flow); cached, bounded."""
+    address = _V4_CACHE.get(raw)
+    if address is None:
+        address = IPv4Address(raw)
+        if len(_V4_CACHE) < _CACHE_LIMIT:
+            _V4_CACHE[raw] = address
+    return address
+
+
+def _v6(raw: bytes) -> IPv6Address:
+    address = _V6_CACHE.get(raw)
+    if address is None:
+        address = IPv6Address(raw)
+        if len(_V6_CACHE) < _CACHE_LIMIT:
+            _V6_CACHE[raw] = address
+    return address
+
+
+def _version(value: int) -> ModuleVersion:
+    version = _VERSIONS.get(value)
+    if version is None:
+        version = ModuleVersion.from_int(value)
+        if len(_VERSIONS) < _CACHE_LIMIT:
+            _VERSIONS[value] = version
+    return version
+
+
 class _Reader:
     """Bounds-checked access to one buffer; every method raises DecodeError, nothing else."""
 
@@ -137,53 +208,63 @@ class _Reader:
 
     def table(self, pos: int, spec: _Spec) -> list[int]:
         """Open the table at ``pos``: absolute positions of its fields in id order, 0 where absent."""
-        buf, size = self.buf, self.size
         self._spend(1, pos, spec.name)
+        offsets = _open(self.buf, self.size, pos, spec.sizes)
+        if offsets is None:
+            raise self._table_error(pos, spec)
+        return [pos + off if off else 0 for off in offsets]
+
+    def _table_error(self, pos: int, spec: _Spec) -> DecodeError:
+        """Why ``_open`` refused the table at ``pos``."""
+        buf, size = self.buf, self.size
         if pos + 4 > size:
-            raise DecodeError(f"{spec.name}: table starts past the end of the {size}-byte buffer", offset=pos)
+            return DecodeError(f"{spec.name}: table starts past the end of the {size}-byte buffer", offset=pos)
         vt = pos - _I32(buf, pos)[0]
         if vt < 0 or vt + 4 > size:
-            raise DecodeError(f"{spec.name}: vtable at {vt} is outside the {size}-byte buffer", offset=pos)
+            return DecodeError(f"{spec.name}: vtable at {vt} is outside the {size}-byte buffer", offset=pos)
         vt_size, tbl_size = _HH(buf, vt)
         if vt_size < 4 or vt_size & 1 or vt + vt_size > size:
-            raise DecodeError(f"{spec.name}: vtable size {vt_size} is odd, below 4 or past the end", offset=vt)
+            return DecodeError(f"{spec.name}: vtable size {vt_size} is odd, below 4 or past the end", offset=vt)
         if tbl_size < 4 or pos + tbl_size > size:
-            raise DecodeError(
+            return DecodeError(
                 f"{spec.name}: table size {tbl_size} is below 4 or runs past the end of the {size}-byte buffer",
                 offset=vt + 2,
             )
         sizes = spec.sizes
-        fields = [0] * len(sizes)
         count = min(len(sizes), (vt_size - 4) >> 1)
-        if count:
-            for i, off in enumerate(_VTABLE_ENTRIES[count](buf, vt + 4)):
-                if off:
-                    if off + sizes[i] > tbl_size:
-                        raise DecodeError(
-                            f"{spec.names[i]}: field at {off} (+{sizes[i]} bytes) is outside the {tbl_size}-byte table",
-                            offset=vt + 4 + 2 * i,
-                        )
-                    fields[i] = pos + off
-        return fields
+        for i, off in enumerate(_VTABLE_ENTRIES[count](buf, vt + 4)):
+            if off and off + sizes[i] > tbl_size:
+                return DecodeError(
+                    f"{spec.names[i]}: field at {off} (+{sizes[i]} bytes) is outside the {tbl_size}-byte table",
+                    offset=vt + 4 + 2 * i,
+                )
+        raise AssertionError(f"{spec.name} at {pos}: _open refused a table that has no fault")  # pragma: no cover
 
     def string(self, pos: int, what: str) -> str:
         target = pos + _U32(self.buf, pos)[0]
         cached = self.strings.get(target)
         if cached is not None:
             return cached
-        if target + 4 > self.size:
-            raise DecodeError(f"{what}: string at {target} is outside the {self.size}-byte buffer", offset=pos)
-        end = target + 4 + _U32(self.buf, target)[0]
-        if end >= self.size:
-            raise DecodeError(f"{what}: string of {end - target - 4} bytes runs past the end", offset=target)
-        if self.buf[end] != 0:
-            raise DecodeError(f"{what}: string is not NUL-terminated", offset=end)
-        try:
-            text = self.buf[target + 4 : end].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DecodeError(f"{what}: string is not UTF-8 ({exc.reason})", offset=target + 4 + exc.start) from None
+        text = _text(self.buf, self.size, target)
+        if text is None:
+            raise self._string_error(pos, target, what)
         self.strings[target] = text
         return text
+
+    def _string_error(self, pos: int, target: int, what: str) -> DecodeError:
+        """Why ``_text`` refused the string at ``target``."""
+        if target + 4 > self.size:
+            return DecodeError(f"{what}: string at {target} is outside the {self.size}-byte buffer", offset=pos)
+        end = target + 4 + _U32(self.buf, target)[0]
+        if end >= self.size:
+            return DecodeError(f"{what}: string of {end - target - 4} bytes runs past the end", offset=target)
+        if self.buf[end] != 0:
+            return DecodeError(f"{what}: string is not NUL-terminated", offset=end)
+        try:
+            self.buf[target + 4 : end].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return DecodeError(f"{what}: string is not UTF-8 ({exc.reason})", offset=target + 4 + exc.start)
+        raise AssertionError(f"{what} at {target}: _text refused a string that has no fault")  # pragma: no cover
 
     def opt_string(self, pos: int, what: str) -> str | None:
         return self.string(pos, what) if pos else None
@@ -244,11 +325,11 @@ def _flow(r: _Reader, pos: int, spec: _Spec, v6: bool) -> Flow:
     c_pos = r.ref(_required(f, 1, spec, pos))
     buf = r.buf
     if v6:
-        local: IPv4Address | IPv6Address = IPv6Address(buf[a : a + 16])
-        remote: IPv4Address | IPv6Address = IPv6Address(buf[a + 16 : a + 32])
+        local: IPv4Address | IPv6Address = _v6(buf[a : a + 16])
+        remote: IPv4Address | IPv6Address = _v6(buf[a + 16 : a + 32])
     else:
-        local = IPv4Address(buf[a : a + 4])
-        remote = IPv4Address(buf[a + 4 : a + 8])
+        local = _v4(buf[a : a + 4])
+        remote = _v4(buf[a + 4 : a + 8])
     c = r.table(c_pos, _COMMON)
     return Flow(
         local,
@@ -309,7 +390,7 @@ def _listening_ports(r: _Reader, pos: int) -> ListeningPorts:
 
 def _heartbeat(r: _Reader, pos: int) -> Heartbeat:
     r.table(pos, _HEARTBEAT)
-    return Heartbeat()
+    return _HEARTBEAT_PAYLOAD
 
 
 def _baseline_check(r: _Reader, pos: int) -> BaselineCheck:
@@ -389,11 +470,149 @@ def _event(r: _Reader, pos: int) -> Event:
     )
 
 
+# ---- the fast path: the shapes devices send -----------------------------------------------------
+# ``decode`` tries this first: the _Reader's checks (``_open``, ``_text``, the same bounds, required
+# fields, enums and object budget) inlined for Message, Event and the NetworkActivity,
+# SystemInformation and Heartbeat payloads. At the first irregularity it returns None and the
+# _Reader decodes the buffer again, raising the DecodeError that names the fault (or decoding a
+# payload kind left to it). Tests check that both agree on every fuzzed buffer.
+
+
+def _vector(buf: bytes, size: int, pos: int, width: int) -> tuple[int, int] | None:
+    """(start, count) of the vector the uoffset at ``pos`` points to, or None if out of bounds."""
+    target = pos + _U32(buf, pos)[0]
+    if target + 4 > size:
+        return None
+    count = _U32(buf, target)[0]
+    if target + 4 + count * width > size:
+        return None
+    return target + 4, count
+
+
+def _fast_flows(buf: bytes, size: int, start: int, count: int, v6: bool) -> list[Flow] | None:
+    sizes, width, address = (_NETWORK_V6.sizes, 16, _v6) if v6 else (_NETWORK_V4.sizes, 4, _v4)
+    common_sizes = _COMMON.sizes
+    flows = []
+    for p in range(start, start + 4 * count, 4):
+        p += _U32(buf, p)[0]
+        f = _open(buf, size, p, sizes)
+        if f is None or not f[0] or not f[1]:
+            return None
+        a = p + f[0]
+        c = p + f[1]
+        c += _U32(buf, c)[0]
+        o = _open(buf, size, c, common_sizes)
+        if o is None:
+            return None
+        local_port, remote_port, bytes_in, bytes_out, protocol, process_id, user_id, exe, cmd = o
+        proto = _PROTOCOLS.get(_I8(buf, c + protocol)[0]) if protocol else Protocol.TCP
+        executable = _text(buf, size, c + exe + _U32(buf, c + exe)[0]) if exe else None
+        commandline = _text(buf, size, c + cmd + _U32(buf, c + cmd)[0]) if cmd else None
+        if proto is None or (exe and executable is None) or (cmd and commandline is None):
+            return None
+        flows.append(Flow(
+            address(buf[a : a + width]),
+            address(buf[a + width : a + 2 * width]),
+            _U16(buf, c + local_port)[0] if local_port else 0,
+            _U16(buf, c + remote_port)[0] if remote_port else 0,
+            proto,
+            _U32(buf, c + bytes_in)[0] if bytes_in else 0,
+            _U32(buf, c + bytes_out)[0] if bytes_out else 0,
+            _U16(buf, c + process_id)[0] if process_id else 0,
+            _U16(buf, c + user_id)[0] if user_id else 0,
+            executable,
+            commandline,
+        ))
+    return flows
+
+
+def _fast_payload(buf: bytes, size: int, kind: int, pos: int, budget: int) -> tuple[Payload, int] | None:
+    """The payload table at ``pos`` and what is left of the object budget, or None."""
+    if kind == PayloadType.HEARTBEAT:
+        return (_HEARTBEAT_PAYLOAD, budget) if _open(buf, size, pos, _HEARTBEAT.sizes) is not None else None
+    if kind == PayloadType.SYSTEM_INFORMATION:
+        f = _open(buf, size, pos, _SYSTEM_INFORMATION.sizes)
+        if f is None:
+            return None
+        texts = [_text(buf, size, pos + off + _U32(buf, pos + off)[0]) if off else None for off in f]
+        if any(off and text is None for off, text in zip(f, texts, strict=True)):
+            return None
+        return SystemInformation(*texts), budget
+    if kind == PayloadType.NETWORK_ACTIVITY:
+        f = _open(buf, size, pos, _NETWORK_ACTIVITY.sizes)
+        if f is None:
+            return None
+        both: list[tuple[Flow, ...]] = []
+        for off, v6 in zip(f, (False, True), strict=True):
+            if not off:
+                both.append(())
+                continue
+            vector = _vector(buf, size, pos + off, 4)
+            if vector is None:
+                return None
+            budget -= 3 * vector[1]  # the vector's elements, and each flow's two tables
+            flows = _fast_flows(buf, size, *vector, v6) if budget >= 0 else None
+            if flows is None:
+                return None
+            both.append(tuple(flows))
+        return NetworkActivity(both[0], both[1]), budget
+    return None
+
+
+def _fast_decode(buf: bytes) -> SecurityMessage | None:
+    size = len(buf)
+    if size < 8:
+        return None
+    budget = size // 2 + 8 - 1  # the Message table
+    root = _U32(buf, 0)[0]
+    m = _open(buf, size, root, _MESSAGE.sizes)
+    if m is None or not m[0] or not m[3]:
+        return None
+    module_id = _text(buf, size, root + m[0] + _U32(buf, root + m[0])[0])
+    vector = _vector(buf, size, root + m[3], 4)
+    if module_id is None or vector is None:
+        return None
+    start, count = vector
+    budget -= count
+    events = []
+    for p in range(start, start + 4 * count, 4):
+        budget -= 2  # the Event table and its payload's
+        if budget < 0:
+            return None
+        p += _U32(buf, p)[0]
+        e = _open(buf, size, p, _EVENT.sizes)
+        if e is None or not e[0] or not e[3] or not e[4]:
+            return None
+        value = p + e[4]
+        got = _fast_payload(buf, size, buf[p + e[3]], value + _U32(buf, value)[0], budget)
+        if got is None:
+            return None
+        payload, budget = got
+        events.append(Event(
+            buf[p + e[0] : p + e[0] + 16],
+            _U32(buf, p + e[1])[0] if e[1] else 0,
+            _U32(buf, p + e[2])[0] if e[2] else 0,
+            payload,
+        ))
+    if budget < 0:
+        return None
+    return SecurityMessage(
+        module_id,
+        _version(_U32(buf, root + m[1])[0] if m[1] else 0),
+        tuple(events),
+        _I8(buf, root + m[2])[0] if m[2] else 0,
+    )
+
+
 def decode(data: bytes | bytearray | memoryview) -> SecurityMessage:
     """Verify and decode one ``AzureIoTSecurity.Message`` buffer (no identifier, no size prefix)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"decode() takes bytes, not {type(data).__name__}")
-    r = _Reader(bytes(data))
+    buf = bytes(data)
+    message = _fast_decode(buf)
+    if message is not None:
+        return message
+    r = _Reader(buf)
     if r.size < 8:
         raise DecodeError(f"a message needs at least 8 bytes (root offset and a table), got {r.size}", offset=0)
     root = _U32(r.buf, 0)[0]
@@ -402,7 +621,7 @@ def decode(data: bytes | bytearray | memoryview) -> SecurityMessage:
     events = r.tables(_required(f, 3, _MESSAGE, root), "Message.events", _event)
     return SecurityMessage(
         module_id,
-        ModuleVersion.from_int(r.scalar(_U32, f[1])),
+        _version(r.scalar(_U32, f[1])),
         events,
         r.scalar(_I8, f[2]),
     )

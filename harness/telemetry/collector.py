@@ -69,7 +69,8 @@ class Collector:
         self.host, self.port, tls = parse_mqtt_url(url)
         self.archive_path = Path(archive)
         self._archive: ArchiveWriter | None = None
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._seq = 0
         self._streams: dict[str, DeviceStream] = {}
         self.unparsed: list[Received] = []  # topics that are not a device's events
@@ -188,48 +189,49 @@ class Collector:
             self._cond.notify_all()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.ingest(msg.topic, msg.payload, qos=msg.qos, retain=bool(msg.retain), dup=bool(msg.dup))
+        self._ingest(msg.topic, msg.payload, msg.qos, bool(msg.retain), bool(msg.dup), time.time())
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, dup: bool = False,
                received: float | None = None) -> Received:
         """Archive, decode and store one message: the MQTT callback, or a replay (one thread at a time)."""
-        received = time.time() if received is None else received
+        return self._ingest(topic, payload, qos, retain, dup, time.time() if received is None else received)
+
+    def _ingest(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, received: float) -> Received:
         archive = self._archive
-        if archive is not None:
-            archive.append(topic, payload, qos=qos, retain=retain, dup=dup, received=received)
-            record = archive.count - 1
-        else:
-            record = -1
-        message, error, watching = None, None, None
-        device, module, security = self._where(topic)
+        record = archive.append(topic, payload, qos=qos, retain=retain, dup=dup, received=received) \
+            if archive is not None else -1
+        device, module, security = self._topics.get(topic) or self._where(topic)
+        message, error = None, None
         if security:
             try:
                 message = decode(payload)
             except DecodeError as exc:
                 error = exc
                 log.warning("undecodable message from %s (archive record %d): %s", device, record, exc)
-        with self._cond:
-            self._seq += 1
+        with self._lock:  # the condition's lock, without the Python-level Condition.__enter__
+            self._seq = seq = self._seq + 1
             if not device:
-                item = Received(self._seq, record, received, topic, "", None, payload, False, dup=dup)
+                item = Received(seq, record, received, topic, "", None, payload, False, dup=dup)
                 self.unparsed.append(item)
+                watching = None
             else:
                 stream = self._streams.get(device)
                 if stream is None:
                     stream = self._streams[device] = DeviceStream(device)
                 new, dups = stream.take_new(message.events) if message is not None else ((), 0)
-                item = Received(self._seq, record, received, topic, device, module, payload, security,
+                item = Received(seq, record, received, topic, device, module, payload, security,
                                 message, error, new, dups, dup)
                 stream.add(item)
                 watching = [w for w in self._watches if w.device == device] if self._watches else None
         if watching:
             self._run_watches(watching, stream)
-        if item.seq % GC_FREEZE_EVERY == 0:
+        if seq % GC_FREEZE_EVERY == 0:
             gc.freeze()
             self._froze = True
-        for callback in self._on_received:
-            callback(item)
+        if self._on_received:
+            for callback in self._on_received:
+                callback(item)
         return item
 
     def _run_watches(self, watches: list[_Watch[Any]], stream: DeviceStream) -> None:

@@ -82,11 +82,18 @@ class DeviceStream:
 
     def take_new(self, events: tuple[Event, ...]) -> tuple[tuple[Event, ...], int]:
         """Split into events not seen before (remembered now) and a count of duplicates."""
+        ids = self._ids
+        if len(events) == 1:  # what devices mostly send: no list, no new tuple
+            if events[0].id in ids:
+                self.duplicate_events += 1
+                return (), 1
+            ids.add(events[0].id)
+            return events, 0
         new = []
         for e in events:
-            if e.id in self._ids:
+            if e.id in ids:
                 continue
-            self._ids.add(e.id)
+            ids.add(e.id)
             new.append(e)
         self.duplicate_events += len(events) - len(new)
         return tuple(new), len(events) - len(new)
