@@ -76,13 +76,14 @@ class DecodeError(CheckFailed):
 class _Spec:
     """A table's fields in id order: names (for messages) and inline sizes (for bounds checks)."""
 
-    __slots__ = ("name", "names", "sizes")
+    __slots__ = ("layouts", "name", "names", "sizes")
 
     def __init__(self, name: str, fields: str) -> None:
         pairs = [item.split(":") for item in fields.split()]
         self.name = name
         self.names = tuple(f"{name}.{field}" for field, _ in pairs)
         self.sizes = tuple(int(size) for _, size in pairs)
+        self.layouts: dict[bytes, tuple[int, ...]] = {}  # vtable bytes -> checked field offsets
 
 
 # Field ids and inline sizes of schema/AzureIoTSecurity.fbs ("name:size" in id order; offsets are 4
@@ -110,22 +111,38 @@ _RECORD = _Spec("Record", "message:4 level:1 timestamp:8 line:4 filename:4")
 
 
 _ZEROS = tuple((0,) * n for n in range(16))
+_CACHE_LIMIT = 4096  # entries per cache of layouts, addresses and versions
 
 
-def _open(buf: bytes, size: int, pos: int, sizes: tuple[int, ...]) -> tuple[int, ...] | None:
-    """Field offsets (relative to ``pos``, 0 where absent, one per entry of ``sizes``) of the table
-    at ``pos``, or None if the table, its vtable or a field is out of bounds (``_Reader`` says which)."""
+def _open(buf: bytes, size: int, pos: int, spec: _Spec) -> tuple[int, ...] | None:
+    """Field offsets (relative to ``pos``, 0 where absent, one per field of ``spec``) of the table at
+    ``pos``, or None if the table, its vtable or a field is out of bounds (``_Reader`` says which).
+    What depends on the vtable's bytes alone is checked once per distinct vtable (``spec.layouts``)."""
     if pos + 4 > size:
         return None
     vt = pos - _I32(buf, pos)[0]
     if vt < 0 or vt + 4 > size:
         return None
     vt_size, tbl_size = _HH(buf, vt)
-    if vt_size < 4 or vt_size & 1 or vt + vt_size > size or tbl_size < 4 or pos + tbl_size > size:
+    if vt_size < 4 or vt + vt_size > size or pos + tbl_size > size:
         return None
-    n = len(sizes)
-    have = (vt_size - 4) >> 1
-    offsets = _VTABLE_ENTRIES[n](buf, vt + 4) if have >= n else _VTABLE_ENTRIES[have](buf, vt + 4) + _ZEROS[n - have]
+    vtable = buf[vt : vt + vt_size]
+    offsets = spec.layouts.get(vtable)
+    if offsets is None:
+        offsets = _layout(vtable, spec.sizes)
+        if offsets is not None and len(spec.layouts) < _CACHE_LIMIT:
+            spec.layouts[vtable] = offsets
+    return offsets
+
+
+def _layout(vtable: bytes, sizes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The field offsets a vtable (at least 4 bytes) gives, or None if it is malformed or a field
+    runs past the table's end."""
+    vt_size, tbl_size = _HH(vtable, 0)
+    if vt_size & 1 or tbl_size < 4:
+        return None
+    n, have = len(sizes), (vt_size - 4) >> 1
+    offsets = _VTABLE_ENTRIES[n](vtable, 4) if have >= n else _VTABLE_ENTRIES[have](vtable, 4) + _ZEROS[n - have]
     for off, width in zip(offsets, sizes, strict=True):
         if off and off + width > tbl_size:
             return None
@@ -145,7 +162,6 @@ def _text(buf: bytes, size: int, target: int) -> str | None:
         return None
 
 
-_CACHE_LIMIT = 4096
 _V4_CACHE: dict[bytes, IPv4Address] = {}
 _V6_CACHE: dict[bytes, IPv6Address] = {}
 _VERSIONS: dict[int, ModuleVersion] = {}
@@ -209,7 +225,7 @@ class _Reader:
     def table(self, pos: int, spec: _Spec) -> list[int]:
         """Open the table at ``pos``: absolute positions of its fields in id order, 0 where absent."""
         self._spend(1, pos, spec.name)
-        offsets = _open(self.buf, self.size, pos, spec.sizes)
+        offsets = _open(self.buf, self.size, pos, spec)
         if offsets is None:
             raise self._table_error(pos, spec)
         return [pos + off if off else 0 for off in offsets]
@@ -490,18 +506,17 @@ def _vector(buf: bytes, size: int, pos: int, width: int) -> tuple[int, int] | No
 
 
 def _fast_flows(buf: bytes, size: int, start: int, count: int, v6: bool) -> list[Flow] | None:
-    sizes, width, address = (_NETWORK_V6.sizes, 16, _v6) if v6 else (_NETWORK_V4.sizes, 4, _v4)
-    common_sizes = _COMMON.sizes
+    spec, width, address = (_NETWORK_V6, 16, _v6) if v6 else (_NETWORK_V4, 4, _v4)
     flows = []
     for p in range(start, start + 4 * count, 4):
         p += _U32(buf, p)[0]
-        f = _open(buf, size, p, sizes)
+        f = _open(buf, size, p, spec)
         if f is None or not f[0] or not f[1]:
             return None
         a = p + f[0]
         c = p + f[1]
         c += _U32(buf, c)[0]
-        o = _open(buf, size, c, common_sizes)
+        o = _open(buf, size, c, _COMMON)
         if o is None:
             return None
         local_port, remote_port, bytes_in, bytes_out, protocol, process_id, user_id, exe, cmd = o
@@ -529,9 +544,9 @@ def _fast_flows(buf: bytes, size: int, start: int, count: int, v6: bool) -> list
 def _fast_payload(buf: bytes, size: int, kind: int, pos: int, budget: int) -> tuple[Payload, int] | None:
     """The payload table at ``pos`` and what is left of the object budget, or None."""
     if kind == PayloadType.HEARTBEAT:
-        return (_HEARTBEAT_PAYLOAD, budget) if _open(buf, size, pos, _HEARTBEAT.sizes) is not None else None
+        return (_HEARTBEAT_PAYLOAD, budget) if _open(buf, size, pos, _HEARTBEAT) is not None else None
     if kind == PayloadType.SYSTEM_INFORMATION:
-        f = _open(buf, size, pos, _SYSTEM_INFORMATION.sizes)
+        f = _open(buf, size, pos, _SYSTEM_INFORMATION)
         if f is None:
             return None
         texts = [_text(buf, size, pos + off + _U32(buf, pos + off)[0]) if off else None for off in f]
@@ -539,7 +554,7 @@ def _fast_payload(buf: bytes, size: int, kind: int, pos: int, budget: int) -> tu
             return None
         return SystemInformation(*texts), budget
     if kind == PayloadType.NETWORK_ACTIVITY:
-        f = _open(buf, size, pos, _NETWORK_ACTIVITY.sizes)
+        f = _open(buf, size, pos, _NETWORK_ACTIVITY)
         if f is None:
             return None
         both: list[tuple[Flow, ...]] = []
@@ -565,7 +580,7 @@ def _fast_decode(buf: bytes) -> SecurityMessage | None:
         return None
     budget = size // 2 + 8 - 1  # the Message table
     root = _U32(buf, 0)[0]
-    m = _open(buf, size, root, _MESSAGE.sizes)
+    m = _open(buf, size, root, _MESSAGE)
     if m is None or not m[0] or not m[3]:
         return None
     module_id = _text(buf, size, root + m[0] + _U32(buf, root + m[0])[0])
@@ -580,7 +595,7 @@ def _fast_decode(buf: bytes) -> SecurityMessage | None:
         if budget < 0:
             return None
         p += _U32(buf, p)[0]
-        e = _open(buf, size, p, _EVENT.sizes)
+        e = _open(buf, size, p, _EVENT)
         if e is None or not e[0] or not e[3] or not e[4]:
             return None
         value = p + e[4]
