@@ -541,11 +541,15 @@ def _fast_flows(buf: bytes, size: int, start: int, count: int, v6: bool) -> list
     return flows
 
 
+_HEARTBEAT_KIND, _SYSTEM_INFORMATION_KIND, _NETWORK_ACTIVITY_KIND = (
+    int(PayloadType.HEARTBEAT), int(PayloadType.SYSTEM_INFORMATION), int(PayloadType.NETWORK_ACTIVITY))
+
+
 def _fast_payload(buf: bytes, size: int, kind: int, pos: int, budget: int) -> tuple[Payload, int] | None:
     """The payload table at ``pos`` and what is left of the object budget, or None."""
-    if kind == PayloadType.HEARTBEAT:
+    if kind == _HEARTBEAT_KIND:
         return (_HEARTBEAT_PAYLOAD, budget) if _open(buf, size, pos, _HEARTBEAT) is not None else None
-    if kind == PayloadType.SYSTEM_INFORMATION:
+    if kind == _SYSTEM_INFORMATION_KIND:
         f = _open(buf, size, pos, _SYSTEM_INFORMATION)
         if f is None:
             return None
@@ -553,7 +557,7 @@ def _fast_payload(buf: bytes, size: int, kind: int, pos: int, budget: int) -> tu
         if any(off and text is None for off, text in zip(f, texts, strict=True)):
             return None
         return SystemInformation(*texts), budget
-    if kind == PayloadType.NETWORK_ACTIVITY:
+    if kind == _NETWORK_ACTIVITY_KIND:
         f = _open(buf, size, pos, _NETWORK_ACTIVITY)
         if f is None:
             return None
@@ -621,12 +625,18 @@ def _fast_decode(buf: bytes) -> SecurityMessage | None:
 
 def decode(data: bytes | bytearray | memoryview) -> SecurityMessage:
     """Verify and decode one ``AzureIoTSecurity.Message`` buffer (no identifier, no size prefix)."""
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if type(data) is bytes:
+        buf = data
+    elif isinstance(data, bytes | bytearray | memoryview):
+        buf = bytes(data)
+    else:
         raise TypeError(f"decode() takes bytes, not {type(data).__name__}")
-    buf = bytes(data)
     message = _fast_decode(buf)
-    if message is not None:
-        return message
+    return message if message is not None else _decode_checked(buf)
+
+
+def _decode_checked(buf: bytes) -> SecurityMessage:
+    """The reader that explains: every payload kind, and a DecodeError naming any fault."""
     r = _Reader(buf)
     if r.size < 8:
         raise DecodeError(f"a message needs at least 8 bytes (root offset and a table), got {r.size}", offset=0)

@@ -96,3 +96,15 @@ def test_any_truncation_yields_a_prefix(tmp_path_factory: pytest.TempPathFactory
     assert got == msgs[:len(got)]
     if cut >= len(data):
         assert len(got) == len(msgs)
+
+
+def test_append_returns_the_index_and_topics_past_the_cache_bound_are_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.telemetry.archive as archive_module
+
+    monkeypatch.setattr(archive_module, "TOPIC_CACHE", 2)
+    topics = [f"devices/d{i}/messages/events/" for i in range(5)] * 2
+    with ArchiveWriter(tmp_path / "t.bin") as w:
+        assert [w.append(t, t.encode(), qos=1) for t in topics] == list(range(10))
+        assert len(w._topics) == 2
+    assert [(r.topic, r.payload) for r in read_archive(tmp_path / "t.bin")] == [(t, t.encode()) for t in topics]

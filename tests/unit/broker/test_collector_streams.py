@@ -12,6 +12,8 @@ import pytest
 
 from harness.broker.credentials import DeviceCredentials
 from harness.errors import CheckFailed, WaitTimeout
+from harness.telemetry import collector as collector_module
+from harness.telemetry.archive import ArchiveWriter, read_archive
 from harness.telemetry.codec import encode
 from harness.telemetry.collector import Collector
 from harness.telemetry.flowmatch import FlowSpec
@@ -185,3 +187,35 @@ def test_expect_events_counts_all_or_one_kind(col: Collector) -> None:
     assert len(col.expect_events("a", 1, within=1, kind=PayloadType.NETWORK_ACTIVITY)) == 1
     with pytest.raises(WaitTimeout, match="waiting for 2 HEARTBEAT events"):
         col.expect_events("a", 2, within=0.05, kind=PayloadType.HEARTBEAT)
+
+
+def test_topics_are_parsed_once_and_the_cache_is_bounded(col: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(collector_module, "TOPIC_CACHE", 2)
+    for n in range(2):
+        col.ingest(security_topic("a"), heartbeat(n))
+        col.ingest("somewhere/else", b"x")
+    assert col._topics == {security_topic("a"): ("a", None, True), "somewhere/else": ("", None, False)}
+    for device in ("b", "c"):  # past the bound: parsed each time, still right
+        col.ingest(security_topic(device, "m"), heartbeat(7))
+    assert len(col._topics) == 2
+    assert col.devices() == ["a", "b", "c"] and col.stream("c").messages[0].module_id == "m"
+    assert len(col.unparsed) == 2 and len(col.events("a")) == 2
+
+
+def test_repeated_event_ids_within_one_message_count_once(col: Collector) -> None:
+    uid = bytes(16)
+    twice = encode(SecurityMessage("mod", ModuleVersion(3, 5, 4),
+                                   (Event(uid, 1, 60, Heartbeat()), Event(uid, 2, 60, Heartbeat()))))
+    first = col.ingest(security_topic("a"), twice)
+    again = col.ingest(security_topic("a"), heartbeat(0))  # the same id, alone
+    assert len(first.new_events) == 1 and first.duplicate_events == 1
+    assert again.new_events == () and again.duplicate_events == 1
+    assert col.stream("a").duplicate_events == 2 and len(col.events("a")) == 1
+
+
+def test_ingest_archives_each_message_before_storing_it(col: Collector) -> None:
+    col._archive = ArchiveWriter(col.archive_path)  # what start() opens, without a broker
+    items = [col.ingest(security_topic("a"), heartbeat(n)) for n in range(3)]
+    col._archive.close()
+    assert [i.record for i in items] == [0, 1, 2]
+    assert [r.payload for r in read_archive(col.archive_path)] == [heartbeat(n) for n in range(3)]

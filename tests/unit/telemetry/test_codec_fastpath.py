@@ -1,0 +1,121 @@
+"""``decode``'s fast path (device shapes) agrees with the diagnosing reader on every buffer it takes."""
+
+from __future__ import annotations
+
+import random
+import struct
+from ipaddress import IPv4Address, IPv6Address
+
+import pytest
+
+from harness.telemetry import codec
+from harness.telemetry.codec import DecodeError, _decode_checked, _fast_decode, decode, encode
+from harness.telemetry.model import (
+    Event,
+    Flow,
+    Heartbeat,
+    ModuleVersion,
+    NetworkActivity,
+    Protocol,
+    SecurityMessage,
+    SystemInformation,
+)
+
+SEED = 20_261_128
+MUTATIONS = 4_000
+
+
+def _device_shapes() -> list[bytes]:
+    v4 = Flow(IPv4Address("10.0.0.2"), IPv4Address("10.0.0.1"), 40000, 8883, Protocol.UDP, 5, 6, 7, 8, "exe", "cmd")
+    v6 = Flow(IPv6Address("2001:db8::2"), IPv6Address("2001:db8::1"), 1, 2, Protocol.ICMP)
+    events = (
+        Event(bytes(range(16)), 1_700_000_000, 10, NetworkActivity((v4, v4), (v6,))),
+        Event(bytes(range(1, 17)), 0, 0, SystemInformation("os", None, "hw")),
+        Event(bytes(16), 5, 60, Heartbeat()),
+    )
+    return [encode(SecurityMessage("agent", ModuleVersion(3, 5, 4), events, -2)),
+            encode(SecurityMessage("agent", ModuleVersion(0, 0, 0), events[2:]))]
+
+
+@pytest.fixture(scope="module")
+def shapes(vectors: dict[str, bytes]) -> list[bytes]:
+    return list(vectors.values()) + _device_shapes()
+
+
+def test_fast_path_takes_the_device_shapes_and_agrees(shapes: list[bytes]) -> None:
+    for buf in shapes:
+        fast = _fast_decode(buf)
+        assert fast is not None
+        assert fast == _decode_checked(buf) == decode(bytearray(buf))
+
+
+def test_other_payload_kinds_go_to_the_reader(full_message: SecurityMessage) -> None:
+    buf = encode(full_message)
+    assert _fast_decode(buf) is None
+    assert decode(buf) == full_message
+
+
+def _mutated(rng: random.Random, buf: bytes) -> bytes:
+    data = bytearray(buf)
+    how = rng.randrange(4)
+    if how == 0:
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+    elif how == 1:
+        del data[rng.randrange(len(data)) :]
+    elif how == 2:  # a 16-bit vtable-sized value anywhere
+        pos = rng.randrange(len(data) - 1)
+        struct.pack_into("<H", data, pos, rng.choice((0, 1, 3, 4, 0xFFFF, rng.getrandbits(16))))
+    else:  # a 32-bit offset-sized value anywhere
+        pos = rng.randrange(len(data) - 3)
+        struct.pack_into("<I", data, pos, rng.choice((0, 0xFFFF_FFFF, rng.randrange(len(data)), rng.getrandbits(32))))
+    return bytes(data)
+
+
+def test_fast_path_never_takes_what_the_reader_refuses(shapes: list[bytes]) -> None:
+    """Every mutated buffer the fast path accepts, the reader decodes to the same message; the
+    rest go to the reader, which decodes them or raises DecodeError (and nothing else)."""
+    rng = random.Random(SEED)
+    taken = refused = 0
+    for _ in range(MUTATIONS):
+        buf = _mutated(rng, rng.choice(shapes))
+        fast = _fast_decode(buf)
+        try:
+            checked = _decode_checked(buf)
+        except DecodeError:
+            assert fast is None, buf.hex()
+            refused += 1
+            continue
+        if fast is not None:
+            assert fast == checked, buf.hex()
+            taken += 1
+    assert taken > MUTATIONS // 10 and refused > MUTATIONS // 10  # both sides were exercised
+
+
+def _event_vtable(buf: bytes) -> tuple[int, int]:
+    """(vtable position, table size) of the first event's table."""
+    root = struct.unpack_from("<I", buf, 0)[0]
+    vt = root - struct.unpack_from("<i", buf, root)[0]
+    events_field = root + struct.unpack_from("<H", buf, vt + 4 + 2 * 3)[0]
+    vector = events_field + struct.unpack_from("<I", buf, events_field)[0]
+    event = vector + 4 + struct.unpack_from("<I", buf, vector + 4)[0]
+    event_vt = event - struct.unpack_from("<i", buf, event)[0]
+    return event_vt, struct.unpack_from("<H", buf, event_vt + 2)[0]
+
+
+def test_a_checked_layout_does_not_pass_a_changed_vtable(vectors: dict[str, bytes]) -> None:
+    buf = vectors["heartbeat-flatcc.bin"]
+    decode(buf)  # the event's vtable is now a checked layout
+    vt, table_size = _event_vtable(buf)
+    bad = bytearray(buf)
+    struct.pack_into("<H", bad, vt + 4, table_size - 8)  # Event.id (16 bytes) now runs past its table
+    with pytest.raises(DecodeError, match=r"Event\.id: field at"):
+        decode(bytes(bad))
+
+
+def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "_CACHE_LIMIT", 2)
+    monkeypatch.setattr(codec, "_V4_CACHE", {})
+    flows = tuple(Flow(IPv4Address(f"10.0.0.{i}"), IPv4Address("10.9.9.9"), i, 1, Protocol.TCP) for i in range(1, 6))
+    msg = SecurityMessage("m", ModuleVersion(1, 2, 3), (Event(bytes(16), 1, 1, NetworkActivity(flows)),))
+    assert decode(encode(msg)) == msg
+    assert len(codec._V4_CACHE) == 2
