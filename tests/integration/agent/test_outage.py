@@ -5,9 +5,6 @@ UPSTREAM_SUSPEND_LEAK=1, NetworkActivity stays gone after enough outbound packet
 
 from __future__ import annotations
 
-import os
-import socket
-import struct
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -15,6 +12,7 @@ from contextlib import AbstractContextManager
 import pytest
 
 from harness.telemetry.model import PayloadType
+from harness.traffic import ping
 
 from .conftest import NEEDS, AgentBoard
 
@@ -25,15 +23,9 @@ STATE_LINE = r"^\[INFO\] Security Module inserted to '{}' state$"
 
 
 def _ping_burst(address: str, count: int) -> None:
-    """`count` echo requests without waiting for replies (each reply is an outbound packet)."""
-    ident = os.getpid() & 0xFFFF
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
-        for seq in range(count):
-            header = struct.pack(">BBHHH", 8, 0, 0, ident, seq)
-            words = sum(struct.unpack(">4H", header))
-            words = (words & 0xFFFF) + (words >> 16)
-            sock.sendto(struct.pack(">BBHHH", 8, 0, ~words & 0xFFFF, ident, seq), (address, 0))
-            time.sleep(0.005)  # pacing for the emulated controller's receive FIFO
+    """`count` echo requests without waiting for replies (each reply is an outbound packet), paced
+    for the emulated controller's receive FIFO."""
+    ping(address, count, size=0, wait=False, interval=0.005)
 
 
 def _outage(board: AgentBoard, during_suspension: Callable[[], None] | None = None) -> int:

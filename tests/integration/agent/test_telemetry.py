@@ -18,6 +18,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.utils import rdpcap
 
 from harness.telemetry.model import Flow, NetworkActivity, PayloadType, Protocol
+from harness.traffic import ping
 
 from .conftest import NEEDS, AgentBoard
 
@@ -109,40 +110,6 @@ def test_qos1_with_netx_framing_on_the_wire(board: AgentBoard) -> None:
     assert len(missing) <= 1, f"{len(missing)} received payloads not among the PUBLISHes in {board.pcap}"
 
 
-def _icmp_echo(ident: int, seq: int, payload: bytes) -> bytes:
-    def checksum(data: bytes) -> int:
-        data += b"\0" * (len(data) % 2)
-        total = sum(struct.unpack(f">{len(data) // 2}H", data))
-        while total >> 16:
-            total = (total & 0xFFFF) + (total >> 16)
-        return ~total & 0xFFFF
-
-    header = struct.pack(">BBHHH", 8, 0, 0, ident, seq)
-    return struct.pack(">BBHHH", 8, 0, checksum(header + payload), ident, seq) + payload
-
-
-def _ping(address: str, count: int, size: int = 32, gap: float = 0.0) -> int:
-    """Echo requests to `address`; returns how many replies came back."""
-    ident, replies = os.getpid() & 0xFFFF, 0
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
-        for seq in range(count):
-            sock.sendto(_icmp_echo(ident, seq, os.urandom(size)), (address, 0))
-            deadline = time.monotonic() + 2
-            while time.monotonic() < deadline:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                try:
-                    data, (src, _) = sock.recvfrom(2048)
-                except TimeoutError:
-                    break
-                icmp = data[(data[0] & 0x0F) * 4 :]
-                if src == address and icmp[0] == 0 and struct.unpack_from(">HH", icmp, 4) == (ident, seq):
-                    replies += 1
-                    break
-            if gap:
-                time.sleep(gap)  # pacing between requests, not a wait for an event
-    return replies
-
-
 def _pcap_flows(board: AgentBoard) -> dict[FlowKey, list[int]]:
     """Per flow seen from the board (local, remote, local port, remote port, protocol): bytes in
     and out as the module counts them (IP total length minus the IP header)."""
@@ -196,7 +163,7 @@ def test_echo_exchanges_are_flows_with_the_pcaps_byte_counts(board: AgentBoard) 
         for n in (10, 100, 1000):
             udp.sendto(os.urandom(n), (board.address, ECHO_PORT))
             assert len(udp.recvfrom(2048)[0]) == n
-    assert _ping(board.address, 5, size=48) == 5
+    assert ping(board.address, 5, size=48).replies == 5
     # let the TCP close finish and two more windows be collected and delivered
     mark = board.collector.mark()
     board.collector.expect_events(DEVICE, 3, within=20, kind=PayloadType.NETWORK_ACTIVITY, since=mark)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import secrets
-import socket
-import struct
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from harness import traffic
 from harness.console import Console
 from harness.emulation.network import Attachment
 from harness.emulation.qemu import Machine
@@ -76,39 +73,10 @@ def machines(run_dir: Path, state: StateDir) -> Iterator[MachineFactory]:
         assert not Path(f"/proc/{pid}").exists(), f"QEMU pid {pid} still running after stop()"
 
 
-def _icmp_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def _ping(address: ipaddress.IPv4Address | str, timeout: float = 1.0) -> bool:
-    """One ICMP echo over a raw socket (root): True if ``address`` answered within ``timeout``."""
-    ident, payload = secrets.randbits(16), secrets.token_bytes(16)
-    header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
-    packet = struct.pack("!BBHHH", 8, 0, _icmp_checksum(header + payload), ident, 1) + payload
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
-        sock.sendto(packet, (str(address), 0))
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            sock.settimeout(remaining)
-            try:
-                data, (source, _) = sock.recvfrom(1500)
-            except TimeoutError:
-                break
-            icmp = data[(data[0] & 0x0F) * 4:]
-            if source == str(address) and icmp[0] == 0 and icmp[4:6] == packet[4:6] and icmp[8:] == payload:
-                return True
-    return False
-
-
 @pytest.fixture
 def ping() -> Callable[..., bool]:
     """``ping(address, timeout=1.0) -> bool``: one ICMP echo from the harness side."""
-    return _ping
+    return lambda address, timeout=1.0: traffic.ping(str(address), timeout=timeout, size=16).replies == 1
 
 
 @pytest.fixture

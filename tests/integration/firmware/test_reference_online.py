@@ -27,6 +27,7 @@ from harness.emulation.tap_network import TapAttachment, TapNetwork
 from harness.firmware_build import build_reference
 from harness.provisioning import ProvisioningRecord
 from harness.state import StateDir, resolve_state_dir
+from harness.traffic import ping
 
 from .conftest import TEST_BUILD_ID, TEST_VERSION, Board, boot, image_bytes
 
@@ -168,21 +169,8 @@ def test_udp_echo(online: Online) -> None:
 
 @pytest.mark.timeout(120)
 def test_icmp_echo(online: Online) -> None:
-    target = str(online.attachment.address)
-    ident, payload = os.getpid() & 0xFFFF, b"hil-ping-payload"
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
-        sock.settimeout(5)
-        request = _icmp_echo(ident, 1, payload)
-        sock.sendto(request, (target, 0))
-        deadline = time.monotonic() + 5
-        while True:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            data, (src, _) = sock.recvfrom(2048)
-            ihl = (data[0] & 0x0F) * 4
-            icmp = data[ihl:]
-            if src == target and icmp[0] == 0 and struct.unpack_from(">H", icmp, 4)[0] == ident:
-                break
-    assert icmp[8:] == payload
+    result = ping(str(online.attachment.address), payload=b"hil-ping-payload", timeout=5)
+    assert result.replies == 1 and result.reply_bytes == 8 + len(b"hil-ping-payload")
 
 
 @pytest.mark.timeout(120)
@@ -209,25 +197,6 @@ def test_closed_tcp_port_answers_rst(online: Online) -> None:
         socket.create_connection((str(online.attachment.address), 23), timeout=5)
 
 
-def _icmp_echo(ident: int, seq: int, payload: bytes) -> bytes:
-    header = struct.pack(">BBHHH", 8, 0, 0, ident, seq)
-    checksum = _inet_checksum(header + payload)
-    return struct.pack(">BBHHH", 8, 0, checksum, ident, seq) + payload
-
-
-def _inet_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f">{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-@pytest.mark.timeout(10)
-def test_icmp_checksum_helper() -> None:
-    # RFC 1071 example: the words 0001 f203 f4f5 f6f7 sum to ddf2, checksum 220d
-    assert _inet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
 
 
 @pytest.mark.timeout(120)
