@@ -17,40 +17,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.emulation.machine_registry import MachineRecord, list_machines
 from harness.errors import ConfigError
-from harness.state import resolve_state_dir
+from harness.state import StateDir, resolve_state_dir
 
 log = logging.getLogger(__name__)
 
 PREFIX = "emu:"
 ENV_CHIPS = "HIL_SIMPROBE_CHIPS"
 MACHINE_TARGETS = {"mps2-an385": "mps2_an385", "mps2-an386": "mps2_an386"}
-
-
-@dataclass(frozen=True)
-class MachineRecord:
-    """The fields of a machine record the bridge uses."""
-
-    name: str
-    machine: str
-    pid: int
-    gdb: str
-    flash_file: Path
-    flash_base: int
-    flash_size: int
-    console: str | None = None
-
-    @classmethod
-    def from_file(cls, path: Path) -> MachineRecord:
-        try:
-            raw = json.loads(path.read_text())
-            return cls(name=str(raw["name"]), machine=str(raw["machine"]), pid=int(raw["pid"]),
-                       gdb=str(raw["gdb"]), flash_file=Path(raw["flash_file"]),
-                       flash_base=int(raw.get("flash_base", 0)), flash_size=int(raw.get("flash_size", 0x400000)),
-                       console=raw.get("console"))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"bad machine record {path}: {exc!r}",
-                              fix="the machine module writes these; remove a stale file") from exc
 
 
 @dataclass(frozen=True)
@@ -76,29 +51,18 @@ def simprobe_dir(state_root: Path | None = None) -> Path:
     return root / "simprobe"
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 
 def running_machines(state_root: Path | None = None) -> list[MachineRecord]:
-    folder = (state_root or resolve_state_dir().root) / "machines"
+    """The lab's live machines that have an emulated probe target (records of dead ones are dropped)."""
+    state = StateDir(state_root) if state_root is not None else resolve_state_dir()
     out = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            record = MachineRecord.from_file(path)
-        except ConfigError as exc:
-            log.warning("%s", exc)
-            continue
-        if record.machine not in MACHINE_TARGETS:
-            log.debug("machine %s (%s) has no emulated probe target", record.name, record.machine)
-        elif pid_alive(record.pid):
+    for record in list_machines(state):
+        if record.machine in MACHINE_TARGETS:
             out.append(record)
+        else:
+            log.debug("machine %s (%s) has no emulated probe target", record.name, record.machine)
     return out
 
 

@@ -17,9 +17,9 @@ from pyocd.core import exceptions
 
 from harness.emulation.flash_file import FlashFile
 from harness.emulation.gdbremote import GdbConnectionError, GdbRemote, GdbRemoteError, GdbTimeout
+from harness.emulation.machine_registry import MachineRecord
 from harness.errors import UsageError
 
-from .catalog import MachineRecord
 from .debugsystem import REG_XPSR, CoreBackend
 
 log = logging.getLogger(__name__)

@@ -19,6 +19,7 @@ import pytest
 from harness.broker import Broker, BrokerOptions, open_broker, parse_mqtt_url
 from harness.console import Console
 from harness.emulation.flash_file import FlashFile
+from harness.emulation.process import pid_alive
 from harness.emulation.qemu import Machine
 from harness.emulation.tap_network import TapAttachment, TapNetwork
 from harness.firmware_build import IMAGE_STEM, build_reference
@@ -55,12 +56,6 @@ class AgentBoard:
         return self.machine.pcaps[-1]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @contextmanager
@@ -105,7 +100,7 @@ def _agent_board(build: Path, run: Path, device: str) -> Iterator[AgentBoard]:
             finally:
                 machine.stop()
                 if pid is not None:
-                    assert not _alive(pid), f"QEMU pid {pid} still running after stop()"
+                    assert not pid_alive(pid), f"QEMU pid {pid} still running after stop()"
 
 
 @pytest.fixture(scope="session")

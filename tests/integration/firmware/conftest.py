@@ -11,6 +11,7 @@ import pytest
 from harness.console import Console
 from harness.emulation.flash_file import FlashFile
 from harness.emulation.network import Attachment
+from harness.emulation.process import pid_alive
 from harness.emulation.qemu import Machine
 from harness.firmware_build import IMAGE_STEM, build_reference
 from harness.provisioning import PROVISIONING_ADDRESS
@@ -76,12 +77,6 @@ def boot(name: str, run_dir: Path, image: bytes, sector: bytes | None, network: 
     finally:
         machine.stop()
         if pid is not None:
-            assert not _alive(pid), f"QEMU pid {pid} still running after stop()"
+            assert not pid_alive(pid), f"QEMU pid {pid} still running after stop()"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
