@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from harness.broker.credentials import (
@@ -28,6 +28,9 @@ from harness.broker.credentials import (
 )
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.registry import Registry
+
+if TYPE_CHECKING:
+    from harness.broker.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -302,3 +305,26 @@ class Broker(ABC):
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+class LocalBroker(Broker):
+    """A broker the harness runs itself (a process or in this process): it owns its ports and, with
+    TLS, the run's CA."""
+
+    def __init__(self, run_dir: Path, options: BrokerOptions) -> None:
+        super().__init__(run_dir, options)
+        self._port = options.port
+        self._tls_port = options.tls_port
+        self._tls: TlsFiles | None = None
+
+    @property
+    def url(self) -> str:
+        return make_url(self.options.bind, self._port)
+
+    @property
+    def tls_url(self) -> str | None:
+        return make_url(self.options.bind, self._tls_port, tls=True) if self.options.tls else None
+
+    @property
+    def ca_path(self) -> Path | None:
+        return self._tls.ca_cert if self._tls else None

@@ -22,8 +22,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.broker.base import BROKER_KINDS, Broker, BrokerOptions, free_port, make_url
-from harness.broker.tls import TlsFiles, make_run_pki
+from harness.broker.base import BROKER_KINDS, BrokerOptions, LocalBroker, free_port
+from harness.broker.tls import make_run_pki
 from harness.errors import InfrastructureError
 
 if TYPE_CHECKING:
@@ -36,30 +36,15 @@ _keys = itertools.count(1)
 
 
 @BROKER_KINDS.register("embedded")
-class EmbeddedBroker(Broker):
+class EmbeddedBroker(LocalBroker):
     kind = "embedded"
 
     def __init__(self, run_dir: Path, options: BrokerOptions) -> None:
         super().__init__(run_dir, options)
         self._key = f"t{next(_keys)}"
-        self._port = options.port
-        self._tls_port = options.tls_port
-        self._tls: TlsFiles | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._broker: AmqttBroker | None = None
-
-    @property
-    def url(self) -> str:
-        return make_url(self.options.bind, self._port)
-
-    @property
-    def tls_url(self) -> str | None:
-        return make_url(self.options.bind, self._tls_port, tls=True) if self.options.tls else None
-
-    @property
-    def ca_path(self) -> Path | None:
-        return self._tls.ca_cert if self._tls else None
 
     def _config(self) -> dict[str, Any]:
         bind = self.options.bind

@@ -27,9 +27,9 @@ import threading
 import time
 from pathlib import Path
 
-from harness.broker.base import BROKER_KINDS, Broker, BrokerOptions, free_port, make_url, port_accepts
+from harness.broker.base import BROKER_KINDS, BrokerOptions, LocalBroker, free_port, port_accepts
 from harness.broker.credentials import Access, mosquitto_password_hash
-from harness.broker.tls import TlsFiles, make_run_pki
+from harness.broker.tls import make_run_pki
 from harness.errors import InfrastructureError
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class _LogPump:
 
 
 @BROKER_KINDS.register("mosquitto")
-class MosquittoBroker(Broker):
+class MosquittoBroker(LocalBroker):
     kind = "mosquitto"
     binary = "mosquitto"
 
@@ -116,23 +116,8 @@ class MosquittoBroker(Broker):
         self.folder = run_dir / "mosquitto"
         self._proc: subprocess.Popen[bytes] | None = None
         self._pump: _LogPump | None = None
-        self._port = options.port
-        self._tls_port = options.tls_port
-        self._tls: TlsFiles | None = None
 
     # -- paths and urls ------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        return make_url(self.options.bind, self._port)
-
-    @property
-    def tls_url(self) -> str | None:
-        return make_url(self.options.bind, self._tls_port, tls=True) if self.options.tls else None
-
-    @property
-    def ca_path(self) -> Path | None:
-        return self._tls.ca_cert if self._tls else None
-
     @property
     def log_path(self) -> Path:
         return self.folder / "mosquitto.log"
