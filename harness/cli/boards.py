@@ -1,4 +1,5 @@
-"""`hil boards`: the lab's boards, who holds them, which are quarantined; `--check` validates."""
+"""`hil boards`: the lab's boards, who holds them, which are quarantined, which emulated machines run;
+`--check` validates."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from harness.emulation.machine_registry import MachineRecord, list_machines
 from harness.errors import ConfigError
 from harness.lab import load_lab
 from harness.lease import clear_quarantine, live_holder, quarantined
@@ -18,6 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--check", action="store_true", help="validate every file; exit 2 on any error")
     p.add_argument("--clear", metavar="NAME", help="clear the quarantine of board NAME")
     p.set_defaults(func=run)
+
+
+def _machine_cell(record: MachineRecord | None) -> str:
+    """For an emulated board: its running QEMU machine (pid, console), if any."""
+    return f"running pid {record.pid}, console {record.console}" if record else ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,9 +44,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{lab.root}: {len(lab.boards)} board(s), {len(lab.settings.networks)} network(s): ok")
         return 0
     table = Table(title=f"boards in {lab.root}")
-    for col in ("name", "kind", "target", "probe id", "holder", "quarantine"):
+    for col in ("name", "kind", "target", "probe id", "holder", "quarantine", "machine"):
         table.add_column(col)
     state = lab.state
+    machines = {m.name: m for m in list_machines(state)}
     for name, board in sorted(lab.boards.items()):
         holder = live_holder(state, name)
         q = quarantined(state, name)
@@ -50,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
             board.probe.id,
             f"pid {holder.pid} @ {holder.host} run {holder.run_id}" if holder else "",
             f"{q.reason} (since {q.since})" if q else "",
+            _machine_cell(machines.get(name)),
         )
     Console(width=160).print(table)
     for err in errors:

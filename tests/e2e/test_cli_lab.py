@@ -115,3 +115,18 @@ def test_usage_errors_exit_2() -> None:
 def test_debug_shows_traceback(tmp_path: Path) -> None:
     result = hil("--debug", "--lab", str(tmp_path / "missing"), "boards")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_table_shows_a_running_emulated_machine(tmp_path: Path) -> None:
+    from harness.emulation.machine_registry import MachineRecord, write_record
+
+    (tmp_path / "b.yaml").write_text(BOARD)
+    state = StateDir(tmp_path / ".hil-state")
+    me = os.getpid()  # a live owner and process: the record counts as a running machine
+    write_record(state, MachineRecord(
+        name="qemu-an385", machine="mps2-an385", pid=me, owner_pid=me, gdb="unix:/nowhere", qmp="unix:/nowhere",
+        console="socket://127.0.0.1:5555", flash_file=str(tmp_path / "f"), flash_base=0, flash_size=4 << 20,
+        started="2026-11-28T00:00:00Z"))
+    result = hil("--lab", str(tmp_path), "boards")
+    assert result.returncode == 0, result.stderr
+    assert f"running pid {me}" in result.stdout  # (rich may wrap the console URL inside the cell)
