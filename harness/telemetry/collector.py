@@ -82,7 +82,7 @@ class Collector:
         self._keepalive = keepalive
         self._on_received: list[Callable[[Received], None]] = []
         self._topics: dict[str, tuple[str, str | None, bool]] = {}
-        self._watches: list[_Watch[Any]] = []
+        self._watches: dict[str, list[_Watch[Any]]] = {}  # pending waits by device
         self._froze = False
 
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=credentials.client_id,
@@ -223,7 +223,9 @@ class Collector:
                 item = Received(seq, record, received, topic, device, module, payload, security,
                                 message, error, new, dups, dup)
                 stream.add(item)
-                watching = [w for w in self._watches if w.device == device] if self._watches else None
+                watching = self._watches.get(device)
+                if watching:
+                    watching = watching[:]  # to run outside the lock
         if watching:
             self._run_watches(watching, stream)
         if seq % GC_FREEZE_EVERY == 0:
@@ -237,12 +239,17 @@ class Collector:
     def _run_watches(self, watches: list[_Watch[Any]], stream: DeviceStream) -> None:
         """In the network thread (the streams' only writer), outside the lock so that a predicate
         may call the collector: give each wait on this device a look at what just arrived."""
-        finished = [w for w in watches if w.run(stream)]
-        if finished:
-            with self._cond:
-                for w in finished:
-                    if w in self._watches:
-                        self._watches.remove(w)
+        for w in watches:
+            if w.run(stream):
+                self._unwatch(w)
+
+    def _unwatch(self, watch: _Watch[Any]) -> None:
+        with self._lock:
+            pending = self._watches.get(watch.device)
+            if pending is not None and watch in pending:
+                pending.remove(watch)
+                if not pending:
+                    del self._watches[watch.device]
 
     def _where(self, topic: str) -> tuple[str, str | None, bool]:
         """(device, module, is security) of a topic; cached, since each device repeats its topic."""
@@ -325,16 +332,14 @@ class Collector:
             stream = self._streams.get(device)
             if stream is not None and watch.run(stream):
                 return watch.outcome()
-            self._watches.append(watch)
+            self._watches.setdefault(device, []).append(watch)
         try:
             watch.done.wait(timeout)
             with self._cond:
                 if not watch.done.is_set():
                     raise self._timeout(device, what, timeout, since, detail() if detail else None)
         finally:
-            with self._cond:
-                if watch in self._watches:
-                    self._watches.remove(watch)
+            self._unwatch(watch)
         return watch.outcome()
 
     def _timeout(self, device: str, what: str, timeout: float, since: int, detail: str | None) -> WaitTimeout:
