@@ -488,16 +488,16 @@ def _event(r: _Reader, pos: int) -> Event:
 
 # ---- the fast path: the shapes devices send -----------------------------------------------------
 # ``decode`` tries this first, for messages whose events are NetworkActivity, SystemInformation or
-# Heartbeat. ``_plan`` walks the buffer with the _Reader's checks (``_open``, ``_span``, the same
-# bounds, required fields, enums and object budget) and notes where each value lies; ``_build``
-# makes the objects from those positions. A device sends the same shape again and again, differing
-# only in values (ids, times, counters, addresses, string contents), so a plan is kept with a mask
-# of its buffer's structural bytes (offsets, vtables, lengths, NULs, union types, enums): a later
-# buffer of the same size whose structural bytes are all equal passes every check the walk made,
-# and is built from the plan without walking (its strings are still decoded, so UTF-8 is checked).
-# At any irregularity the fast path returns None and the _Reader decodes the buffer again, raising
-# the DecodeError that names the fault (or decoding a payload kind left to it). Tests check that
-# both agree on every fuzzed buffer.
+# Heartbeat. ``_plan`` walks the buffer with the _Reader's checks (``_open``, ``_span``, ``_text``,
+# the same bounds, required fields, enums and object budget) and notes where each value lies;
+# ``_build`` makes the objects from those positions. A device sends the same shape again and again,
+# differing only in values (event ids, times, counters, addresses, payload strings), so a plan is
+# kept with a mask of its buffer's structural bytes (offsets, vtables, lengths, NULs, union types,
+# enums, module id, version, timezone): a later buffer of the same size whose structural bytes are
+# all equal passes every check the walk made, and is built from the plan without walking (its
+# strings are still decoded, so UTF-8 is still checked). At any irregularity the fast path returns
+# None and the _Reader decodes the buffer again, raising the DecodeError that names the fault (or
+# decoding a payload kind left to it). Tests check that both agree on every fuzzed buffer.
 
 Span = tuple[int, int] | None  # (start, end) of a string's bytes, None when absent
 _PLANS_PER_SIZE = 8
@@ -530,8 +530,8 @@ class _EventPlan(NamedTuple):
 class _Plan(NamedTuple):
     mask: int  # 1 bits over the structural bytes
     expect: int  # the buffer's structural bytes
-    module_id: tuple[int, int]
-    version: int
+    module_id: str  # these three are structural too: a device does not change them
+    version: ModuleVersion
     timezone: int
     events: tuple[_EventPlan, ...]
 
@@ -640,11 +640,12 @@ def _plan(buf: bytes) -> _Plan | None:
     m = _open(buf, size, root, _MESSAGE)
     if m is None or not m[0] or not m[3]:
         return None
-    module_id = _span(buf, size, root + m[0], values)
+    module_id = _text(buf, size, root + m[0] + _U32(buf, root + m[0])[0])
     vector = _vector(buf, size, root + m[3], 4)
     if module_id is None or vector is None:
         return None
-    version, timezone = _scalars(root, (m[1], m[2]), (4, 1), values)
+    version = _version(_U32(buf, root + m[1])[0] if m[1] else 0)
+    timezone = _I8(buf, root + m[2])[0] if m[2] else 0
     start, count = vector
     budget -= count
     events = []
@@ -715,13 +716,7 @@ def _build(plan: _Plan, buf: bytes) -> SecurityMessage | None:
                 _U32(buf, e.collection_interval)[0] if e.collection_interval else 0,
                 payload,
             ))
-        start, end = plan.module_id
-        return SecurityMessage(
-            buf[start:end].decode("utf-8"),
-            _version(_U32(buf, plan.version)[0] if plan.version else 0),
-            tuple(events),
-            _I8(buf, plan.timezone)[0] if plan.timezone else 0,
-        )
+        return SecurityMessage(plan.module_id, plan.version, tuple(events), plan.timezone)
     except UnicodeDecodeError:
         return None
 
