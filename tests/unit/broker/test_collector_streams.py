@@ -219,3 +219,17 @@ def test_ingest_archives_each_message_before_storing_it(col: Collector) -> None:
     col._archive.close()
     assert [i.record for i in items] == [0, 1, 2]
     assert [r.payload for r in read_archive(col.archive_path)] == [heartbeat(n) for n in range(3)]
+
+
+def test_the_history_is_frozen_out_of_the_gc_only_in_a_burst(col: Collector, monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen: list[int] = []
+    monkeypatch.setattr(collector_module.gc, "freeze", lambda: frozen.append(col.mark()))
+    monkeypatch.setattr(collector_module, "GC_FREEZE_EVERY", 5)
+    monkeypatch.setattr(collector_module, "GC_FREEZE_BURST", 0.0)  # no pace is a burst
+    for n in range(20):
+        col.ingest(security_topic("a"), heartbeat(n))
+    assert frozen == [] and not col._froze
+    monkeypatch.setattr(collector_module, "GC_FREEZE_BURST", 60.0)  # any pace is
+    for n in range(20, 40):
+        col.ingest(security_topic("a"), heartbeat(n))
+    assert frozen == [25, 30, 35, 40] and col._froze
