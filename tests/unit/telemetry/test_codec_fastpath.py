@@ -74,6 +74,9 @@ def _mutated(rng: random.Random, buf: bytes) -> bytes:
 def test_fast_path_never_takes_what_the_reader_refuses(shapes: list[bytes]) -> None:
     """Every mutated buffer the fast path accepts, the reader decodes to the same message; the
     rest go to the reader, which decodes them or raises DecodeError (and nothing else)."""
+    for buf in shapes * 2:  # each size seen twice: a shape is kept for it
+        decode(buf)
+    assert all(codec._SHAPES[len(buf)] for buf in shapes)
     rng = random.Random(SEED)
     taken = refused = 0
     for _ in range(MUTATIONS):
@@ -104,7 +107,8 @@ def _event_vtable(buf: bytes) -> tuple[int, int]:
 
 def test_a_checked_layout_does_not_pass_a_changed_vtable(vectors: dict[str, bytes]) -> None:
     buf = vectors["heartbeat-flatcc.bin"]
-    decode(buf)  # the event's vtable is now a checked layout
+    decode(buf)
+    decode(buf)  # the event's vtable is a checked layout, and the buffer a kept shape
     vt, table_size = _event_vtable(buf)
     bad = bytearray(buf)
     struct.pack_into("<H", bad, vt + 4, table_size - 8)  # Event.id (16 bytes) now runs past its table
@@ -119,3 +123,31 @@ def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     msg = SecurityMessage("m", ModuleVersion(1, 2, 3), (Event(bytes(16), 1, 1, NetworkActivity(flows)),))
     assert decode(encode(msg)) == msg
     assert len(codec._V4_CACHE) == 2
+
+
+def _sysinfo(os_info: str, event_id: bytes) -> bytes:
+    event = Event(event_id, 7, 60, SystemInformation(os_info, "kernel", None))
+    return encode(SecurityMessage("agent", ModuleVersion(3, 5, 4), (event,)))
+
+
+def test_a_kept_shape_reads_new_values_and_still_checks_utf8() -> None:
+    first, second = _sysinfo("os-1", bytes(16)), _sysinfo("os-2", b"\x01" * 16)
+    decode(first)
+    decode(first)
+    shape = next(s for s in codec._SHAPES[len(first)] if int.from_bytes(first, "little") & s.mask == s.expect)
+    assert int.from_bytes(second, "little") & shape.mask == shape.expect  # same shape, other values
+    got = decode(second)
+    assert got.events[0].id == b"\x01" * 16 and got.events[0].payload == SystemInformation("os-2", "kernel", None)
+    bad = second.replace(b"os-2", b"os\xff2")
+    assert int.from_bytes(bad, "little") & shape.mask == shape.expect  # string contents are values
+    with pytest.raises(DecodeError, match=r"SystemInformation\.os_info: string is not UTF-8"):
+        decode(bad)
+
+
+def test_a_size_seen_once_keeps_no_shape(vectors: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "_SHAPES", {})
+    buf = vectors["network-flatcc.bin"]
+    decode(buf)
+    assert codec._SHAPES[len(buf)] == []
+    decode(buf)
+    assert len(codec._SHAPES[len(buf)]) == 1
