@@ -60,8 +60,8 @@ SHOWN_IN_TIMEOUT = 12
 # GC_FREEZE_BURST seconds) everything tracked so far is moved out of the GC's way (gc.freeze, which
 # is process-wide: cyclic garbage frozen with it waits until stop() unfreezes). At a device's usual
 # pace there is no burst and the GC is left alone.
-GC_FREEZE_EVERY = 200
-GC_FREEZE_BURST = 0.1  # 200 messages in 0.1 s: 2,000 a second, a flood, not a device's pace
+GC_FREEZE_EVERY = 100
+GC_FREEZE_BURST = 0.05  # 100 messages in 50 ms: 2,000 a second, a flood, not a device's pace
 TOPIC_CACHE = 10_000
 
 
@@ -141,8 +141,9 @@ class Collector:
         if self._archive is not None:
             self._archive.close()
             self._archive = None
-        if self._froze:  # hand the history back to the GC
-            gc.unfreeze()
+        if self._froze:  # hand the history (and any garbage frozen with it) back to the GC, and
+            gc.unfreeze()  # rescan it now rather than in the middle of the next burst
+            gc.collect()
             self._froze = False
         summary = self.problems()
         if summary:
