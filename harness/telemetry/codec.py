@@ -505,6 +505,8 @@ def _event(r: _Reader, pos: int) -> Event:
 
 Span = tuple[int, int] | None  # (start, end) of a string's bytes, None when absent
 _SHAPES_PER_SIZE = 8
+_SHAPE_SIZES = 256  # sizes with kept shapes, each buffer at most _SHAPE_MAX_BYTES: memory stays bounded
+_SHAPE_MAX_BYTES = 16 * 1024  # a message at the flow caps (64 + 64) is ~9 KB
 _HEARTBEAT_KIND, _SYSTEM_INFORMATION_KIND, _NETWORK_ACTIVITY_KIND = (
     int(PayloadType.HEARTBEAT), int(PayloadType.SYSTEM_INFORMATION), int(PayloadType.NETWORK_ACTIVITY))
 
@@ -751,7 +753,7 @@ def _fast_decode(buf: bytes) -> SecurityMessage | None:
         if len(shapes) >= _SHAPES_PER_SIZE:
             del shapes[0]
         shapes.append(_Shape.of(plan, buf))
-    elif len(_SHAPES) < _CACHE_LIMIT:
+    elif len(_SHAPES) < _SHAPE_SIZES and len(buf) <= _SHAPE_MAX_BYTES:
         _SHAPES[len(buf)] = []
     return message
 

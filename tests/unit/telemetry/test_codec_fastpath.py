@@ -151,3 +151,16 @@ def test_a_size_seen_once_keeps_no_shape(vectors: dict[str, bytes], monkeypatch:
     assert codec._SHAPES[len(buf)] == []
     decode(buf)
     assert len(codec._SHAPES[len(buf)]) == 1
+
+
+def test_shapes_are_kept_for_a_bounded_number_of_small_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "_SHAPES", {})
+    monkeypatch.setattr(codec, "_SHAPE_SIZES", 2)
+    bufs = [_sysinfo("x" * n, bytes(16)) for n in (1, 5, 9)]  # three sizes
+    for buf in bufs * 2:
+        assert decode(buf) == _decode_checked(buf)
+    assert sorted(codec._SHAPES) == sorted(len(b) for b in bufs[:2])
+    monkeypatch.setattr(codec, "_SHAPES", {})
+    monkeypatch.setattr(codec, "_SHAPE_MAX_BYTES", len(bufs[0]) - 1)
+    decode(bufs[0])
+    assert codec._SHAPES == {}
