@@ -21,7 +21,7 @@ from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from harness.telemetry import codec
+from harness.telemetry import shapes
 from harness.telemetry.codec import decode, encode
 from harness.telemetry.model import Event, Flow, ModuleVersion, NetworkActivity, Protocol, SecurityMessage
 from harness.telemetry.schema.accessors import decode_unchecked
@@ -40,7 +40,7 @@ def _sixty_four_flows() -> bytes:
 
 
 def _first_of_shape(data: bytes) -> object:
-    codec._SHAPES.clear()  # no shape of this size seen yet: walk and check it all
+    shapes._SHAPES.clear()  # no shape of this size seen yet: walk and check it all
     return decode(data)
 
 

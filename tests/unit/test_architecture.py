@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "harness"
 #: Modules at the bottom: they may import only each other and the standard/third-party libraries.
 BOTTOM = ("harness.errors", "harness.registry", "harness.state", "harness.config",
           "harness.telemetry.model", "harness.telemetry.codec", "harness.telemetry.encoder",
-          "harness.telemetry.topic")
+          "harness.telemetry.fbread", "harness.telemetry.shapes", "harness.telemetry.topic")
 #: Modules at the top, which nothing below may import.
 TOP = ("harness.cli", "harness.pytest_plugin", "harness.bench", "harness.__main__")
 

@@ -8,8 +8,9 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
-from harness.telemetry import codec
-from harness.telemetry.codec import DecodeError, _decode_checked, _fast_decode, decode, encode
+from harness.telemetry import fbread
+from harness.telemetry import shapes as shape_cache
+from harness.telemetry.codec import DecodeError, _decode_checked, decode, encode
 from harness.telemetry.model import (
     Event,
     Flow,
@@ -20,6 +21,7 @@ from harness.telemetry.model import (
     SecurityMessage,
     SystemInformation,
 )
+from harness.telemetry.shapes import _fast_decode
 
 SEED = 20_261_128
 MUTATIONS = 4_000
@@ -76,7 +78,7 @@ def test_fast_path_never_takes_what_the_reader_refuses(shapes: list[bytes]) -> N
     rest go to the reader, which decodes them or raises DecodeError (and nothing else)."""
     for buf in shapes * 2:  # each size seen twice: a shape is kept for it
         decode(buf)
-    assert all(codec._SHAPES[len(buf)] for buf in shapes)
+    assert all(shape_cache._SHAPES[len(buf)] for buf in shapes)
     rng = random.Random(SEED)
     taken = refused = 0
     for _ in range(MUTATIONS):
@@ -117,12 +119,12 @@ def test_a_checked_layout_does_not_pass_a_changed_vtable(vectors: dict[str, byte
 
 
 def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codec, "_CACHE_LIMIT", 2)
-    monkeypatch.setattr(codec, "_V4_CACHE", {})
+    monkeypatch.setattr(fbread, "_CACHE_LIMIT", 2)
+    monkeypatch.setattr(fbread, "_V4_CACHE", {})
     flows = tuple(Flow(IPv4Address(f"10.0.0.{i}"), IPv4Address("10.9.9.9"), i, 1, Protocol.TCP) for i in range(1, 6))
     msg = SecurityMessage("m", ModuleVersion(1, 2, 3), (Event(bytes(16), 1, 1, NetworkActivity(flows)),))
     assert decode(encode(msg)) == msg
-    assert len(codec._V4_CACHE) == 2
+    assert len(fbread._V4_CACHE) == 2
 
 
 def _sysinfo(os_info: str, event_id: bytes) -> bytes:
@@ -134,7 +136,7 @@ def test_a_kept_shape_reads_new_values_and_still_checks_utf8() -> None:
     first, second = _sysinfo("os-1", bytes(16)), _sysinfo("os-2", b"\x01" * 16)
     decode(first)
     decode(first)
-    shape = next(s for s in codec._SHAPES[len(first)] if int.from_bytes(first, "little") & s.mask == s.expect)
+    shape = next(s for s in shape_cache._SHAPES[len(first)] if int.from_bytes(first, "little") & s.mask == s.expect)
     assert int.from_bytes(second, "little") & shape.mask == shape.expect  # same shape, other values
     got = decode(second)
     assert got.events[0].id == b"\x01" * 16 and got.events[0].payload == SystemInformation("os-2", "kernel", None)
@@ -145,22 +147,22 @@ def test_a_kept_shape_reads_new_values_and_still_checks_utf8() -> None:
 
 
 def test_a_size_seen_once_keeps_no_shape(vectors: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codec, "_SHAPES", {})
+    monkeypatch.setattr(shape_cache, "_SHAPES", {})
     buf = vectors["network-flatcc.bin"]
     decode(buf)
-    assert codec._SHAPES[len(buf)] == []
+    assert shape_cache._SHAPES[len(buf)] == []
     decode(buf)
-    assert len(codec._SHAPES[len(buf)]) == 1
+    assert len(shape_cache._SHAPES[len(buf)]) == 1
 
 
 def test_shapes_are_kept_for_a_bounded_number_of_small_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codec, "_SHAPES", {})
-    monkeypatch.setattr(codec, "_SHAPE_SIZES", 2)
+    monkeypatch.setattr(shape_cache, "_SHAPES", {})
+    monkeypatch.setattr(shape_cache, "_SHAPE_SIZES", 2)
     bufs = [_sysinfo("x" * n, bytes(16)) for n in (1, 5, 9)]  # three sizes
     for buf in bufs * 2:
         assert decode(buf) == _decode_checked(buf)
-    assert sorted(codec._SHAPES) == sorted(len(b) for b in bufs[:2])
-    monkeypatch.setattr(codec, "_SHAPES", {})
-    monkeypatch.setattr(codec, "_SHAPE_MAX_BYTES", len(bufs[0]) - 1)
+    assert sorted(shape_cache._SHAPES) == sorted(len(b) for b in bufs[:2])
+    monkeypatch.setattr(shape_cache, "_SHAPES", {})
+    monkeypatch.setattr(shape_cache, "_SHAPE_MAX_BYTES", len(bufs[0]) - 1)
     decode(bufs[0])
-    assert codec._SHAPES == {}
+    assert shape_cache._SHAPES == {}
