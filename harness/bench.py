@@ -136,7 +136,13 @@ def bring_up(
             fix="choose a build whose manifest lists this board's target",
         )
     build.verify()
-    kind_bring_up = BENCH_KINDS.get(board.kind, where=str(board.source))
+    if board.kind not in BENCH_KINDS:
+        raise UsageError(
+            f"board {board.name} is of kind {board.kind}: a bench can bring up only "
+            f"{', '.join(BENCH_KINDS.names())} boards so far (real boards join with board control)",
+            fix="choose an emulated board (hil boards)",
+        )
+    kind_bring_up = BENCH_KINDS.get(board.kind)
     run_dir.mkdir(parents=True, exist_ok=True)
     os.environ[ENV_STATE] = str(lab.state.root)  # the probe plugin (in pyOCD's worker) finds machines here
     with ExitStack() as stack:

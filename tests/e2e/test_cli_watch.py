@@ -7,6 +7,7 @@ collector decodes. Afterwards nothing the run started is left running.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -78,3 +79,21 @@ def test_watch_missing_build_is_a_clean_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "no firmware manifest" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_watch_a_real_board_says_what_a_bench_can_do(tmp_path: Path) -> None:
+    image = b"rt1060 image"
+    (tmp_path / "fw.bin").write_bytes(image)
+    (tmp_path / "manifest.yaml").write_text(json.dumps({
+        "name": "rt", "version": "1.0.0", "image": "fw.bin", "format": "bin", "base_address": 0x60000000,
+        "sha256": hashlib.sha256(image).hexdigest(), "targets": ["mimxrt1060"],
+        "security_module": {"version": "3.5.4"}, "behaviour": {"boot_marker": "x"},
+        "identity": {"provisioning": "none"}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "--lab", "boards/examples", "watch", "mimxrt1060-evk-1",
+         "--firmware", str(tmp_path), "--report-dir", str(tmp_path / "run")],
+        cwd=REPO, env={**os.environ, "HIL_STATE": str(tmp_path / "state")}, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "can bring up only qemu boards so far" in result.stderr
