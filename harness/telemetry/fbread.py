@@ -7,7 +7,9 @@ and the diagnosing reader says why.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address
+from typing import TypeVar
 
 from harness.telemetry.model import (
     BaselineCheckResult,
@@ -66,6 +68,9 @@ _RECORD = _Spec("Record", "message:4 level:1 timestamp:8 line:4 filename:4")
 
 
 _ZEROS = tuple((0,) * n for n in range(16))
+K = TypeVar("K")
+V = TypeVar("V")
+
 _CACHE_LIMIT = 4096  # entries per cache of layouts, addresses and versions
 
 
@@ -117,38 +122,29 @@ def _text(buf: bytes, size: int, target: int) -> str | None:
         return None
 
 
-_V4_CACHE: dict[bytes, IPv4Address] = {}
-_V6_CACHE: dict[bytes, IPv6Address] = {}
-_VERSIONS: dict[int, ModuleVersion] = {}
 _HEARTBEAT_PAYLOAD = Heartbeat()
 
 
-def _v4(raw: bytes) -> IPv4Address:
-    """An address object per packed address (devices repeat theirs in every flow); cached, bounded."""
-    address = _V4_CACHE.get(raw)
-    if address is None:
-        address = IPv4Address(raw)
-        if len(_V4_CACHE) < _CACHE_LIMIT:
-            _V4_CACHE[raw] = address
-    return address
+def _interned(make: Callable[[K], V]) -> Callable[[K], V]:
+    """One object per distinct raw value (devices repeat their addresses in every flow and their
+    version in every message); the cache (``.cache``) holds at most ``_CACHE_LIMIT`` entries."""
+    cache: dict[K, V] = {}
+
+    def get(key: K) -> V:
+        value = cache.get(key)
+        if value is None:
+            value = make(key)
+            if len(cache) < _CACHE_LIMIT:
+                cache[key] = value
+        return value
+
+    get.cache = cache  # type: ignore[attr-defined]
+    return get
 
 
-def _v6(raw: bytes) -> IPv6Address:
-    address = _V6_CACHE.get(raw)
-    if address is None:
-        address = IPv6Address(raw)
-        if len(_V6_CACHE) < _CACHE_LIMIT:
-            _V6_CACHE[raw] = address
-    return address
-
-
-def _version(value: int) -> ModuleVersion:
-    version = _VERSIONS.get(value)
-    if version is None:
-        version = ModuleVersion.from_int(value)
-        if len(_VERSIONS) < _CACHE_LIMIT:
-            _VERSIONS[value] = version
-    return version
+_v4: Callable[[bytes], IPv4Address] = _interned(IPv4Address)
+_v6: Callable[[bytes], IPv6Address] = _interned(IPv6Address)
+_version: Callable[[int], ModuleVersion] = _interned(ModuleVersion.from_int)
 
 
 _PROTOCOLS = {p.value: p for p in Protocol}

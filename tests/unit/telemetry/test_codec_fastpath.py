@@ -120,11 +120,11 @@ def test_a_checked_layout_does_not_pass_a_changed_vtable(vectors: dict[str, byte
 
 def test_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fbread, "_CACHE_LIMIT", 2)
-    monkeypatch.setattr(fbread, "_V4_CACHE", {})
+    fbread._v4.cache.clear()  # type: ignore[attr-defined]
     flows = tuple(Flow(IPv4Address(f"10.0.0.{i}"), IPv4Address("10.9.9.9"), i, 1, Protocol.TCP) for i in range(1, 6))
     msg = SecurityMessage("m", ModuleVersion(1, 2, 3), (Event(bytes(16), 1, 1, NetworkActivity(flows)),))
     assert decode(encode(msg)) == msg
-    assert len(fbread._V4_CACHE) == 2
+    assert len(fbread._v4.cache) == 2  # type: ignore[attr-defined]
 
 
 def _sysinfo(os_info: str, event_id: bytes) -> bytes:
