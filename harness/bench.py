@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker, parse_mqtt_url
@@ -50,7 +50,6 @@ class Link:
     console_url: Callable[[], str]
     power_cycle: Callable[[], None]
     address: Callable[[float], ipaddress.IPv4Address]
-    evidence: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,7 +107,6 @@ def _qemu_bring_up(lab: Lab, board: Board, run_dir: Path, stack: ExitStack) -> L
         console_url=lambda: machine.console_url,
         power_cycle=lambda: machine.power_cycle(run=True),
         address=lambda timeout: net.wait_for_lease(attachment.mac, timeout),
-        evidence={"console": machine.console_log, "qemu": machine.qemu_log},
     )
 
 
