@@ -39,9 +39,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from harness.broker.base import BrokerEndpoint, parse_mqtt_url
+from harness.broker.client import block_reading_client
 from harness.broker.credentials import COLLECTOR_SUBSCRIBE, DeviceCredentials
 from harness.errors import CheckFailed, InfrastructureError, WaitTimeout
-from harness.telemetry.archive import ArchiveWriter
+from harness.telemetry.archive import DUP, RETAIN, ArchiveWriter
 from harness.telemetry.codec import DecodeError, decode
 from harness.telemetry.flowmatch import FlowMatch, FlowSpec, default_background, match_flows
 from harness.telemetry.model import Event, NetworkActivity, PayloadType
@@ -73,7 +74,8 @@ class Collector:
         self.url = url
         self.host, self.port, tls = parse_mqtt_url(url)
         self.archive_path = Path(archive)
-        self._archive: ArchiveWriter | None = None
+        self._writer: ArchiveWriter | None = None
+        self._archive: ArchiveWriter | None = None  # the writer, while started
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._seq = 0
@@ -91,7 +93,7 @@ class Collector:
         self._froze = False
         self._batch_start = -GC_FREEZE_BURST  # when the last GC_FREEZE_EVERY messages began
 
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=credentials.client_id,
+        c = block_reading_client(CallbackAPIVersion.VERSION2, client_id=credentials.client_id,
                         clean_session=False, protocol=mqtt.MQTTv311)
         c.username_pw_set(credentials.username, credentials.password)
         if tls:
@@ -113,7 +115,9 @@ class Collector:
         """Connect, subscribe, and return once the broker granted the subscriptions."""
         if self._archive is not None:
             return self
-        self._archive = ArchiveWriter(self.archive_path)
+        if self._writer is None:
+            self._writer = ArchiveWriter(self.archive_path)
+        self._archive = self._writer.open()  # again after stop(): appends without reading it back
         self._stopping = False
         self._last_refusal = None
         self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
@@ -206,7 +210,7 @@ class Collector:
 
     def _ingest(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, received: float) -> Received:
         archive = self._archive
-        record = archive.append(topic, payload, qos=qos, retain=retain, dup=dup, received=received) \
+        record = archive.write(topic, payload, qos, (RETAIN if retain else 0) | (DUP if dup else 0), received) \
             if archive is not None else -1
         device, module, security = self._topics.get(topic) or self._where(topic)
         message, error = None, None

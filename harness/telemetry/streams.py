@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 import datetime as _dt
 import itertools
+import operator
 import statistics
 from dataclasses import dataclass, field
 
@@ -69,6 +70,9 @@ class Arrival:
     received: float
 
 
+_SEQ = operator.attrgetter("seq")  # arrivals and messages are in seq order
+
+
 @dataclass
 class DeviceStream:
     device_id: str
@@ -77,8 +81,6 @@ class DeviceStream:
     application: list[Received] = field(default_factory=list)  # non-security telemetry
     duplicate_events: int = 0
     _ids: set[bytes] = field(default_factory=set)
-    _event_seqs: list[int] = field(default_factory=list)
-    _message_seqs: list[int] = field(default_factory=list)
 
     def take_new(self, events: tuple[Event, ...]) -> tuple[tuple[Event, ...], int]:
         """Split into events not seen before (remembered now) and a count of duplicates."""
@@ -103,17 +105,15 @@ class DeviceStream:
             self.application.append(item)
             return
         self.messages.append(item)
-        self._message_seqs.append(item.seq)
         for e in item.new_events:
             self.events.append(Arrival(e, item.seq, item.received))
-            self._event_seqs.append(item.seq)
 
     def event_index(self, since: int) -> int:
         """Index of the first event that arrived after collector mark ``since``."""
-        return bisect.bisect_right(self._event_seqs, since)
+        return bisect.bisect_right(self.events, since, key=_SEQ)
 
     def messages_since(self, since: int) -> list[Received]:
-        return self.messages[bisect.bisect_right(self._message_seqs, since):]
+        return self.messages[bisect.bisect_right(self.messages, since, key=_SEQ):]
 
     @property
     def undecodable(self) -> list[Received]:

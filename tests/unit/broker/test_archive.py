@@ -1,13 +1,18 @@
-"""Archive records survive a crash: complete records read back, a torn tail is detected and skipped."""
+"""Archive records survive a crash: complete records read back, a torn tail is detected and skipped,
+and a reopened archive continues after its last complete record."""
 
 from __future__ import annotations
 
+import mmap
+import os
+import signal
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import harness.telemetry.archive as archive_module
 from harness.errors import ConfigError
 from harness.telemetry.archive import MAGIC, ArchiveScan, ArchiveWriter, read_archive
 
@@ -17,12 +22,11 @@ RECORDS = [("devices/a/messages/events/", b"\x00\x01payload", 1, False, False),
 
 
 def write(path: Path) -> list[int]:
-    ends = []
+    """Write RECORDS; return where each of them ends in the file."""
     with ArchiveWriter(path) as w:
         for topic, payload, qos, retain, dup in RECORDS:
             w.append(topic, payload, qos=qos, retain=retain, dup=dup, received=1700000000.25)
-            ends.append(path.stat().st_size)
-    return ends
+    return [*[r.offset for r in read_archive(path)][1:], path.stat().st_size]
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -100,11 +104,102 @@ def test_any_truncation_yields_a_prefix(tmp_path_factory: pytest.TempPathFactory
 
 def test_append_returns_the_index_and_topics_past_the_cache_bound_are_kept(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.telemetry.archive as archive_module
-
     monkeypatch.setattr(archive_module, "TOPIC_CACHE", 2)
     topics = [f"devices/d{i}/messages/events/" for i in range(5)] * 2
     with ArchiveWriter(tmp_path / "t.bin") as w:
         assert [w.append(t, t.encode(), qos=1) for t in topics] == list(range(10))
         assert len(w._topics) == 2
     assert [(r.topic, r.payload) for r in read_archive(tmp_path / "t.bin")] == [(t, t.encode()) for t in topics]
+
+
+def killed_writer(path: Path, count: int, *, tear_last: bool = False) -> None:
+    """A child process appends ``count`` records and is SIGKILLed without closing the archive; with
+    ``tear_last``, the last record's header is zeroed first (killed between its body and its header)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            w = ArchiveWriter(path)
+            for i in range(count):
+                w.append("devices/k/messages/events/", i.to_bytes(4, "big") * 40, qos=1)
+            if tear_last:
+                assert w._map is not None
+                at = w._end - w._base - (8 + 12 + 26 + 160)
+                w._map[at:at + 8] = bytes(8)
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+def test_a_sigkilled_writer_leaves_every_record_and_unwritten_zeros(tmp_path: Path) -> None:
+    path = tmp_path / "t.bin"
+    killed_writer(path, 500)
+    assert path.stat().st_size >= archive_module.RESERVE  # not cut to its records: it never closed
+    scan = ArchiveScan()
+    got = [int.from_bytes(r.payload[:4], "big") for r in read_archive(path, scan)]
+    assert got == list(range(500))
+    assert scan.unclosed and scan.torn_tail == 0 and not scan.corrupt
+    with ArchiveWriter(path) as w:  # reopened: continues after the last record, cuts the zeros
+        assert w.append("devices/k/messages/events/", b"next") == 500
+    scan = ArchiveScan()
+    assert [r.payload for r in read_archive(path, scan)][-1] == b"next"
+    assert scan.records == 501 and not scan.unclosed and path.stat().st_size == scan.end
+
+
+def test_a_body_without_its_header_is_a_torn_tail_and_is_cut_on_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "t.bin"
+    killed_writer(path, 10, tear_last=True)
+    scan = ArchiveScan()
+    assert len(list(read_archive(path, scan))) == 9
+    assert scan.torn_tail == 8 + 12 + 26 + 160 and scan.unclosed and not scan.corrupt
+    with ArchiveWriter(path) as w:
+        assert w.append("devices/k/messages/events/", b"after") == 9
+    scan = ArchiveScan()
+    assert [r.payload for r in read_archive(path, scan)][9:] == [b"after"] and scan.torn_tail == 0
+
+
+def test_records_larger_than_the_reserve_and_across_its_boundaries(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archive_module, "RESERVE", mmap.PAGESIZE)
+    sizes = [1, mmap.PAGESIZE - 30, 3 * mmap.PAGESIZE + 7, 0, 100] * 20
+    path = tmp_path / "t.bin"
+    with ArchiveWriter(path) as w:
+        for i, n in enumerate(sizes):
+            w.append(f"devices/d/messages/events/{i}", bytes([i % 251]) * n)
+    got = list(read_archive(path))
+    assert [(r.topic, r.payload) for r in got] == \
+        [(f"devices/d/messages/events/{i}", bytes([i % 251]) * n) for i, n in enumerate(sizes)]
+
+
+def test_one_writer_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "t.bin"
+    with ArchiveWriter(path), pytest.raises(ConfigError, match=r"t\.bin: another collector is writing"):
+        ArchiveWriter(path)
+    ArchiveWriter(path).close()  # free again once closed
+
+
+def test_reopening_continues_the_index_even_after_another_writer_appended(tmp_path: Path) -> None:
+    path = tmp_path / "t.bin"
+    w = ArchiveWriter(path)
+    assert w.append("devices/a/messages/events/", b"1") == 0
+    w.close()
+    with ArchiveWriter(path) as other:
+        assert other.append("devices/b/messages/events/", b"2") == 1
+    w.open()
+    assert w.append("devices/a/messages/events/", b"3") == 2
+    w.close()
+    w.open()  # as it left it: no reading back
+    assert w.append("devices/a/messages/events/", b"4") == 3
+    w.close()
+    assert [r.payload for r in read_archive(path)] == [b"1", b"2", b"3", b"4"]
+    with pytest.raises(ValueError, match="is closed"):
+        w.append("devices/a/messages/events/", b"5")
+
+
+def test_a_file_that_is_not_an_archive_is_not_appended_to(tmp_path: Path) -> None:
+    for text in ("hello, this is not it", "abc"):
+        path = tmp_path / "t.bin"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=r"t\.bin: not a telemetry archive.*not appending"):
+            ArchiveWriter(path)
+        assert path.read_text() == text
