@@ -235,8 +235,9 @@ class Collector:
                                 message, error, new, dups, dup)
                 stream.add(item)
                 watching = self._watches.get(device)
-                if watching:
-                    watching = watching[:]  # to run outside the lock
+                if watching:  # those that this message may satisfy, to run outside the lock
+                    have = len(stream.events)
+                    watching = [w for w in watching if w.need <= have]
         if watching:
             self._run_watches(watching, stream)
         if seq % GC_FREEZE_EVERY == 0:
@@ -341,10 +342,12 @@ class Collector:
 
     # -- waits ---------------------------------------------------------------------------------
     def _wait(self, device: str, what: str, timeout: float, since: int,
-              check: Callable[[DeviceStream], T | None], detail: Callable[[], str] | None = None) -> T:
-        """Register ``check``; the network thread runs it on each message from ``device`` (so a waiter
-        wakes once, when satisfied, not per message) and this thread blocks on an Event until then."""
-        watch: _Watch[T] = _Watch(device, check)
+              check: Callable[[DeviceStream], T | None], detail: Callable[[], str] | None = None,
+              need: Callable[[DeviceStream], int] | None = None) -> T:
+        """Register ``check``; the network thread runs it when a message from ``device`` brings a new
+        event (or when ``need`` events are there, where the check says how many it needs), so a
+        waiter wakes once, when satisfied, not per message; this thread blocks on an Event until then."""
+        watch: _Watch[T] = _Watch(device, check, need)
         with self._cond:
             stream = self._streams.get(device)
             if stream is not None and watch.run(stream):
@@ -406,16 +409,17 @@ class Collector:
         cursor, got = _Cursor(since), []
 
         def check(stream: DeviceStream) -> list[Event] | None:
-            if kind is None:  # runs per message: count without copying
+            if kind is None:
                 start = cursor.start(stream)
-                if len(stream.events) - start < count:
-                    return None
-                return [a.event for a in stream.events[start:]]
+                return [a.event for a in stream.events[start:]] if len(stream.events) - start >= count else None
             got.extend(a.event for a in cursor.new(stream) if a.event.kind == kind)
             return got if len(got) >= count else None
 
+        def need(stream: DeviceStream) -> int:  # events the stream must hold before check can succeed
+            return cursor.start(stream) + count if kind is None else len(stream.events) + count - len(got)
+
         what = f"{count} {kind.name if kind is not None else ''} events".replace("  ", " ")
-        return self._wait(device, what, within, since, check)
+        return self._wait(device, what, within, since, check, need=need)
 
     def expect_flows(self, device: str, flows: Sequence[FlowSpec], within: float, *, since: int = 0,
                      background: Sequence[FlowSpec] | None = None) -> FlowMatch:
@@ -469,9 +473,12 @@ class Collector:
 class _Watch(Generic[T]):
     """One pending wait: its check, and the Event the waiting thread blocks on."""
 
-    def __init__(self, device: str, check: Callable[[DeviceStream], T | None]) -> None:
+    def __init__(self, device: str, check: Callable[[DeviceStream], T | None],
+                 need: Callable[[DeviceStream], int] | None = None) -> None:
         self.device = device
         self.check = check
+        self._need = need
+        self.need = 0  # run the check once the device's stream holds this many unique events
         self.done = threading.Event()
         self.result: T | None = None
         self.error: BaseException | None = None
@@ -480,6 +487,8 @@ class _Watch(Generic[T]):
         """Run the check (a predicate's exception ends the wait and is raised in the waiter)."""
         try:
             self.result = self.check(stream)
+            if self.result is None:  # every check reads events: wait for more of them
+                self.need = max(len(stream.events) + 1, self._need(stream) if self._need else 0)
         except Exception as exc:
             self.error = exc
         if self.result is None and self.error is None:

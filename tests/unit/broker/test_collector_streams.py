@@ -27,6 +27,7 @@ from harness.telemetry.model import (
     Protocol,
     SecurityMessage,
 )
+from harness.telemetry.streams import DeviceStream
 from harness.telemetry.topic import compose_topic, security_topic
 
 REPO = Path(__file__).resolve().parents[3]
@@ -233,3 +234,32 @@ def test_the_history_is_frozen_out_of_the_gc_only_in_a_burst(col: Collector, mon
     for n in range(20, 40):
         col.ingest(security_topic("a"), heartbeat(n))
     assert frozen == [25, 30, 35, 40] and col._froze
+
+
+def test_a_wait_is_checked_only_when_new_events_could_satisfy_it(col: Collector,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[int] = []
+    run = collector_module._Watch.run
+
+    def counting(self: collector_module._Watch[object], stream: DeviceStream) -> bool:
+        runs.append(len(stream.events))
+        return run(self, stream)
+
+    monkeypatch.setattr(collector_module._Watch, "run", counting)
+    col.ingest(security_topic("a"), heartbeat(1))
+    done = threading.Event()
+    got: list[list[Event]] = []
+
+    def waiter() -> None:
+        got.append(col.expect_events("a", 4, within=5))
+        done.set()
+
+    t = threading.Thread(target=waiter)
+    watches = col._watches
+    t.start()
+    while "a" not in watches and t.is_alive():  # registered (the check ran once, on 1 event)
+        t.join(0.001)
+    for n in (1, 2, 2, 3, 3, 4):  # redeliveries bring no new event
+        col.ingest(security_topic("a"), heartbeat(n))
+    assert done.wait(5) and len(got[0]) == 4
+    assert runs == [1, 4]  # at registration, then only once 4 events were there
