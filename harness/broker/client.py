@@ -1,21 +1,27 @@
-"""A paho-mqtt client that reads its socket in blocks.
+"""A lean paho-mqtt client for a subscriber that must keep up with a flood: the collector.
 
-paho reads every packet with three ``recv`` calls (the command byte, the remaining length, then the
-rest), so a subscriber draining a burst spends most of its time in system calls, not in its own
-code. :class:`BlockReadingClient` gives paho a socket whose ``recv`` is served from a buffer filled
-by one ``recv`` of up to :data:`BLOCK` bytes. paho's loop already knows such sockets: it asks
-``pending()`` (as it does of a TLS socket) and reads again without waiting in ``select`` while
-buffered bytes remain. Nothing else changes: sends, PUBACK timing (after ``on_message`` returns),
-reconnection and TLS are paho's own.
+Two costs of paho's receive path that a subscriber does not need are cut; everything else (sends,
+PUBACK after the message is handled, keepalive, reconnection, TLS) is paho's own:
 
-The socket is created in paho's ``_create_socket``, which is not public API; where a paho version
-lacks it, the client logs that it reads packet by packet and otherwise works unchanged
-(``tests/unit/broker/test_client.py`` fails on such a version, so an upgrade is noticed).
+- paho reads every packet with three ``recv`` calls (the command byte, the remaining length, then
+  the rest). :class:`LeanClient` gives paho a :class:`BufferedSocket` whose ``recv`` is served
+  from blocks of up to :data:`BLOCK` bytes. paho's loop already knows such sockets: it asks
+  ``pending()`` (as of a TLS socket) and reads again without waiting in ``select`` while buffered
+  bytes remain.
+- paho looks up every message's topic in its per-topic callbacks (``message_callback_add``) before
+  calling ``on_message``. A ``deliver`` function given to :func:`lean_client` receives each
+  message directly instead (those callbacks are then not used).
+
+Both go through paho methods that are not public API (:data:`HOOKS`). Where a paho version lacks
+them, :func:`lean_client` returns a plain paho client, with ``deliver`` as its ``on_message``, and
+logs that it does; ``tests/unit/broker/test_client.py`` fails on such a version, so an upgrade is
+noticed. ``benchmarks/collector_ingest.py`` measures what the two save.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -23,8 +29,9 @@ import paho.mqtt.client as mqtt
 log = logging.getLogger(__name__)
 
 BLOCK = 256 * 1024
-HOOK = "_create_socket"
-HOOKED = callable(getattr(mqtt.Client, HOOK, None))
+HOOKS = ("_create_socket", "_handle_on_message")
+HOOKED = all(callable(getattr(mqtt.Client, hook, None)) for hook in HOOKS)
+Deliver = Callable[[mqtt.MQTTMessage], None]
 
 
 class BufferedSocket:
@@ -75,19 +82,41 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
-class BlockReadingClient(mqtt.Client):
-    """``paho.mqtt.client.Client`` reading in blocks; same constructor, same behaviour."""
+class LeanClient(mqtt.Client):
+    """``paho.mqtt.client.Client`` reading in blocks and, with ``deliver`` set, delivering directly."""
+
+    deliver: Deliver | None = None
 
     def _create_socket(self) -> Any:
         sock = super()._create_socket()  # type: ignore[misc]
-        if self._transport == "websockets":  # paho's websocket wrapper already frames its reads
+        if self._transport == "websockets":  # paho's websocket wrapper frames its own reads
             return sock
         return BufferedSocket(sock)
 
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        deliver = self.deliver
+        if deliver is None:
+            super()._handle_on_message(message)
+            return
+        with self._in_callback_mutex:  # as paho holds it around on_message
+            try:
+                deliver(message)
+            except Exception:
+                log.exception("MQTT client %s: delivering a message on %r failed",
+                              self._client_id.decode(errors="replace"), message.topic)
+                if not self.suppress_exceptions:
+                    raise
 
-def block_reading_client(*args: Any, **kwargs: Any) -> mqtt.Client:
-    """A :class:`BlockReadingClient`, or a plain paho client (with a log line) where paho lacks the hook."""
+
+def lean_client(*args: Any, deliver: Deliver | None = None, **kwargs: Any) -> mqtt.Client:
+    """A :class:`LeanClient` (paho's constructor arguments), or a plain paho client where paho lacks
+    :data:`HOOKS`. ``deliver`` gets every received message (in the network thread)."""
     if HOOKED:
-        return BlockReadingClient(*args, **kwargs)
-    log.info("paho-mqtt %s has no %s: reading packet by packet", getattr(mqtt, "__version__", "?"), HOOK)
-    return mqtt.Client(*args, **kwargs)
+        client: mqtt.Client = LeanClient(*args, **kwargs)
+        client.deliver = deliver  # type: ignore[attr-defined]
+        return client
+    log.info("paho-mqtt %s lacks %s: reading packet by packet", getattr(mqtt, "__version__", "?"), HOOKS)
+    client = mqtt.Client(*args, **kwargs)
+    if deliver is not None:
+        client.on_message = lambda c, userdata, message: deliver(message)
+    return client

@@ -39,7 +39,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from harness.broker.base import BrokerEndpoint, parse_mqtt_url
-from harness.broker.client import block_reading_client
+from harness.broker.client import lean_client
 from harness.broker.credentials import COLLECTOR_SUBSCRIBE, DeviceCredentials
 from harness.errors import CheckFailed, InfrastructureError, WaitTimeout
 from harness.telemetry.archive import DUP, RETAIN, ArchiveWriter
@@ -93,8 +93,8 @@ class Collector:
         self._froze = False
         self._batch_start = -GC_FREEZE_BURST  # when the last GC_FREEZE_EVERY messages began
 
-        c = block_reading_client(CallbackAPIVersion.VERSION2, client_id=credentials.client_id,
-                        clean_session=False, protocol=mqtt.MQTTv311)
+        c = lean_client(CallbackAPIVersion.VERSION2, client_id=credentials.client_id, clean_session=False,
+                        protocol=mqtt.MQTTv311, deliver=self._on_message)
         c.username_pw_set(credentials.username, credentials.password)
         if tls:
             c.tls_set(ca_certs=str(ca_path) if ca_path else None)
@@ -102,7 +102,6 @@ class Collector:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
-        c.on_message = self._on_message
         self._client = c
 
     @classmethod
@@ -199,7 +198,7 @@ class Collector:
                 log.warning("collector lost the broker: %s", rc)
             self._cond.notify_all()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         self._ingest(msg.topic, msg.payload, msg.qos, msg.retain, msg.dup, time.time())  # paho's flags are bools
 
     # -- ingest --------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The collector's paho client reads its socket in blocks and hands paho exactly the bytes it asks for."""
+"""The collector's paho client reads its socket in blocks, hands paho exactly the bytes it asks for, and
+delivers messages directly."""
 
 from __future__ import annotations
 
@@ -9,13 +10,49 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from harness.broker.client import HOOK, BlockReadingClient, BufferedSocket, block_reading_client
+import harness.broker.client as client_module
+from harness.broker.client import HOOKS, BufferedSocket, LeanClient, lean_client
 
 
-def test_this_paho_has_the_hook_so_the_collector_reads_in_blocks() -> None:
-    # If this fails after a paho-mqtt upgrade, the collector still works, packet by packet (slower).
-    assert callable(getattr(mqtt.Client, HOOK, None)), f"paho-mqtt {mqtt.__version__} lacks {HOOK}"
-    assert isinstance(block_reading_client(CallbackAPIVersion.VERSION2, client_id="x"), BlockReadingClient)
+def test_this_paho_has_the_hooks_so_the_collector_gets_the_lean_client() -> None:
+    # If this fails after a paho-mqtt upgrade, the collector still works with a plain client (slower).
+    missing = [h for h in HOOKS if not callable(getattr(mqtt.Client, h, None))]
+    assert not missing, f"paho-mqtt {mqtt.__version__} lacks {missing}"
+    assert isinstance(lean_client(CallbackAPIVersion.VERSION2, client_id="x"), LeanClient)
+
+
+def message(topic: bytes = b"devices/a/messages/events/") -> mqtt.MQTTMessage:
+    m = mqtt.MQTTMessage(mid=1, topic=topic)
+    m.payload = b"p"
+    return m
+
+
+def test_deliver_gets_each_message_and_on_message_is_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    got: list[mqtt.MQTTMessage] = []
+    c = lean_client(CallbackAPIVersion.VERSION2, client_id="x", deliver=got.append)
+    c.on_message = lambda *a: pytest.fail("on_message called although deliver is set")
+    m = message()
+    c._handle_on_message(m)
+    assert got == [m]
+    c.deliver = None  # type: ignore[attr-defined]
+    c.on_message = lambda client, userdata, msg: got.append(msg)
+    c._handle_on_message(m)
+    assert got == [m, m]
+    monkeypatch.setattr(client_module, "HOOKED", False)  # a paho without the hooks: a plain client
+    plain = lean_client(CallbackAPIVersion.VERSION2, client_id="y", deliver=got.append)
+    assert type(plain) is mqtt.Client
+    plain._handle_on_message(m)
+    assert got == [m, m, m]
+
+
+def test_an_exception_in_deliver_is_logged_and_raised(caplog: pytest.LogCaptureFixture) -> None:
+    def boom(msg: mqtt.MQTTMessage) -> None:
+        raise RuntimeError("bug")
+
+    c = lean_client(CallbackAPIVersion.VERSION2, client_id="x", deliver=boom)
+    with pytest.raises(RuntimeError, match="bug"):
+        c._handle_on_message(message())
+    assert "MQTT client x: delivering a message on 'devices/a/messages/events/' failed" in caplog.text
 
 
 @pytest.fixture
