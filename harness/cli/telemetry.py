@@ -101,6 +101,9 @@ def run_show(args: argparse.Namespace) -> int:
     if scan.torn_tail:
         print(f"hil: {path}: last record incomplete ({scan.torn_tail} bytes; the writer stopped mid-record), "
               "skipped", file=sys.stderr)
+    elif scan.unclosed:
+        print(f"hil: {path}: not closed: its collector is still writing it, or died; "
+              f"{scan.records} complete record(s) shown", file=sys.stderr)
     if scan.corrupt:
         raise CheckFailed(f"{path}: {len(scan.corrupt)} corrupt record(s) skipped",
                           actual=f"at byte offsets {scan.corrupt[:10]}")

@@ -41,7 +41,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from harness.broker.base import BrokerEndpoint, parse_mqtt_url
 from harness.broker.client import lean_client
 from harness.broker.credentials import COLLECTOR_SUBSCRIBE, DeviceCredentials
-from harness.errors import CheckFailed, InfrastructureError, WaitTimeout
+from harness.errors import CheckFailed, HarnessError, InfrastructureError, WaitTimeout
 from harness.telemetry.archive import DUP, RETAIN, ArchiveWriter
 from harness.telemetry.codec import DecodeError, decode
 from harness.telemetry.flowmatch import FlowMatch, FlowSpec, default_background, match_flows
@@ -82,6 +82,8 @@ class Collector:
         self._streams: dict[str, DeviceStream] = {}
         self.unparsed: list[Received] = []  # topics that are not a device's events
         self.gaps: list[Gap] = []
+        self.unarchived = 0  # messages that could not be written to the archive
+        self.archive_error: str | None = None  # the first reason
         self._connected = False
         self._subscribed = False
         self._stopping = False
@@ -208,9 +210,12 @@ class Collector:
         return self._ingest(topic, payload, qos, retain, dup, time.time() if received is None else received)
 
     def _ingest(self, topic: str, payload: bytes, qos: int, retain: bool, dup: bool, received: float) -> Received:
-        archive = self._archive
-        record = archive.write(topic, payload, qos, (RETAIN if retain else 0) | (DUP if dup else 0), received) \
-            if archive is not None else -1
+        archive, record = self._archive, -1
+        if archive is not None:
+            try:
+                record = archive.write(topic, payload, qos, (RETAIN if retain else 0) | (DUP if dup else 0), received)
+            except (OSError, HarnessError, ValueError) as exc:  # e.g. the disk is full: keep collecting
+                self._not_archived(exc)
         device, module, security = self._topics.get(topic) or self._where(topic)
         message, error = None, None
         if security:
@@ -245,6 +250,15 @@ class Collector:
             for callback in self._on_received:
                 callback(item)
         return item
+
+    def _not_archived(self, exc: BaseException) -> None:
+        """A message could not be archived: say so once, count the rest, and carry on decoding (the
+        waits still work; problems() and every timeout report it)."""
+        self.unarchived += 1
+        if self.archive_error is None:
+            self.archive_error = f"{type(exc).__name__}: {exc}"
+            log.error("collector: cannot write the archive %s (%s); still decoding, but messages are "
+                      "NOT ARCHIVED until this is fixed", self.archive_path, self.archive_error)
 
     def _freeze_in_a_burst(self) -> None:
         now = time.monotonic()
@@ -335,6 +349,8 @@ class Collector:
             if self.unparsed:
                 parts.append(f"{len(self.unparsed)} message(s) on unexpected topics")
             parts += [g.describe() for g in self.gaps]
+            if self.unarchived:
+                parts.append(f"{self.unarchived} message(s) NOT ARCHIVED ({self.archive_error})")
         if parts:
             parts.append(f"archive {self.archive_path}")
         return "; ".join(parts)
@@ -380,6 +396,8 @@ class Collector:
         if detail:
             actual += "\n    " + detail.replace("\n", "\n    ")
         state = "connected" if self._connected else "NOT CONNECTED to the broker"
+        if self.unarchived:
+            state += f"; {self.unarchived} message(s) NOT ARCHIVED ({self.archive_error})"
         gaps = "; ".join(g.describe() for g in self.gaps)
         actual += f"\n    collector {state}" + (f"; gaps: {gaps}" if gaps else "")
         return WaitTimeout(f"timed out after {timeout:g} s waiting for {what} from device {device!r}",

@@ -128,6 +128,19 @@ def test_show_reports_a_torn_archive_and_undecodable_records(tmp_path: Path) -> 
     assert "last record incomplete" in shown.stderr
 
 
+def test_show_reads_an_archive_that_is_still_being_written(tmp_path: Path) -> None:
+    from harness.telemetry.archive import ArchiveWriter
+
+    path = tmp_path / "t.bin"
+    with ArchiveWriter(path) as w:
+        w.append(security_topic("dev-a"), VECTOR, qos=1)
+        w.append(security_topic("dev-b"), VECTOR, qos=1)
+        shown = hil("telemetry", "show", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert [line.split()[2] for line in shown.stdout.splitlines()] == ["dev-a", "dev-b"]
+    assert "not closed: its collector is still writing it, or died; 2 complete record(s) shown" in shown.stderr
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (("broker", "--kind", "embedded", "--device", "bad/id"), "device id 'bad/id'"),
     (("broker", "--kind", "external"), "needs a URL"),

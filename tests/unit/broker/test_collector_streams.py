@@ -263,3 +263,23 @@ def test_a_wait_is_checked_only_when_new_events_could_satisfy_it(col: Collector,
         col.ingest(security_topic("a"), heartbeat(n))
     assert done.wait(5) and len(got[0]) == 4
     assert runs == [1, 4]  # at registration, then only once 4 events were there
+
+
+def test_an_archive_that_cannot_be_written_is_reported_and_collecting_goes_on(
+        col: Collector, caplog: pytest.LogCaptureFixture) -> None:
+    col._archive = writer = ArchiveWriter(col.archive_path)
+    col.ingest(security_topic("a"), heartbeat(1))
+
+    def full(*args: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    writer.write = full  # type: ignore[method-assign]
+    col.ingest(security_topic("a"), heartbeat(2))
+    col.ingest(security_topic("a"), heartbeat(3))
+    assert [e.id[-1] for e in col.events("a")] == [1, 2, 3]  # still decoded, the waits still work
+    assert caplog.text.count("NOT ARCHIVED") == 1  # said once
+    assert "2 message(s) NOT ARCHIVED (OSError: [Errno 28] No space left on device)" in col.problems()
+    with pytest.raises(WaitTimeout, match=r"2 message\(s\) NOT ARCHIVED"):
+        col.expect_events("a", 4, within=0.01)
+    writer.close()
+    assert len(list(read_archive(col.archive_path))) == 1
