@@ -99,11 +99,15 @@ def test_tls_needs_the_run_ca(kind: str, brokers: Callable[..., Broker],
     b = brokers(kind, tls=True)
     a = b.add_device("dev-a")
     assert b.tls_url and b.tls_url.startswith("mqtts://") and b.ca_path and b.ca_path.exists()
-    assert devices(b.tls_url, a, b.ca_path).connected()
+    dev = devices(b.tls_url, a, b.ca_path)
+    assert dev.connected()
     with pytest.raises(TLS_ERRORS):
         devices(b.tls_url, a)  # system trust store only: the run's CA is unknown there
     with Collector.from_endpoint(b.endpoint(), tmp_path / "t.bin", tls=True) as col:
         assert col.url == b.tls_url and col.connected
+        for n in range(50):  # through TLS and the collector's block-reading socket
+            dev.client.publish(security_topic("dev-a"), heartbeat_payload(n), qos=1)
+        assert len(col.expect_events("dev-a", 50, within=20)) == 50
 
 
 @pytest.mark.timeout(60)
