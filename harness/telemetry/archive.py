@@ -55,7 +55,7 @@ RESERVE = 4 * 1024 * 1024  # bytes mapped and allocated ahead of the records
 class RawRecord:
     """One archived message."""
 
-    index: int  # position in the archive, from 0
+    index: int  # position in the archive, from 0 (corrupt records keep theirs: the writer's numbering)
     offset: int  # byte offset of the record in the file
     received: float
     topic: str
@@ -246,12 +246,12 @@ def read_archive(path: Path, scan: ArchiveScan | None = None) -> Iterator[RawRec
                 scan.torn_tail = size - pos
                 return
             scan.corrupt.append(pos)
-            pos = end
+            pos, index = end, index + 1
             continue
         body = data[pos + _HEAD.size:end]
         if zlib.crc32(body) != crc:
             scan.corrupt.append(pos)
-            pos = end
+            pos, index = end, index + 1
             continue
         received, qos, flags, tlen = _BODY.unpack_from(body)
         topic = body[_BODY.size:_BODY.size + tlen].decode(errors="replace")

@@ -68,7 +68,10 @@ def test_corrupt_record_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> 
     scan = ArchiveScan()
     got = list(read_archive(path, scan))
     assert [r.topic for r in got] == [RECORDS[0][0], RECORDS[2][0]]
+    assert [r.index for r in got] == [0, 2]  # the writer's numbering, which the collector logs
     assert scan.corrupt == [ends[0]]
+    with ArchiveWriter(path) as w:
+        assert w.append("devices/d/messages/events/", b"") == 3
 
 
 def test_header_only_and_torn_header(tmp_path: Path) -> None:
