@@ -101,7 +101,7 @@ _flows = st.lists(
     flows=_flows,
     with_si=st.booleans(),
     with_hb=st.booleans(),
-    os_info=st.text(st.characters(blacklist_characters="\x00"), max_size=40),
+    os_info=st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40),
     time=st.integers(0, 0xFFFFFFFF),
     interval=st.integers(0, 0xFFFFFFFF),
 )
