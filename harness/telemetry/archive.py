@@ -118,6 +118,8 @@ class ArchiveWriter:
                 self._topics[topic] = t
         body = _STAMP.pack(received, qos, flags) + t + payload
         size = len(body)
+        if size > MAX_RECORD:
+            raise ValueError(f"{self.path}: a {size}-byte record is over the archive's limit of {MAX_RECORD}")
         crc = zlib.crc32(body)
         with self._lock:
             at = self._end - self._base
@@ -139,6 +141,7 @@ class ArchiveWriter:
         if self._map is not None:
             self._map.close()
             self._map = None
+            self._base = self._room = 0  # if what follows fails, the next write tries again
         base = self._end - self._end % mmap.ALLOCATIONGRANULARITY
         room = max(RESERVE, -(-(self._end - base + need) // mmap.PAGESIZE) * mmap.PAGESIZE)
         try:

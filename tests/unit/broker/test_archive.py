@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import harness.telemetry.archive as archive_module
-from harness.errors import ConfigError
+from harness.errors import ConfigError, InfrastructureError
 from harness.telemetry.archive import MAGIC, ArchiveScan, ArchiveWriter, read_archive
 
 RECORDS = [("devices/a/messages/events/", b"\x00\x01payload", 1, False, False),
@@ -206,3 +206,36 @@ def test_a_file_that_is_not_an_archive_is_not_appended_to(tmp_path: Path) -> Non
         with pytest.raises(ConfigError, match=r"t\.bin: not a telemetry archive.*not appending"):
             ArchiveWriter(path)
         assert path.read_text() == text
+
+
+def test_a_full_disk_fails_the_write_and_a_later_write_tries_again(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archive_module, "RESERVE", mmap.PAGESIZE)
+    path = tmp_path / "t.bin"
+    real = os.posix_fallocate
+    full = [False]
+
+    def fallocate(fd: int, offset: int, length: int) -> None:
+        if full[0]:
+            raise OSError(28, "No space left on device")
+        real(fd, offset, length)
+
+    monkeypatch.setattr(archive_module.os, "posix_fallocate", fallocate)
+    with ArchiveWriter(path) as w:
+        page = bytes(mmap.PAGESIZE // 2)
+        assert w.append("devices/d/messages/events/", page) == 0
+        full[0] = True
+        with pytest.raises(InfrastructureError, match=r"t\.bin: cannot extend the telemetry archive"):
+            for _ in range(4):
+                w.append("devices/d/messages/events/", page)
+        full[0] = False
+        index = w.append("devices/d/messages/events/", b"after")
+    got = list(read_archive(path))
+    assert got[-1].payload == b"after" and got[-1].index == index == len(got) - 1
+    assert path.read_bytes()[:8] == MAGIC and len(got) >= 2
+
+
+def test_a_record_over_the_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(archive_module, "MAX_RECORD", 100)
+    with ArchiveWriter(tmp_path / "t.bin") as w, pytest.raises(ValueError, match="over the archive's limit"):
+        w.append("devices/d/messages/events/", bytes(100))
