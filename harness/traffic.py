@@ -1,4 +1,4 @@
-"""Traffic the harness sends at boards. For now ICMP echo, the one generator every test needs.
+"""Traffic the harness sends at boards. For now ICMP echo and a TCP echo exchange.
 
 Every generator asks a ``TargetPolicy`` (loopback, the lab's test networks, networks the harness
 made) before it sends, when one is given; tests on their own namespaces pass the policy of their
@@ -86,3 +86,28 @@ def _await_reply(sock: socket.socket, address: str, ident: int, seq: int, data: 
                 and struct.unpack_from("!HH", icmp, 4) == (ident, seq) and icmp[ICMP_HEADER:] == data):
             return True
     return False
+
+
+@dataclass
+class TcpEcho:
+    """One TCP echo exchange: the local port it came from (the flow's key) and what came back."""
+
+    local_port: int
+    reply: bytes
+
+
+def tcp_echo(address: str, port: int, payload: bytes, *, timeout: float = 10.0,
+             policy: TargetPolicy | None = None) -> TcpEcho:
+    """Connect, send ``payload``, read until as many bytes came back or the peer closed, then close."""
+    if policy is not None:
+        policy.check(address)
+    with socket.create_connection((address, port), timeout=timeout) as sock:
+        local_port = sock.getsockname()[1]
+        sock.sendall(payload)
+        got = bytearray()
+        while len(got) < len(payload):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    return TcpEcho(local_port, bytes(got))

@@ -115,6 +115,25 @@ def parse_address(address: str) -> tuple[int, str | tuple[str, int]]:
                          expected="'unix:/path' or 'tcp:HOST:PORT'", actual=address)
 
 
+def connect_retrying(address: str, timeout: float, interval: float = 0.05) -> tuple[socket.socket, int]:
+    """(connected blocking socket, its family) for ``unix:``/``tcp:`` ``address``, retrying every
+    ``interval`` s while the listener is not there yet (QEMU makes its sockets after parsing its
+    options); after ``timeout`` the last OSError is raised."""
+    family, sockaddr = parse_address(address)
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.settimeout(max(0.05, deadline - time.monotonic()))
+        try:
+            sock.connect(sockaddr)
+            return sock, family
+        except OSError:
+            sock.close()
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(interval)
+
+
 def parse_stop_reply(text: str) -> StopReply | None:
     if text[:1] in ("S", "T", "W", "X") and re.fullmatch(r"[0-9a-fA-F]{2}", text[1:3] or ""):
         return StopReply(text[0], int(text[1:3], 16), text)
@@ -146,24 +165,13 @@ class GdbRemote:
     @classmethod
     def connect(cls, address: str, timeout: float = DEFAULT_TIMEOUT) -> GdbRemote:
         """Connect, negotiate features (PacketSize, no-ack mode) and learn the halt state."""
-        family, sockaddr = parse_address(address)
-        deadline = time.monotonic() + timeout
-        last_error: OSError | None = None
-        while True:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                sock.connect(sockaddr)
-                break
-            except OSError as exc:  # the stub may still be starting: retry until the deadline
-                sock.close()
-                last_error = exc
-                if time.monotonic() >= deadline:
-                    raise GdbConnectionError(
-                        f"cannot connect to gdbstub at {address}: {exc}",
-                        expected="a listening gdbstub (qemu -gdb ...)", actual=str(last_error),
-                        fix="check that the machine is running and its 'gdb' address") from exc
-                time.sleep(0.05)
+        try:
+            sock, family = connect_retrying(address, timeout)  # the stub may still be starting
+        except OSError as exc:
+            raise GdbConnectionError(
+                f"cannot connect to gdbstub at {address}: {exc}",
+                expected="a listening gdbstub (qemu -gdb ...)", actual=str(exc),
+                fix="check that the machine is running and its 'gdb' address") from exc
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from harness.emulation.gdbremote import parse_address
+from harness.emulation.gdbremote import connect_retrying
 from harness.errors import InfrastructureError, WaitTimeout
 
 log = logging.getLogger(__name__)
@@ -45,19 +45,11 @@ class QmpClient:
     @classmethod
     def connect(cls, address: str, timeout: float = 5.0) -> QmpClient:
         """Connect (retrying until ``timeout`` while QEMU creates the socket) and negotiate."""
-        family, sockaddr = parse_address(address)
         deadline = time.monotonic() + timeout
-        while True:
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                sock.connect(sockaddr)
-                break
-            except OSError as exc:
-                sock.close()
-                if time.monotonic() > deadline:
-                    raise QmpError(f"could not connect to QMP at {address}", actual=str(exc)) from exc
-                time.sleep(0.02)  # the socket file appears when QEMU has parsed its options
+        try:
+            sock, _ = connect_retrying(address, timeout, interval=0.02)
+        except OSError as exc:
+            raise QmpError(f"could not connect to QMP at {address}", actual=str(exc)) from exc
         client = cls(sock, address, timeout)
         client.greeting = client._read_message(deadline, "the QMP greeting")
         client.execute("qmp_capabilities")

@@ -18,7 +18,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.utils import rdpcap
 
 from harness.telemetry.model import Flow, NetworkActivity, PayloadType, Protocol
-from harness.traffic import ping
+from harness.traffic import ping, tcp_echo
 
 from .conftest import NEEDS, AgentBoard
 
@@ -148,14 +148,9 @@ def _reported_flows(board: AgentBoard) -> dict[FlowKey, list[int]]:
 def test_echo_exchanges_are_flows_with_the_pcaps_byte_counts(board: AgentBoard) -> None:
     host = str(board.net.harness_address)
     payload = os.urandom(3000)
-    with socket.create_connection((board.address, ECHO_PORT), timeout=10) as tcp:
-        tcp_port = tcp.getsockname()[1]
-        tcp.sendall(payload)
-        got = b""
-        while len(got) < len(payload):
-            chunk = tcp.recv(65536)
-            assert chunk, f"TCP echo closed after {len(got)} bytes"
-            got += chunk
+    echo = tcp_echo(board.address, ECHO_PORT, payload)
+    assert len(echo.reply) == len(payload), f"TCP echo closed after {len(echo.reply)} bytes"
+    tcp_port = echo.local_port
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind((host, 0))
         udp.settimeout(5)

@@ -27,7 +27,7 @@ from harness.emulation.tap_network import TapAttachment, TapNetwork
 from harness.firmware_build import build_reference
 from harness.provisioning import ProvisioningRecord
 from harness.state import StateDir, resolve_state_dir
-from harness.traffic import ping
+from harness.traffic import ping, tcp_echo
 
 from .conftest import TEST_BUILD_ID, TEST_VERSION, Board, boot, image_bytes
 
@@ -147,13 +147,8 @@ def _publishes_on_wire(online: Online, port: int) -> list[tuple[bytes, int, byte
 @pytest.mark.timeout(120)
 def test_tcp_echo(online: Online) -> None:
     payload = os.urandom(3000)  # more than one segment
-    with socket.create_connection((str(online.attachment.address), ECHO_PORT), timeout=10) as sock:
-        sock.sendall(payload)
-        got = b""
-        while len(got) < len(payload):
-            chunk = sock.recv(65536)
-            assert chunk, f"echo closed after {len(got)} of {len(payload)} bytes"
-            got += chunk
+    got = tcp_echo(str(online.attachment.address), ECHO_PORT, payload).reply
+    assert len(got) == len(payload), f"echo closed after {len(got)} of {len(payload)} bytes"
     assert got == payload
 
 
