@@ -70,6 +70,8 @@ class Behaviour(StrictModel):
     pending_time_s: Seconds = 300
     services: ServicesPromise = ServicesPromise()
     known_defects: tuple[str, ...] = ()
+    console_echo: str | None = Field(
+        default=None, description="a console command that makes the board print {text} back on a line of its own")
 
     @field_validator("boot_marker")
     @classmethod
@@ -78,6 +80,13 @@ class Behaviour(StrictModel):
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"boot_marker is not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("console_echo")
+    @classmethod
+    def _echo(cls, value: str | None) -> str | None:
+        if value is not None and "{text}" not in value:
+            raise ValueError(f"console_echo {value!r} must contain {{text}} where the echoed text goes")
         return value
 
     @field_validator("known_defects")

@@ -1,57 +1,65 @@
-"""The harness's flashing path: pyOCD sessions that program, verify by read-back, and recover.
+"""The harness's probe path: pyOCD sessions that program, verify by read-back, compare, reset and
+inspect, each under an outside deadline.
 
-    result = Flasher("emu:chip-stm32l475xg-0", "stm32l475xg").program(Path("fw.elf"))
-    result.pages_written, result.pages_skipped, result.verified
+    with Flasher("emu:chip-stm32l475xg-0", "stm32l475xg", run_dir=run, state_dir=state.root) as f:
+        result = f.program(Path("fw.elf"))             # one attempt; FlashOptions says how
+        result.pages_written, result.pages_skipped, result.verified
+        f.holds(Path("fw.elf"))                         # True when the flash reads back as the image
+        f.reset("hardware"); f.inspect()                # the core's state: the probe answers
 
-Programming runs in a worker process of the Flasher (pyOCD changes the working directory and keeps
-process-wide state; the worker is reused by later calls, each with its own session), under an
-outside deadline: a probe that stops answering is killed with its worker rather than hanging the
-run. Sessions open with the safe options (``blocking=False``, ``return_first=False``,
-``no_config=True``, ``project_dir`` = the run folder). pyOCD has no verify, so the flash is read
-back and compared. On a failure the path recovers once: a fresh session (``recover_connect_mode``,
-e.g. "under-reset", if given), programming without smart flash, verify.
+Every operation runs in a worker process of the Flasher (:mod:`harness.pyocd_worker`; reused by
+later calls, each with its own session). A probe that stops answering is killed with its worker
+the moment the deadline passes, rather than hanging the run. pyOCD has no verify, so the flash is
+read back and compared. Recovery (retry, reconnect under reset, program without smart flash,
+power-cycle, quarantine) is the board's recovery ladder (:mod:`harness.board.recovery`): one
+call here is one attempt, made the way its :class:`FlashOptions` say.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import pickle
-import select
 import signal
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import CheckFailed, InfrastructureError, UsageError
+from harness.errors import CheckFailed, ConfigError, InfrastructureError, UsageError
+from harness.image import FORMATS, image_chunks, image_format, reaches_below
+from harness.pyocd_worker import (
+    RESET_TYPES,
+    FlashFailed,
+    MessageReader,
+    ProbeNotFound,
+    ProbeSpec,
+    Progress,
+    Request,
+    VerifyFailed,
+)
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("elf", "hex", "bin")
 ERASE_MODES = ("sector", "chip", "auto")
 DEFAULT_TIMEOUT = 300.0
-VERIFY_CHUNK = 0x10000
+EXIT_GRACE = 2.0  # how long a worker whose pipes closed may take to exit by itself
 
-Progress = Callable[[float], None]
-
-
-class FlashFailed(InfrastructureError):
-    """Programming did not complete (also after the recovery attempt)."""
+__all__ = ["FORMATS", "FlashFailed", "FlashOptions", "FlashResult", "Flasher", "ProbeNotFound", "VerifyFailed",
+           "image_chunks", "image_format"]
 
 
-class VerifyFailed(CheckFailed):
-    """The flash read back differs from the image."""
+@dataclass(frozen=True)
+class FlashOptions:
+    """How one programming attempt is made (a rung of the recovery ladder picks these)."""
 
-
-class ProbeNotFound(InfrastructureError):
-    """No probe with that unique id (or more than one matched)."""
+    connect_mode: str | None = None  # None: the board's own
+    smart_flash: bool = True
+    chip_erase: str | None = None  # None: the board's erase policy ("sector" | "chip" | "auto")
 
 
 @dataclass(frozen=True)
@@ -66,250 +74,8 @@ class FlashResult:
     pages_skipped: int
     duration: float
     verified: bool
-    recovered: bool = False
-    attempts: list[str] = field(default_factory=list)  # what went wrong before success
-
-
-@dataclass(frozen=True)
-class _Request:
-    probe_id: str
-    target: str
-    pack: str | None
-    frequency: int | None
-    connect_mode: str | None
-    recover_connect_mode: str | None
-    chip_erase: str
-    smart_flash: bool
-    trust_crc: bool
-    path: str
-    fmt: str
-    base: int | None
-    verify: bool
-    run_dir: str
-    plugins: tuple[str, ...]
-
-
-# ----------------------------------------------------------------------------- image reading
-
-def image_format(path: Path, fmt: str | None) -> str:
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
-    fmt = {"axf": "elf", "ihex": "hex", "bin": "bin"}.get(fmt, fmt)
-    if fmt not in FORMATS:
-        raise UsageError(f"cannot tell the format of {path}", expected=f"one of {FORMATS}", actual=fmt or "none",
-                         fix="pass fmt='elf'|'hex'|'bin'")
-    return fmt
-
-
-def image_chunks(path: Path, fmt: str, base: int | None) -> list[tuple[int, bytes]]:
-    """The (address, data) pieces pyOCD's FileProgrammer would load from the file."""
-    if fmt == "bin":
-        if base is None:
-            raise UsageError(f"{path} is a raw binary: its base address is needed", fix="pass base=0x08000000")
-        return [(base, path.read_bytes())]
-    if fmt == "hex":
-        from intelhex import IntelHex
-
-        hexfile = IntelHex(str(path))
-        out = []
-        for start, end in hexfile.segments():
-            out.append((start, bytes(hexfile.tobinarray(start=start, size=end - start))))
-        return out
-    from elftools.elf.elffile import ELFFile
-
-    with path.open("rb") as f:
-        elf = ELFFile(f)
-        return [(seg["p_paddr"], bytes(seg.data())) for seg in elf.iter_segments()
-                if seg.header.p_type == "PT_LOAD" and seg.header.p_filesz]
-
-
-def _flash_ranges(target: Any, chunks: list[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-    """Clip the image to the target's flash regions (what pyOCD programs)."""
-    from pyocd.core.memory_map import MemoryType
-
-    out = []
-    for region in target.memory_map.iter_matching_regions(type=MemoryType.FLASH):
-        for addr, data in chunks:
-            lo, hi = max(addr, region.start), min(addr + len(data), region.end + 1)
-            if lo < hi:
-                out.append((lo, data[lo - addr: hi - addr]))
-    return sorted(out)
-
-
-# ----------------------------------------------------------------------------- inside the worker
-
-def _open_session(req: _Request, connect_mode: str | None) -> Any:
-    from pyocd.core.helpers import ConnectHelper
-
-    # A programmed core stays halted until the harness resets it: pyOCD would otherwise resume it
-    # from wherever it stopped (before the new image was there) when the session closes.
-    options: dict[str, Any] = {"resume_on_disconnect": False}
-    if req.frequency:
-        options["frequency"] = req.frequency
-    if connect_mode:
-        options["connect_mode"] = connect_mode
-    if req.pack:
-        options["pack"] = [req.pack]
-    session = ConnectHelper.session_with_chosen_probe(
-        blocking=False, return_first=False, unique_id=req.probe_id, target_override=req.target,
-        no_config=True, project_dir=req.run_dir, options=options)
-    if session is None:
-        raise ProbeNotFound(f"no probe with unique id {req.probe_id!r} (or more than one matched)",
-                            fix="run 'pyocd list' and use the exact unique id")
-    return session
-
-
-def _read_back(target: Any, addr: int, size: int) -> bytes:
-    """Read memory in words where aligned (pyOCD filters breakpoints per access unit: words are 4x
-    cheaper than bytes), bytes at the unaligned edges."""
-    head = min(size, -addr % 4)
-    body = (size - head) // 4 * 4
-    out = bytes(target.read_memory_block8(addr, head)) if head else b""
-    if body:
-        out += struct.pack(f"<{body // 4}I", *target.read_memory_block32(addr + head, body // 4))
-    tail = size - head - body
-    if tail:
-        out += bytes(target.read_memory_block8(addr + head + body, tail))
-    return out
-
-
-def _verify(session: Any, ranges: list[tuple[int, bytes]]) -> None:
-    target = session.target
-    for addr, data in ranges:
-        region = target.memory_map.get_region_for_address(addr)
-        flash = getattr(region, "flash", None)
-        if flash is not None and not region.is_readable:
-            flash.init(flash.Operation.VERIFY)  # e.g. QSPI not mapped until initialised
-        for off in range(0, len(data), VERIFY_CHUNK):
-            want = data[off: off + VERIFY_CHUNK]
-            got = _read_back(target, addr + off, len(want))
-            if got != want:
-                i = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
-                where = addr + off + i
-                raise VerifyFailed(f"flash at 0x{where:08x} reads 0x{got[i]:02x} after programming",
-                                   expected=f"0x{want[i]:02x} (from the image)", actual=f"0x{got[i]:02x}",
-                                   fix="a flash cell does not take the value: quarantine the board")
-        if flash is not None and not region.is_readable:
-            flash.cleanup()
-
-
-def _program_once(req: _Request, smart: bool, connect_mode: str | None, progress: Progress) -> dict[str, Any]:
-    from pyocd.flash.file_programmer import FileProgrammer
-
-    session = _open_session(req, connect_mode)
-    t0 = time.monotonic()
-    with session:
-        perfs: list[Any] = []
-        # With our own read-back verify, a page whose CRC matches need not be read twice: a CRC
-        # collision is caught by the verify, and the recovery programs without smart flash.
-        programmer = FileProgrammer(session, progress=progress, chip_erase=req.chip_erase,
-                                    smart_flash=smart, trust_crc=req.trust_crc or req.verify)
-        loader = programmer._loader  # pyOCD reports per-region statistics only to its log
-        report = loader._log_performance
-        loader._log_performance = lambda perf_list: (perfs.extend(perf_list), report(perf_list))
-        kwargs = {"base_address": req.base} if req.fmt == "bin" and req.base is not None else {}
-        programmer.program(req.path, file_format=req.fmt, **kwargs)
-        ranges = _flash_ranges(session.target, image_chunks(Path(req.path), req.fmt, req.base))
-        if req.verify:
-            _verify(session, ranges)
-    return {
-        "ranges": [(a, len(d)) for a, d in ranges],
-        "bytes_total": sum(len(d) for _, d in ranges),
-        "sectors_erased": sum(p.erase_sector_count for p in perfs),
-        "pages_written": sum(p.program_page_count for p in perfs),
-        "pages_skipped": sum(p.skipped_page_count for p in perfs),
-        "duration": time.monotonic() - t0,
-        "verified": req.verify,
-    }
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def program_in_process(req: _Request, progress: Progress) -> dict[str, Any]:
-    """Program, verify and (once) recover, in this process; restores the working directory."""
-    cwd = os.getcwd()
-    try:
-        for plugin in req.plugins:
-            module, _, func = plugin.partition(":")
-            getattr(importlib.import_module(module), func)()
-        attempts: list[str] = []
-        try:
-            return {**_program_once(req, req.smart_flash, req.connect_mode, progress), "attempts": attempts}
-        except ProbeNotFound:
-            raise
-        except Exception as exc:  # any pyOCD failure: a fresh session, full programming, verify
-            log.warning("programming %s failed (%s); recovering", req.probe_id, _describe(exc))
-            attempts.append(_describe(exc))
-        try:
-            result = _program_once(req, False, req.recover_connect_mode, progress)
-        except VerifyFailed as exc:
-            exc.message += f" (also after recovery; first attempt: {attempts[0]})"
-            raise
-        except Exception as exc:
-            raise FlashFailed(f"programming {req.path} through {req.probe_id} failed, also after recovery",
-                              expected="the image programmed", actual=f"{attempts[0]}; then {_describe(exc)}",
-                              fix="check the probe connection and the target type") from exc
-        return {**result, "attempts": attempts, "recovered": True}
-    finally:
-        os.chdir(cwd)
-
-
-def _send(fd: int, message: object) -> None:
-    data = pickle.dumps(message)
-    os.write(fd, struct.pack("<I", len(data)) + data)
-
-
-def worker_main() -> None:
-    """Entry of the worker process: pickled requests on stdin, answers on the fd in argv[1].
-
-    The worker serves requests until its stdin closes: pyOCD is imported once, and each request
-    opens and closes its own session."""
-    fd = int(sys.argv[1])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    requests = _MessageReader(sys.stdin.fileno())
-    try:
-        while (req := requests.next(None)) is not None:
-            try:
-                result = program_in_process(req, lambda fraction: _send(fd, ("progress", fraction)))
-                _send(fd, ("result", result))
-            except Exception as exc:  # report everything to the parent, which owns the error handling
-                error = exc if isinstance(exc, InfrastructureError | CheckFailed | UsageError) \
-                    else FlashFailed(_describe(exc), actual=_describe(exc))
-                try:
-                    _send(fd, ("error", error))
-                except (pickle.PicklingError, TypeError, AttributeError):
-                    _send(fd, ("error", FlashFailed(str(error))))
-    finally:
-        os.close(fd)
-
-
-class _MessageReader:
-    """Length-prefixed pickled messages from a pipe, read with a deadline (None: wait)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.buf = bytearray()
-
-    def next(self, deadline: float | None) -> Any:
-        """The next message; None on the deadline or when the other side closed the pipe."""
-        while True:
-            if len(self.buf) >= 4:
-                (size,) = struct.unpack_from("<I", self.buf)
-                if len(self.buf) >= 4 + size:
-                    data = bytes(self.buf[4: 4 + size])
-                    del self.buf[: 4 + size]
-                    return pickle.loads(data)  # between our own two processes
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
-            readable, _, _ = select.select([self.fd], [], [], remaining)
-            if not readable:
-                return None
-            chunk = os.read(self.fd, 65536)
-            if not chunk:
-                return None
-            self.buf += chunk
+    options: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False  # the board already held the image (read back), nothing was programmed
 
 
 class _Worker:
@@ -320,88 +86,139 @@ class _Worker:
         self.log_path = log_path
         with log_path.open("ab") as log_file:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from harness.flash import worker_main; worker_main()", str(write_fd)],
+                [sys.executable, "-c", "from harness.pyocd_worker import worker_main; worker_main()",
+                 str(write_fd)],
                 stdin=subprocess.PIPE, stdout=log_file, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
                 start_new_session=True)
         os.close(write_fd)
         self.read_fd = read_fd
-        self.messages = _MessageReader(read_fd)
+        self.messages = MessageReader(read_fd)
 
-    def send(self, req: _Request) -> None:
+    def send(self, req: Request) -> None:
         assert self.proc.stdin is not None
         data = pickle.dumps(req)
         self.proc.stdin.write(struct.pack("<I", len(data)) + data)
         self.proc.stdin.flush()
 
-    def stop(self) -> None:
-        """Close the pipes; the worker ends on EOF, or is killed (by its own pid) if it does not."""
+    def _close_pipes(self) -> None:
         with contextlib.suppress(OSError):
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
         with contextlib.suppress(OSError):
             os.close(self.read_fd)
+
+    def stop(self) -> None:
+        """Close the pipes; the worker ends on EOF, or is killed (by its own pid) if it does not."""
+        self._close_pipes()
         try:
-            self.proc.wait(2)
+            self.proc.wait(EXIT_GRACE)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+            self.kill()
 
+    def kill(self) -> None:
+        """End a worker that stopped answering at once: its process group, by its own pid."""
+        self._close_pipes()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
 
-# ----------------------------------------------------------------------------- the API
 
 class Flasher:
-    """Programs images into one target through one probe."""
+    """Programs images into one target through one probe, and resets and inspects it."""
 
     def __init__(self, probe_id: str, target: str, pack: Path | str | None = None,
                  frequency: int | None = None, connect_mode: str | None = None, erase: str = "sector", *,
-                 run_dir: Path | None = None, timeout: float = DEFAULT_TIMEOUT, smart_flash: bool = True,
-                 trust_crc: bool = False, isolate: bool = True, plugins: Sequence[str] = (),
-                 recover_connect_mode: str | None = None) -> None:
+                 run_dir: Path | None = None, state_dir: Path | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 smart_flash: bool = True, trust_crc: bool = False, keep_below: int | None = None,
+                 plugins: tuple[str, ...] = ()) -> None:
         if erase not in ERASE_MODES:
             raise UsageError(f"bad erase mode {erase!r}", expected=" | ".join(ERASE_MODES), actual=erase)
+        if keep_below is not None and erase != "sector":
+            raise ConfigError(f"probe {probe_id}: erase {erase!r} would erase the bootloader below "
+                              f"0x{keep_below:08x}", fix="use erase: sector on a board with keep_below")
         self.probe_id = probe_id
         self.target = target
         self.pack = str(pack) if pack else None
         self.frequency = frequency
         self.connect_mode = connect_mode
-        self.recover_connect_mode = recover_connect_mode or connect_mode
         self.erase = erase
-        self.run_dir = run_dir
+        # Paths are resolved once, here: pyOCD changes the worker's working folder.
+        self.run_dir = (run_dir or Path.cwd()).resolve()
+        self.state_dir = state_dir.resolve() if state_dir is not None else None
         self.timeout = timeout
         self.smart_flash = smart_flash
         self.trust_crc = trust_crc
-        self.isolate = isolate
+        self.keep_below = keep_below
         self.plugins = tuple(plugins)
         self._worker: _Worker | None = None
 
-    def program(self, path: Path | str, fmt: str | None = None, base: int | None = None, verify: bool = True,
-                progress: Progress | None = None) -> FlashResult:
+    # -- requests ------------------------------------------------------------------------------
+    def _spec(self, connect_mode: str | None = None) -> ProbeSpec:
+        return ProbeSpec(self.probe_id, self.target, self.pack, self.frequency, connect_mode or self.connect_mode,
+                         str(self.run_dir), str(self.state_dir) if self.state_dir else None, self.plugins)
+
+    def _image(self, path: Path | str, fmt: str | None, base: int | None) -> dict[str, Any]:
+        """Check an image before any probe is touched; the worker's parameters for it."""
         path = Path(path).resolve()
+        if path.is_dir():
+            raise UsageError(f"image {path} is a folder, not a file", fix="give the image file of the build")
         if not path.is_file():
-            raise UsageError(f"image {path} does not exist")
+            raise UsageError(f"image {path} does not exist", fix="check the path (hil firmware verify BUILD)")
         fmt = image_format(path, fmt)
-        if fmt == "bin" and base is None:
-            raise UsageError(f"{path} is a raw binary: its base address is needed", fix="pass base=0x...")
-        run_dir = self.run_dir or Path.cwd()
-        req = _Request(self.probe_id, self.target, self.pack, self.frequency, self.connect_mode,
-                       self.recover_connect_mode, self.erase, self.smart_flash, self.trust_crc, str(path), fmt,
-                       base, verify, str(run_dir), self.plugins)
+        chunks = image_chunks(path, fmt, base)
+        if not any(data for _, data in chunks):
+            raise UsageError(f"image {path} holds no data to program", fix="check the build's output")
+        if self.keep_below is not None:
+            low = reaches_below(chunks, self.keep_below)
+            if low is not None:
+                raise UsageError(
+                    f"image {path} writes 0x{low[1]:x} bytes at 0x{low[0]:08x}, below 0x{self.keep_below:08x} "
+                    f"where this board keeps its bootloader; nothing was erased",
+                    fix="link the image above keep_below (the board's application start), or fix keep_below")
+        return {"path": str(path), "fmt": fmt, "base": base}
+
+    def program(self, path: Path | str, fmt: str | None = None, base: int | None = None, verify: bool = True,
+                progress: Progress | None = None, options: FlashOptions | None = None) -> FlashResult:
+        """One programming attempt (plus read-back verify), made the way ``options`` say."""
+        options = options or FlashOptions()
+        params = self._image(path, fmt, base)
+        chip_erase = options.chip_erase or self.erase
+        if self.keep_below is not None and chip_erase != "sector":
+            raise UsageError(f"chip erase refused: {self.probe_id} keeps a bootloader below 0x{self.keep_below:08x}")
+        params.update(chip_erase=chip_erase, smart_flash=self.smart_flash and options.smart_flash,
+                      trust_crc=self.trust_crc, verify=verify)
         t0 = time.monotonic()
-        raw = self._run_worker(req, progress) if self.isolate else program_in_process(req, progress or _ignore)
-        return FlashResult(probe_id=self.probe_id, target=self.target, image=str(path),
+        raw = self._call(Request("program", self._spec(options.connect_mode), params), progress)
+        return FlashResult(probe_id=self.probe_id, target=self.target, image=params["path"],
                            ranges=[tuple(r) for r in raw["ranges"]],  # type: ignore[misc]
                            bytes_total=raw["bytes_total"], sectors_erased=raw["sectors_erased"],
                            pages_written=raw["pages_written"], pages_skipped=raw["pages_skipped"],
                            duration=time.monotonic() - t0, verified=raw["verified"],
-                           recovered=raw.get("recovered", False), attempts=raw["attempts"])
+                           options={**asdict(options), "chip_erase": chip_erase})
 
-    def _run_worker(self, req: _Request, progress: Progress | None) -> dict[str, Any]:
+    def holds(self, path: Path | str, fmt: str | None = None, base: int | None = None) -> bool:
+        """True when every byte of the image reads back from the flash as it is in the file."""
+        return bool(self._call(Request("compare", self._spec(), self._image(path, fmt, base)), None)["matches"])
+
+    def reset(self, kind: str = "default", *, halt: bool = False, connect_mode: str | None = None) -> str:
+        """A pyOCD reset; the core runs afterwards unless ``halt``. Returns the core's state."""
+        if kind not in RESET_TYPES:
+            raise UsageError(f"unknown reset type {kind!r}", expected=" | ".join(RESET_TYPES))
+        return str(self._call(Request("reset", self._spec(connect_mode), {"type": kind, "halt": halt}), None)["state"])
+
+    def inspect(self, timeout: float | None = None) -> dict[str, Any]:
+        """Connect and read the core's state and CPUID: proof that probe and target answer."""
+        return dict(self._call(Request("inspect", self._spec(), {}), None, timeout))
+
+    # -- the worker ----------------------------------------------------------------------------
+    def _call(self, req: Request, progress: Progress | None, timeout: float | None = None) -> dict[str, Any]:
         if self._worker is None or self._worker.proc.poll() is not None:
-            name = req.probe_id.replace(":", "_").replace("/", "_")
-            self._worker = _Worker(Path(req.run_dir) / f"flash-{name}.log")
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            name = self.probe_id.replace(":", "_").replace("/", "_")
+            self._worker = _Worker(self.run_dir / f"probe-{name}.log")
         worker = self._worker
-        deadline = time.monotonic() + self.timeout
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
         last_progress = 0.0
         done = False
         try:
@@ -410,12 +227,14 @@ class Flasher:
                 message = worker.messages.next(deadline)
                 if message is None:
                     if time.monotonic() >= deadline:
+                        worker.kill()  # at once: a hung probe does not get a grace period
                         raise FlashFailed(
-                            f"programming through {req.probe_id} did not finish in {self.timeout:.0f}s",
+                            f"{req.op} through {req.probe.probe_id} did not finish in {limit:g}s",
                             expected="the probe to answer", actual=f"progress stopped at {last_progress:.0%}",
                             evidence=worker.log_path,
                             fix="the probe or target stopped answering: power-cycle it and check the cable")
-                    raise FlashFailed(f"the flash worker for {req.probe_id} died (exit code {worker.proc.poll()})",
+                    raise FlashFailed(f"the probe worker for {req.probe.probe_id} died "
+                                      f"(exit code {worker.proc.poll()})",
                                       actual=f"progress stopped at {last_progress:.0%}", evidence=worker.log_path)
                 kind, value = message
                 if kind == "progress":
@@ -431,7 +250,8 @@ class Flasher:
                 raise value
         finally:
             if not done:  # a hung or dead worker is not reused
-                worker.stop()
+                if worker.proc.poll() is None:
+                    worker.kill()
                 self._worker = None
 
     def close(self) -> None:
@@ -447,11 +267,6 @@ class Flasher:
         self.close()
 
 
-def _ignore(_fraction: float) -> None:
-    pass
-
-
 def result_summary(result: FlashResult) -> dict[str, Any]:
     """A JSON-ready record of a programming (for the run folder)."""
     return asdict(result)
-

@@ -52,6 +52,7 @@ class Quarantine:
     reason: str
     since: str
     run_id: str | None = None
+    evidence: str | None = None  # where the failure is recorded (a run log, a probe log)
 
 
 def _now() -> str:
@@ -161,8 +162,9 @@ def live_holder(state: StateDir, board: str) -> Holder | None:
     return None
 
 
-def quarantine(state: StateDir, board: str, reason: str, run_id: str | None = None) -> Quarantine:
-    q = Quarantine(board, reason, _now(), run_id)
+def quarantine(state: StateDir, board: str, reason: str, run_id: str | None = None,
+               evidence: str | None = None) -> Quarantine:
+    q = Quarantine(board, reason, _now(), run_id, evidence)
     _write_json(state.quarantine / f"{board}.json", asdict(q))
     return q
 
@@ -176,6 +178,7 @@ def quarantined(state: StateDir, board: str) -> Quarantine | None:
         reason=str(record.get("reason", "")),
         since=str(record.get("since", "?")),
         run_id=None if record.get("run_id") is None else str(record.get("run_id")),
+        evidence=None if record.get("evidence") is None else str(record.get("evidence")),
     )
 
 

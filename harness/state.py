@@ -7,7 +7,8 @@ Layout under the root::
     machines/     one record per running emulated machine (harness.emulation.qemu)
     runs/<id>/    everything one run produces, unless --report-dir says otherwise
 
-Resolution order: an explicit path, ``$HIL_STATE``, the lab's ``state_dir`` (boards/lab.yaml),
+Resolution order: an explicit path, the folder a worker process was handed
+(:func:`use_state_root`), ``$HIL_STATE``, the lab's ``state_dir`` (boards/lab.yaml),
 else ``<lab dir>/.hil-state``. Every process on a host that looks at the same lab finds the same
 folder, which is what lets pyOCD's own command line find running machines.
 """
@@ -23,6 +24,15 @@ from pathlib import Path
 ENV_STATE = "HIL_STATE"
 ENV_LAB = "HIL_LAB"
 DEFAULT_STATE_NAME = ".hil-state"
+
+_process_root: Path | None = None
+
+
+def use_state_root(root: Path | None) -> None:
+    """Make ``root`` this process's state folder when no explicit one is given (for a worker
+    process handed the folder as an argument, such as the pyOCD worker); None forgets it."""
+    global _process_root
+    _process_root = Path(root).resolve() if root is not None else None
 
 
 def default_lab_dir() -> Path:
@@ -76,6 +86,8 @@ def resolve_state_dir(explicit: Path | str | None = None, lab_state_dir: Path | 
     """Find the state folder (see the module docstring for the order)."""
     if explicit is not None:
         return StateDir(Path(explicit).resolve())
+    if _process_root is not None:
+        return StateDir(_process_root)
     env = os.environ.get(ENV_STATE)
     if env:
         return StateDir(Path(env).resolve())

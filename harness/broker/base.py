@@ -259,11 +259,12 @@ class Broker(ABC):
             raise InfrastructureError(f"{self.kind} broker is not healthy: {h.detail}",
                                       evidence=self.log_path)
 
-    def add_device(self, device_id: str, **username_params: str) -> DeviceCredentials:
-        """Register a device for this run (also while running) and return what it connects with."""
+    def add_device(self, device_id: str, *, password: str | None = None, **username_params: str) -> DeviceCredentials:
+        """Register a device for this run (also while running) and return what it connects with
+        (``password``: the device's own secret; default: one made for the run)."""
         with self._lock:
             known = self.identities.get(device_id) is not None
-            ident = self.identities.add_device(device_id, **username_params)
+            ident = self.identities.add_device(device_id, password=password, **username_params)
             if self._running and not known:
                 self._identities_changed()
                 self.write_endpoint()

@@ -241,6 +241,17 @@ class Machine:
                 self._lock.release()
                 self._lock = None
 
+    def power_off(self) -> None:
+        """Cut power: QEMU ends; the console relay (the board's serial adapter) stays."""
+        self._require_relay()
+        self._power_off()
+
+    def power_on(self, run: bool = True) -> None:
+        """Power on from the flash file (after :meth:`power_off`); no-op while powered."""
+        self._require_relay()
+        if not self.running:
+            self._power_on(run)
+
     def power_cycle(self, run: bool = True, off_time: float = 0.0) -> None:
         """Cut power, wait ``off_time``, power on again from the flash file."""
         self._require_relay()

@@ -18,14 +18,14 @@ from pyocd.core import exceptions
 from harness.emulation.flash_file import FlashFile
 from harness.emulation.gdbremote import GdbConnectionError, GdbRemote, GdbRemoteError, GdbTimeout
 from harness.emulation.machine_registry import MachineRecord
-from harness.errors import UsageError
+from harness.emulation.qmp import QmpClient
+from harness.errors import InfrastructureError, UsageError
 
 from .debugsystem import REG_XPSR, CoreBackend
 
 log = logging.getLogger(__name__)
 
 # DCRSR REGSEL → register name in QEMU's target description (beyond r0–r15).
-SIGINT = 2
 STEP_TIMEOUT = 0.5
 _SPECIAL = {REG_XPSR: "xpsr", 17: "msp", 18: "psp", 33: "fpscr"}
 
@@ -43,17 +43,28 @@ def _as_probe_errors(record: MachineRecord) -> Iterator[None]:
         raise exceptions.TransferFaultError(f"machine '{record.name}': {exc.message}") from exc
 
 
+def _machine_running(record: MachineRecord, timeout: float) -> bool:
+    """Whether the machine's CPU runs (QMP ``query-status``); a machine without QMP counts as running."""
+    try:
+        with QmpClient.connect(record.qmp, timeout=timeout) as qmp:
+            return bool(qmp.execute("query-status").get("running", True))
+    except InfrastructureError as exc:
+        log.debug("machine %s: no QMP answer (%s); assuming it runs", record.name, exc)
+        return True
+
+
 class QemuBackend(CoreBackend):
     """One open gdbstub connection to a running machine."""
 
     def __init__(self, record: MachineRecord, timeout: float = 5.0) -> None:
         self.record = record
         self._flash_file = FlashFile(record.flash_file, record.flash_size, record.flash_base)
+        # QEMU stops a running machine when a debugger attaches (QEMU 7.2 reports it as SIGTRAP);
+        # a probe's attach does not stop the core. So ask QMP first whether it runs, and let it run on.
+        running = _machine_running(record, timeout)
         with _as_probe_errors(record):
             self.gdb = GdbRemote.connect(record.gdb, timeout=timeout)
-            stop = self.gdb.last_stop
-            if stop is not None and stop.signal == SIGINT:
-                # QEMU stops a running machine when a debugger attaches; a probe's attach does not.
+            if running and self.gdb.last_stop is not None:
                 self.gdb.cont()
 
     def close(self) -> None:

@@ -1,0 +1,57 @@
+"""The registry of board kinds that can be brought up, and what a kind's factory is given.
+
+A kind registers a factory under the name used in YAML (``kind: pyocd``); the emulation package
+registers ``qemu`` itself. The factory builds the :class:`~harness.board.parts.BoardParts` of one
+board from its configuration and the run's :class:`BoardSite` (run folder, state folder, run log,
+and the test network the session put the board on). Kinds are imported by name from the
+``hil.board_kinds`` entry points, so this module imports none of them.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.registry import Registry
+from harness.runlog import RunLog
+from harness.state import StateDir
+
+if TYPE_CHECKING:
+    from harness.board.parts import BoardParts
+    from harness.lab import Board as BoardConfig
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINTS = "hil.board_kinds"
+
+
+@dataclass
+class BoardSite:
+    """Where a board is brought up: the run's folders and log, and its place on a test network
+    (``network``: the session's network object for the board's ``test_network``)."""
+
+    run_dir: Path
+    state: StateDir
+    log: RunLog
+    network: Any
+
+
+BoardFactory = Callable[["BoardConfig", BoardSite], "BoardParts"]
+BOARD_FACTORIES: Registry[BoardFactory] = Registry("board")
+
+
+def load_kinds() -> None:
+    """Import every installed kind module (each registers itself); idempotent."""
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
+        if entry.name not in BOARD_FACTORIES:
+            entry.load()
+
+
+def factory_for(kind: str, where: str = "") -> BoardFactory:
+    if kind not in BOARD_FACTORIES:
+        load_kinds()
+    return BOARD_FACTORIES.get(kind, where=where)

@@ -1,0 +1,84 @@
+"""The ``qemu`` board kind: an emulated board, brought up on the same path as a real one.
+
+The board's machine (QEMU mps2-an385/an386, :class:`~harness.emulation.qemu.Machine`) is powered
+on halted on the session's tap test network; pyOCD then flashes, reads back, resets and inspects
+it through the ``emu:`` probe plugin, exactly as it would a real board through its probe. Power is
+the machine's (QEMU ends and starts again from the flash file), the console its relay's
+``socket://`` URL (the same across power-cycles), the address the fixed lease the network's DHCP
+server hands the board.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from harness.board.kinds import BOARD_FACTORIES, BoardSite
+from harness.board.parts import BoardParts
+from harness.board.pyocd_kind import probe_for
+from harness.emulation.qemu import Machine
+from harness.errors import ConfigError, UsageError
+from harness.lab import Board as BoardConfig
+
+if TYPE_CHECKING:
+    from harness.console import Console
+    from harness.emulation.tap_network import TapNetwork
+
+
+class MachinePower:
+    """Emulated power: off ends QEMU, on starts it from the flash file (the relay stays)."""
+
+    cuts = True
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def on(self) -> None:
+        self.machine.power_on(run=True)
+
+    def off(self) -> None:
+        self.machine.power_off()
+
+    def cycle(self) -> None:
+        self.machine.power_cycle(run=True)
+
+
+class LeaseAddress:
+    """The address the test network's DHCP server leased to the board's MAC."""
+
+    def __init__(self, network: TapNetwork, mac: str) -> None:
+        self.network = network
+        self.mac = mac
+
+    def address(self, console: Console, timeout: float) -> ipaddress.IPv4Address:
+        return self.network.wait_for_lease(self.mac, timeout)
+
+
+@BOARD_FACTORIES.register("qemu")
+def qemu_board(config: BoardConfig, site: BoardSite) -> BoardParts:
+    settings = config.settings
+    if settings.network != "tap":
+        raise UsageError(
+            f"board {config.name}: bring-up needs the tap network (the firmware needs DHCP, DNS and NTP); "
+            f"it has network: {settings.network}",
+            fix=f"set 'qemu: {{network: tap}}' in {config.source} and run as root")
+    if config.probe.id.lower() != f"emu:{config.name}".lower():
+        raise ConfigError(f"{config.source}: field probe.id: {config.probe.id!r} does not name this board's machine",
+                          fix=f"write probe: {{id: 'emu:{config.name}'}}")
+    if config.power.kind == "command":
+        raise ConfigError(f"{config.source}: field power.kind: an emulated board's power is its machine's",
+                          fix="remove the power section, or write power: {kind: emulated}")
+    network: TapNetwork = site.network
+    attachment = network.attach(config.name)
+    machine = Machine(config.name, settings.machine, flash_file=site.run_dir / f"{config.name}.flash",
+                      run_dir=site.run_dir, network=attachment, memory=settings.memory, state=site.state)
+    machine.start(run=False)  # halted: pyOCD programs it through the emu: probe
+    try:
+        probe = probe_for(config, site)
+    except BaseException:
+        machine.stop()
+        raise
+    return BoardParts(probe=probe, console_url=lambda: machine.console_url, power=MachinePower(machine),
+                      address=LeaseAddress(network, attachment.mac), reset_kind=config.reset.method, close=machine.stop,
+                      details={"machine": settings.machine, "network": str(network.subnet),
+                               "pcaps": machine.pcaps, "namespace": attachment.namespace})

@@ -1,0 +1,247 @@
+"""A run: what its boards share, owned in one place for the CLI, the pytest plugin and the tests.
+
+    with RunSession(lab, boards=["qemu-an385"]) as session:   # networks, then broker, then collector
+        board = session.board("qemu-an385")                     # leased; its kind built its parts
+        session.bring_up(board, build)                          # flashed, provisioned, booted, online
+        board.telemetry.expect_event(PayloadType.HEARTBEAT, within=70)
+
+A :class:`RunSession` owns the run folder (``<state>/runs/<run id>/`` unless given), the run log,
+the test networks of its boards (created first: the harness's emulated network, or the lab's
+networks as ``lab.yaml`` declares them), **one** broker listening on each of those networks and on
+loopback, the collector (on loopback), and the target policy (loopback, the lab's networks, the
+networks the session made). Several boards of one session share one test network per network
+name and one broker; each board's telemetry is its own stream (``board.telemetry``). Everything
+is stopped on every exit path, in reverse order of starting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from harness.board.board import Board, BoardState
+from harness.board.kinds import BoardSite, factory_for
+from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker, parse_mqtt_url
+from harness.errors import ConfigError, UsageError
+from harness.firmware import FirmwareBuild
+from harness.lab import Board as BoardConfig
+from harness.lab import Lab, TestNetwork
+from harness.lease import Lease
+from harness.netpolicy import TargetPolicy
+from harness.provisioning import ProvisioningRecord
+from harness.runlog import RunLog
+from harness.telemetry.collector import Collector
+from harness.telemetry.device_view import DeviceTelemetry
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_NAME = "telemetry.bin"
+EMULATED = "emulated"
+
+
+@dataclass
+class NetworkPlace:
+    """A test network as the session uses it: where the broker listens on it, and what its boards
+    are told (the broker's and the time server's names or addresses)."""
+
+    name: str
+    subnet: ipaddress.IPv4Network
+    harness_address: ipaddress.IPv4Address
+    broker_host: str
+    time_server: str
+    handle: Any = None  # the object a board kind attaches to (the TapNetwork of the emulated network)
+
+
+class RunSession:
+    """See the module docstring. Use as a context manager, or call :meth:`start` / :meth:`close`."""
+
+    def __init__(self, lab: Lab, *, boards: Sequence[str] = (), run_dir: Path | None = None,
+                 broker_kind: str | None = None, collector_archive: Path | None = None) -> None:
+        self.lab = lab
+        self.state = lab.state
+        self.run_dir = (Path(run_dir) if run_dir is not None else self.state.new_run_dir()).resolve()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_id = self.run_dir.name
+        self.log = RunLog(self.run_dir)
+        self.policy: TargetPolicy = lab.target_policy()
+        self.board_names = list(dict.fromkeys(boards))
+        for name in self.board_names:
+            lab.board(name)  # an unknown name fails here, before anything starts
+        self.broker_kind = broker_kind or lab.settings.broker.kind
+        self.archive = collector_archive or self.run_dir / ARCHIVE_NAME
+        self.networks: dict[str, NetworkPlace] = {}
+        self.boards: dict[str, Board] = {}
+        self.broker: Broker | None = None
+        self.collector: Collector | None = None
+        self._stack = ExitStack()
+        self._lock = threading.RLock()
+        self._started = False
+
+    # -- life ----------------------------------------------------------------------------------
+    def start(self) -> RunSession:
+        """Networks of the session's boards first, then the broker on them, then the collector."""
+        with self._lock:
+            if self._started:
+                return self
+            self._started = True
+            try:
+                for name in self.board_names:
+                    self._network_for(self.lab.board(name))
+                self._start_broker()
+                self._start_collector()
+            except BaseException:
+                self.close()
+                raise
+            return self
+
+    def close(self) -> None:
+        """Boards (their machines, consoles, leases), collector, broker, networks: every one, in
+        reverse order, whatever fails on the way."""
+        with self._lock:
+            for board in reversed(list(self.boards.values())):
+                with contextlib.suppress(Exception):
+                    board.close()
+            self.boards.clear()
+            self._stack.close()
+            self._started = False
+
+    def __enter__(self) -> RunSession:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- networks ------------------------------------------------------------------------------
+    def _network_for(self, config: BoardConfig) -> NetworkPlace:
+        name = config.network.test_network
+        place = self.networks.get(name)
+        if place is not None:
+            return place
+        if self.broker is not None:
+            raise UsageError(f"board {config.name} is on network {name!r}, which this session did not prepare",
+                             fix="name every board when the session starts (RunSession(lab, boards=[...]))")
+        place = self._emulated_network() if name == EMULATED else self._lab_network(self.lab.network(name))
+        self.networks[name] = place
+        self.policy.allow_created(f"{self.run_id}:{name}", place.subnet)
+        self.log.record("network", network=name, subnet=str(place.subnet), harness=str(place.harness_address))
+        return place
+
+    def _emulated_network(self) -> NetworkPlace:
+        from harness.emulation.tap_network import TapNetwork
+
+        net = self._stack.enter_context(TapNetwork(self.run_dir / "net"))
+        assert net.subnet is not None
+        names = {n.split(".", 1)[0]: n for n in net.names}
+        return NetworkPlace(EMULATED, net.subnet, net.harness_address, names["broker"], names["time"], net)
+
+    def _lab_network(self, net: TestNetwork | None) -> NetworkPlace:
+        if net is None or not isinstance(net.subnet, ipaddress.IPv4Network):
+            raise ConfigError(f"{self.lab.root}: a board's test network is not an IPv4 network of lab.yaml")
+        bind = self.lab.settings.broker.bind
+        if bind is None or bind not in net.subnet:
+            raise ConfigError(
+                f"{self.lab.root / 'lab.yaml'}: field broker.bind: boards on {net.name} ({net.subnet}) need the "
+                f"address of this host on that network (got {bind})",
+                fix=f"set broker: {{bind: <this host's address in {net.subnet}>}}")
+        time_server = self.lab.settings.time_server
+        host = time_server.host if time_server.kind == "external" and time_server.host else str(bind)
+        return NetworkPlace(net.name, net.subnet, bind, str(bind), host)
+
+    # -- broker and collector --------------------------------------------------------------------
+    def _start_broker(self) -> None:
+        settings = self.lab.settings.broker
+        binds = [str(p.harness_address) for p in self.networks.values()]
+        options = BrokerOptions(bind=binds[0] if binds else "127.0.0.1", hub=settings.hub, tls=settings.tls,
+                                url=settings.url)
+        broker = open_broker(self.broker_kind, self.run_dir / "broker", options)
+        self._stack.callback(broker.stop)
+        broker.start()
+        self.broker = broker
+        self.log.record("broker", kind=broker.kind, url=broker.url, tls_url=broker.tls_url)
+
+    def _start_collector(self) -> None:
+        assert self.broker is not None
+        collector = Collector.from_endpoint(self.broker.endpoint(), self.archive)
+        self._stack.callback(collector.stop)
+        collector.start()
+        self.collector = collector
+
+    def credentials_for(self, config: BoardConfig) -> DeviceCredentials:
+        """The device identity the board connects as (a secret made for the run, unless the board
+        file says where its secret is)."""
+        if self.broker is None:
+            raise UsageError("the session is not started", fix="use RunSession as a context manager")
+        return self.broker.add_device(config.identity.device_id, **_secret_of(config))
+
+    # -- boards --------------------------------------------------------------------------------
+    def board(self, name: str, *, lease_timeout: float = 0.0) -> Board:
+        """The named board, leased for this run, with its parts built by its kind (an emulated
+        board's machine is powered on halted, ready for pyOCD)."""
+        with self._lock:
+            if name in self.boards:
+                return self.boards[name]
+            self.start()
+            config = self.lab.board(name)
+            place = self._network_for(config)
+            factory = factory_for(config.kind, where=str(config.source))
+            lease = Lease(self.state, name, self.run_id).acquire(timeout=lease_timeout)
+            try:
+                site = BoardSite(self.run_dir, self.state, self.log, place.handle)
+                with self.log.step("parts", board=name, kind=config.kind):
+                    parts = factory(config, site)
+            except BaseException:
+                lease.release()
+                raise
+            board = Board(config, parts, run_dir=self.run_dir, state=self.state, log=self.log, lease=lease,
+                          run_id=self.run_id)
+            board.policy = self.policy
+            assert self.collector is not None
+            board.telemetry = DeviceTelemetry(self.collector, config.identity.device_id)
+            self.boards[name] = board
+            return board
+
+    def provisioning_for(self, board: Board) -> ProvisioningRecord:
+        place = self.networks[board.config.network.test_network]
+        creds = self.credentials_for(board.config)
+        assert self.broker is not None
+        return ProvisioningRecord(device_id=board.device_id, broker_host=place.broker_host,
+                                  broker_port=parse_mqtt_url(self.broker.url)[1], user_name=creds.username,
+                                  secret=creds.password, time_server=place.time_server)
+
+    def bring_up(self, board: Board | str, build: FirmwareBuild, *, to: BoardState = BoardState.ONLINE,
+                 force_flash: bool = False) -> Board:
+        """Take a board of this session to ``to`` with ``build`` and this run's identity for it."""
+        b = self.board(board) if isinstance(board, str) else board
+        b.bring_up(to, build=build, provisioning=self.provisioning_for(b), force_flash=force_flash)
+        if b.telemetry is not None:
+            b.telemetry.restart()
+        return b
+
+
+def _secret_of(config: BoardConfig) -> dict[str, str]:
+    """``identity.credentials``: generated (nothing to pass), a file, or an environment variable."""
+    creds = config.identity.credentials
+    if creds.source == "file" and creds.path is not None:
+        path = creds.path if creds.path.is_absolute() else (config.source or Path(".")).parent / creds.path
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{config.source}: field identity.credentials.path: cannot read {path} "
+                              f"({exc.strerror})", fix="give a readable file holding the device's secret") from None
+        return {"password": secret}
+    if creds.source == "env" and creds.variable:
+        secret = os.environ.get(creds.variable, "")
+        if not secret:
+            raise ConfigError(f"{config.source}: field identity.credentials.variable: ${creds.variable} is not set",
+                              fix=f"export {creds.variable}=<the device's secret>")
+        return {"password": secret}
+    return {}
