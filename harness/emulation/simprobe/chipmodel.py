@@ -265,6 +265,8 @@ class ChipModel(CoreBackend):
         where = self.flash.locate(addr)
         if where is None or where[1] < size:
             return 2
+        if self.faults.analyzer_wedges and any(call[0] == "analyzer" for call in self.calls):
+            return 1
         failing = self.faults.fail_program_sector
         sector = self._sector_of(addr)
         if failing is not None and sector is not None and sector[0] <= failing < sector[0] + sector[1]:

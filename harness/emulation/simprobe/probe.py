@@ -128,7 +128,7 @@ class EmuProbe(DebugProbe):
             raise
 
     def _open_backend(self) -> None:
-        plan = FaultPlan.load(fault_file(self.entry.uid))
+        plan = FaultPlan.for_session(fault_file(self.entry.uid))
         self._guard = LinkGuard(plan, self.entry.uid)
         if self.entry.machine is not None:
             from .qemu_bridge import QemuBackend
@@ -173,10 +173,14 @@ class EmuProbe(DebugProbe):
 
     def reset(self) -> None:
         self._require().system_reset()
+        FaultPlan.note_hardware_reset(fault_file(self.entry.uid))
 
     def assert_reset(self, asserted: bool) -> None:
+        if asserted and self._dap is not None and not self._guard.moved:
+            self._guard.under_reset = True  # nothing moved yet: this session connects under reset
         if self._reset_asserted and not asserted:
             self._require().system_reset()
+            FaultPlan.note_hardware_reset(fault_file(self.entry.uid))
         self._reset_asserted = asserted
 
     def is_reset_asserted(self) -> bool:
