@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import re
+import select
 import threading
 import time
 from dataclasses import dataclass
@@ -43,13 +44,38 @@ def _open_keeping_input(url: str, baudrate: int) -> serial.SerialBase:
     is resolved first, so a by-id link opens the device it points at now."""
     target = os.path.realpath(url) if url.startswith("/") else url
     port = serial.serial_for_url(target, baudrate=baudrate, timeout=READ_TIMEOUT, do_not_open=True)
-    flush = port.reset_input_buffer
-    port.reset_input_buffer = lambda: None  # type: ignore[method-assign]
+    # socket:// flushes through reset_input_buffer, a device (serialposix) through _reset_input_buffer
+    flushes = {name: getattr(port, name) for name in ("reset_input_buffer", "_reset_input_buffer")
+               if hasattr(port, name)}
+    for name in flushes:
+        setattr(port, name, lambda: None)
     try:
         port.open()
     finally:
-        port.reset_input_buffer = flush  # type: ignore[method-assign]
+        for name, flush in flushes.items():
+            setattr(port, name, flush)
     return port
+
+
+def _read_available(port: serial.SerialBase) -> bytes:
+    """What the port has now (waiting up to its read timeout for the first byte). pyserial's own
+    ``read(n)`` gathers bytes until n or the timeout and raises on a disconnect *discarding what it
+    gathered*: the last lines a board printed before its port went away would be lost. So read the
+    port's descriptor directly where it has one (a device, a socket)."""
+    fd = getattr(port, "fd", None)
+    if fd is None:
+        sock = getattr(port, "_socket", None)
+        fd = sock.fileno() if sock is not None else None
+    if fd is None:  # rfc2217 and friends buffer in a thread of their own: read what is there
+        first = port.read(1)
+        return first + port.read(port.in_waiting) if first else first
+    ready, _, _ = select.select([fd], [], [], READ_TIMEOUT)
+    if not ready:
+        return b""
+    chunk = os.read(fd, 65536)
+    if not chunk:
+        raise serial.SerialException("the port closed (end of file)")
+    return chunk
 
 
 @dataclass
@@ -104,7 +130,7 @@ class Console:
             try:
                 if port is None:
                     raise serial.SerialException("not open")
-                chunk = port.read(4096)
+                chunk = _read_available(port)
             except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
                 if self._closed:
                     return

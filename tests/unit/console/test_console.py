@@ -78,7 +78,7 @@ def test_a_partial_line_does_not_match(board: FakeBoard, tmp_path: Path) -> None
 
 
 def test_closed_console_ends_the_wait_early(board: FakeBoard, tmp_path: Path) -> None:
-    with Console(board.url, tmp_path / "c.log") as console:
+    with Console(board.url, tmp_path / "c.log", reconnect=False) as console:
         board.say(b"booting\r\n")
         console.expect("booting", timeout=5)
         board.hang_up()
@@ -116,3 +116,77 @@ def test_what_the_board_printed_before_the_port_opened_is_kept(
     monkeypatch.setattr(proto.socket, "create_connection", connect_then_wait_for_banner)
     with Console(board.url, tmp_path / "c.log") as console:
         assert console.expect(r"^HIL-REF .* build (\S+)$", timeout=5).group(1) == "early"
+
+
+class ReturningBoard:
+    """A board whose socket console drops and comes back: each accept serves one script."""
+
+    def __init__(self, scripts: list[list[bytes]]) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"socket://127.0.0.1:{self.server.getsockname()[1]}"
+        self.received = bytearray()
+        self.served = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(scripts,), daemon=True)
+        self._thread.start()
+
+    def _run(self, scripts: list[list[bytes]]) -> None:
+        for i, script in enumerate(scripts):
+            conn, _ = self.server.accept()
+            with conn:
+                for line in script:
+                    conn.sendall(line)
+                if i == len(scripts) - 1:
+                    conn.settimeout(5)
+                    try:
+                        while b"\n" not in self.received and (data := conn.recv(100)):
+                            self.received += data
+                    except OSError:
+                        pass
+                    self.served.set()
+                    conn.recv(1)  # hold the line open until the console closes
+        self.server.close()
+
+
+def test_a_dropped_socket_console_reconnects_and_loses_nothing_printed_after(tmp_path: Path) -> None:
+    board = ReturningBoard([[b"boot 1\r\n"], [b"boot 2\r\n", b"after return\r\n"]])
+    with Console(board.url, tmp_path / "c.log") as console:
+        console.expect("^boot 1$", timeout=5)
+        console.expect("^boot 2$", timeout=10)  # a wait goes on through the gap
+        console.expect("^after return$", timeout=5)
+        assert len(console.outages) == 1 and console.outages[0].back is not None
+        console.send_line("hello board")
+        assert board.served.wait(5)
+    assert bytes(board.received) == b"hello board\r\n"
+    assert (tmp_path / "c.log").read_text() == "boot 1\nboot 2\nafter return\n"
+
+
+def test_a_by_id_link_is_followed_to_the_device_that_returns(tmp_path: Path) -> None:
+    """A USB adapter re-enumerates under a new tty name; its /dev/serial/by-id link follows it."""
+    import os
+    import pty
+    import tty
+
+    link = tmp_path / "usb-Board_Serial-if01"
+    master1, slave1 = pty.openpty()
+    os.symlink(os.ttyname(slave1), link)
+    master2, slave2 = pty.openpty()
+    tty.setraw(slave2)  # a serial adapter echoes nothing back
+    try:
+        with Console(str(link), tmp_path / "c.log") as console:
+            os.close(slave1)
+            os.write(master1, b"first adapter\r\n")
+            console.expect("^first adapter$", timeout=5)
+            link.unlink()
+            os.symlink(os.ttyname(slave2), link)
+            os.close(master1)  # the old adapter is gone: reading it fails, the console reopens the link
+            os.write(master2, b"second adapter\r\n")
+            console.expect("^second adapter$", timeout=10)
+            assert len(console.outages) == 1
+            console.send_line("typed")
+            got = b""
+            while b"\n" not in got:
+                got += os.read(master2, 100)
+            assert got.replace(b"\r", b"") == b"typed\n"
+    finally:
+        os.close(master2)
+        os.close(slave2)
