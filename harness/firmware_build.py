@@ -215,6 +215,7 @@ def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: in
             pending_time_s=_int(knobs, "ASC_PENDING_TIME_S", 300),
             services=ServicesPromise(tcp_echo=echo_port, udp_echo=echo_port, icmp=True),
             known_defects=defects,
+            console_echo="echo {text}",
         ),
         identity=IdentityExpectation(provisioning=f"block at 0x{PROVISIONING_ADDRESS:08X}"),
         build=BuildInfo(build_id=build_id,
