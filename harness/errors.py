@@ -73,3 +73,8 @@ class InfrastructureError(HarnessError):
 
 class WaitTimeout(CheckFailed, TimeoutError):
     """A wait reached its deadline: says what was awaited, what was seen, where the log is."""
+
+
+class ServiceTimeout(InfrastructureError, TimeoutError):
+    """A process or service the harness runs itself (QEMU, dnsmasq, chronyd, a QMP socket) did not
+    answer in time: the harness's failure, never the firmware's."""

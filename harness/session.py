@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -31,7 +32,7 @@ from typing import Any
 from harness.board.board import Board, BoardState
 from harness.board.kinds import BoardSite, factory_for
 from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker, parse_mqtt_url
-from harness.errors import ConfigError, UsageError
+from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.firmware import FirmwareBuild
 from harness.lab import Board as BoardConfig
 from harness.lab import Lab, TestNetwork
@@ -83,6 +84,7 @@ class RunSession:
         self.broker: Broker | None = None
         self.collector: Collector | None = None
         self._stack = ExitStack()
+        self._services: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._started = False
 
@@ -144,17 +146,36 @@ class RunSession:
         return NetworkPlace(EMULATED, net.subnet, net.harness_address, names["broker"], names["time"], net)
 
     def _lab_network(self, net: TestNetwork | None) -> NetworkPlace:
+        """A network of lab.yaml: boards reach the broker (and, with ``time_server: chrony``, the
+        time server the session starts) at ``broker.bind``, this host's address for the lab's boards."""
         if net is None or not isinstance(net.subnet, ipaddress.IPv4Network):
             raise ConfigError(f"{self.lab.root}: a board's test network is not an IPv4 network of lab.yaml")
         bind = self.lab.settings.broker.bind
-        if bind is None or bind not in net.subnet:
-            raise ConfigError(
-                f"{self.lab.root / 'lab.yaml'}: field broker.bind: boards on {net.name} ({net.subnet}) need the "
-                f"address of this host on that network (got {bind})",
-                fix=f"set broker: {{bind: <this host's address in {net.subnet}>}}")
-        time_server = self.lab.settings.time_server
-        host = time_server.host if time_server.kind == "external" and time_server.host else str(bind)
-        return NetworkPlace(net.name, net.subnet, bind, str(bind), host)
+        if bind is None:
+            raise ConfigError(f"{self.lab.root / 'lab.yaml'}: field broker.bind: boards on {net.name} ({net.subnet}) "
+                              "need the address of this host they reach the broker on",
+                              fix=f"set broker: {{bind: <this host's address in {net.subnet}>}}")
+        _require_local(bind, net)
+        return NetworkPlace(net.name, net.subnet, bind, str(bind), self._time_server_at(bind))
+
+    def _time_server_at(self, bind: ipaddress.IPv4Address) -> str:
+        settings = self.lab.settings.time_server
+        if settings.kind == "external" and settings.host:
+            return settings.host
+        if settings.kind == "none":
+            return "time.invalid"  # never resolves (RFC 6761): the lab gives its boards no time
+        if settings.kind != "chrony":
+            raise ConfigError(f"{self.lab.root / 'lab.yaml'}: field time_server.kind: {settings.kind!r} is not "
+                              "offered by this harness", fix="use chrony, external (with host:) or none")
+        if "chrony" not in self._services:
+            from harness.emulation.services import Chrony
+
+            chrony = Chrony(self.run_dir / "chrony", None, ipaddress.IPv4Interface(f"{bind}/32"))
+            (self.run_dir / "chrony").mkdir(exist_ok=True)
+            self._stack.callback(chrony.stop)
+            chrony.start()
+            self._services["chrony"] = chrony
+        return str(bind)
 
     # -- broker and collector --------------------------------------------------------------------
     def _start_broker(self) -> None:
@@ -225,6 +246,19 @@ class RunSession:
         if b.telemetry is not None:
             b.telemetry.restart()
         return b
+
+
+def _require_local(address: ipaddress.IPv4Address, net: TestNetwork) -> None:
+    """The lab's boards reach this host at ``address``: it must be one of this host's."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError as exc:
+            raise InfrastructureError(
+                f"{address} (lab.yaml broker.bind) is not an address of this host ({exc.strerror}): the boards on "
+                f"{net.name} ({net.subnet}) cannot reach this run's broker",
+                fix=f"run on the lab host whose {net.interface or net.bridge} has {address}, or correct broker.bind",
+            ) from None
 
 
 def _secret_of(config: BoardConfig) -> dict[str, str]:

@@ -43,6 +43,11 @@ class BoardSite:
 BoardFactory = Callable[["BoardConfig", BoardSite], "BoardParts"]
 BOARD_FACTORIES: Registry[BoardFactory] = Registry("board")
 
+#: A kind's default firmware, for boards the harness can build an image for itself (emulated ones:
+#: the reference firmware); ``(config, builds folder) -> build folder``.
+DefaultBuild = Callable[["BoardConfig", Path], Path]
+DEFAULT_BUILDS: Registry[DefaultBuild] = Registry("default build")
+
 
 def load_kinds() -> None:
     """Import every installed kind module (each registers itself); idempotent."""
@@ -55,3 +60,9 @@ def factory_for(kind: str, where: str = "") -> BoardFactory:
     if kind not in BOARD_FACTORIES:
         load_kinds()
     return BOARD_FACTORIES.get(kind, where=where)
+
+
+def default_build_for(kind: str) -> DefaultBuild | None:
+    """The kind's default firmware builder, or None (real boards: the user names the build)."""
+    load_kinds()
+    return DEFAULT_BUILDS.get(kind) if kind in DEFAULT_BUILDS else None

@@ -66,4 +66,5 @@ class BoardParts:
     address: AddressSource
     reset_kind: str = "system"  # the board's reset method: a pyOCD reset type, or 'power' (a power-cycle)
     close: Callable[[], None] = lambda: None
+    release: Callable[[], None] = lambda: None  # let a board the kind holds halted run (a console session)
     details: dict[str, Any] = field(default_factory=dict)  # shown by health() and in the run log

@@ -11,9 +11,10 @@ server hands the board.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.board.kinds import BOARD_FACTORIES, BoardSite
+from harness.board.kinds import BOARD_FACTORIES, DEFAULT_BUILDS, BoardSite
 from harness.board.parts import BoardParts
 from harness.board.pyocd_kind import probe_for
 from harness.emulation.qemu import Machine
@@ -70,7 +71,9 @@ def qemu_board(config: BoardConfig, site: BoardSite) -> BoardParts:
                           fix="remove the power section, or write power: {kind: emulated}")
     network: TapNetwork = site.network
     attachment = network.attach(config.name)
-    machine = Machine(config.name, settings.machine, flash_file=site.run_dir / f"{config.name}.flash",
+    # The board's flash outlives the run, as a real board's does: the next run (or `hil console`)
+    # boots what was last programmed, and programming the same image again is skipped.
+    machine = Machine(config.name, settings.machine, flash_file=site.state.root / "flash" / f"{config.name}.flash",
                       run_dir=site.run_dir, network=attachment, memory=settings.memory, state=site.state)
     machine.start(run=False)  # halted: pyOCD programs it through the emu: probe
     try:
@@ -80,5 +83,15 @@ def qemu_board(config: BoardConfig, site: BoardSite) -> BoardParts:
         raise
     return BoardParts(probe=probe, console_url=lambda: machine.console_url, power=MachinePower(machine),
                       address=LeaseAddress(network, attachment.mac), reset_kind=config.reset.method, close=machine.stop,
+                      release=lambda: machine.resume() if machine.status() != "running" else None,
                       details={"machine": settings.machine, "network": str(network.subnet),
                                "pcaps": machine.pcaps, "namespace": attachment.namespace})
+
+
+@DEFAULT_BUILDS.register("qemu")
+def reference_build(config: BoardConfig, builds: Path) -> Path:
+    """The reference firmware for the board's machine, fast preset, built into ``builds``."""
+    from harness.firmware_build import build_reference
+
+    machine = config.settings.machine
+    return build_reference(machine, {}, "fast", builds / f"reference-{machine}-fast")

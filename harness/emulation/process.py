@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from harness.errors import InfrastructureError, WaitTimeout
+from harness.errors import InfrastructureError, ServiceTimeout
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class OwnedProcess:
         while not condition():
             self.check_alive()
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"{self.name}: timed out after {timeout:.1f}s waiting for {what}",
+                raise ServiceTimeout(f"{self.name}: timed out after {timeout:.1f}s waiting for {what}",
                                   expected=what, actual=self.log_tail(), evidence=self.log_path)
             time.sleep(delay)  # polling a file/socket the process creates: no event to wait on
             delay = min(delay * 2, 0.1)
@@ -173,7 +173,7 @@ def run(argv: Sequence[str], what: str, timeout: float = 10.0, check: bool = Tru
     try:
         done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        raise WaitTimeout(f"{what}: {' '.join(argv)} did not finish in {timeout}s") from exc
+        raise ServiceTimeout(f"{what}: {' '.join(argv)} did not finish in {timeout}s") from exc
     if check and done.returncode != 0:
         raise InfrastructureError(f"{what} failed: {' '.join(argv)}", actual=done.stderr.strip())
     return done.stdout

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from harness.emulation.gdbremote import connect_retrying
-from harness.errors import InfrastructureError, WaitTimeout
+from harness.errors import InfrastructureError, ServiceTimeout
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class QmpClient:
         while b"\n" not in self._buf:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise WaitTimeout(f"QMP at {self.address}: no answer for {what}",
+                raise ServiceTimeout(f"QMP at {self.address}: no answer for {what}",
                                   expected=what, actual=self._buf.decode(errors="replace") or "nothing")
             self._sock.settimeout(remaining)
             try:

@@ -124,7 +124,9 @@ class Dnsmasq:
 class Chrony:
     """chronyd as an NTP server on one address (``local stratum 8``), never steering the host clock."""
 
-    def __init__(self, run_dir: Path, ns: str, address: ipaddress.IPv4Interface) -> None:
+    def __init__(self, run_dir: Path, ns: str | None, address: ipaddress.IPv4Interface) -> None:
+        """``ns``: the namespace to run in; None runs in this host's (bound to ``address`` only,
+        for a lab network's boards)."""
         self.run_dir = run_dir
         self.ns = ns
         self.address = address
@@ -134,7 +136,7 @@ class Chrony:
     def config(self) -> str:
         return "\n".join([
             "local stratum 8",
-            f"allow {self.address.network}",
+            "allow" if self.address.network.prefixlen == 32 else f"allow {self.address.network}",
             f"bindaddress {self.address.ip}",
             "port 123",
             "cmdport 0",
@@ -145,7 +147,8 @@ class Chrony:
 
     def start(self, timeout: float = 10.0) -> None:
         self.conf.write_text(self.config())
-        argv = [*netns_exec(self.ns), "chronyd", "-d", "-x", "-u", "root", "-f", str(self.conf)]
+        prefix = netns_exec(self.ns) if self.ns is not None else []
+        argv = [*prefix, "chronyd", "-d", "-x", "-u", "root", "-f", str(self.conf)]
         self.proc = OwnedProcess("chronyd", argv, self.run_dir / "chronyd.log")
 
         def answers() -> bool:

@@ -13,7 +13,7 @@ BOTTOM = ("harness.errors", "harness.registry", "harness.state", "harness.config
           "harness.telemetry.model", "harness.telemetry.codec", "harness.telemetry.encoder",
           "harness.telemetry.fbread", "harness.telemetry.shapes", "harness.telemetry.topic")
 #: Modules at the top, which nothing below may import.
-TOP = ("harness.cli", "harness.pytest_plugin", "harness.bench", "harness.__main__")
+TOP = ("harness.cli", "harness.pytest_plugin", "harness.__main__")
 
 
 def module_graph() -> dict[str, set[str]]:

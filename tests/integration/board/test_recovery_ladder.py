@@ -13,7 +13,7 @@ import pytest
 
 from harness.board.errors import BoardBroken
 from harness.errors import UsageError
-from harness.flash import FlashFailed, Flasher
+from harness.flash import Flasher, FlashFailed
 from harness.lease import Lease, quarantined
 from harness.state import StateDir
 

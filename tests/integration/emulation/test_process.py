@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.emulation.process import OwnedProcess, pid_alive
-from harness.errors import InfrastructureError, WaitTimeout
+from harness.errors import InfrastructureError, ServiceTimeout
 
 
 def _wait_gone(pid: int, timeout: float = 5.0) -> bool:
@@ -50,7 +50,7 @@ def test_a_process_that_dies_while_awaited_is_reported_with_its_log(tmp_path: Pa
 @pytest.mark.timeout(30)
 def test_a_wait_that_times_out_says_what_it_waited_for(tmp_path: Path) -> None:
     with OwnedProcess("sleeper", ["sleep", "30"], tmp_path / "s.log") as proc, \
-            pytest.raises(WaitTimeout, match="waiting for the moon"):
+            pytest.raises(ServiceTimeout, match="waiting for the moon"):
         proc.wait_until(lambda: False, 0.2, "the moon")
     assert not pid_alive(proc.pid)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from harness.emulation.qmp import QmpClient, QmpError
-from harness.errors import WaitTimeout
+from harness.errors import ServiceTimeout
 
 
 @pytest.fixture
@@ -65,7 +65,7 @@ def test_a_refused_command_raises_with_qemus_reason(fake_qemu: tuple[str, list[d
 
 
 def test_no_reply_times_out_naming_the_command(fake_qemu: tuple[str, list[dict[str, object]]]) -> None:
-    with QmpClient.connect(fake_qemu[0], timeout=2) as qmp, pytest.raises(WaitTimeout, match="hang"):
+    with QmpClient.connect(fake_qemu[0], timeout=2) as qmp, pytest.raises(ServiceTimeout, match="hang"):
         qmp.execute("hang", timeout=0.2)
 
 

@@ -1,0 +1,44 @@
+"""What the board commands share: a run session with one board, and the build to flash."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.board.kinds import default_build_for
+from harness.errors import UsageError
+from harness.firmware import FirmwareBuild, load_build
+from harness.lab import Board as BoardConfig
+from harness.lab import Lab, load_lab
+from harness.session import RunSession
+
+BUILDS = Path("firmware-builds")
+
+
+def add_board_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("board", metavar="BOARD", help="a board of the lab (see `hil boards`)")
+    p.add_argument("--report-dir", metavar="DIR", help="run folder (default: <state>/runs/<run id>)")
+
+
+def session_for(args: argparse.Namespace, *boards: str) -> tuple[Lab, RunSession]:
+    lab = load_lab(args.lab)
+    for name in boards:
+        lab.board(name)
+    run_dir = Path(args.report_dir) if getattr(args, "report_dir", None) else None
+    session = RunSession(lab, boards=boards, run_dir=run_dir)
+    print(f"run folder: {session.run_dir}", file=sys.stderr, flush=True)
+    return lab, session
+
+
+def resolve_build(ref: str | None, config: BoardConfig) -> FirmwareBuild:
+    """A build folder (or its manifest), or the kind's default build (emulated boards: the
+    reference firmware, fast preset, built into firmware-builds/ first)."""
+    if ref:
+        return load_build(ref)
+    make = default_build_for(config.kind)
+    if make is None:
+        raise UsageError(f"board {config.name} is a real board: name the build to flash",
+                         fix="give a folder under firmware-builds/ (hil firmware verify BUILD checks it)")
+    print(f"building the default firmware for {config.name}", file=sys.stderr, flush=True)
+    return load_build(make(config, BUILDS))
