@@ -84,7 +84,8 @@ class FaultPlan(BaseModel):
         if plan == cls():
             return plan
         reset_mark = path.with_suffix(".reset")
-        if plan.until_hardware_reset and reset_mark.exists() and reset_mark.stat().st_mtime_ns >= path.stat().st_mtime_ns:
+        reset_since = reset_mark.exists() and reset_mark.stat().st_mtime_ns >= path.stat().st_mtime_ns
+        if plan.until_hardware_reset and reset_since:
             return cls()
         if plan.sessions is not None:
             used_path = path.with_suffix(".used")
