@@ -1,9 +1,20 @@
 """The harness's pytest plugin: options, markers, requirement checks and run-wide fixtures.
 
 Fixtures: ``hil_lab``, ``hil_state``, ``hil_run_dir`` (one folder for the whole run, shared by
-xdist workers), ``hil_broker`` (the run's broker endpoint: URL, CA, every lab board's device
-credentials) and ``hil_collector`` (a collector of this process's own on that broker). Under
-pytest-xdist pass ``--hil-broker`` so the controller starts one broker for every worker.
+xdist workers), ``hil_session`` (the run's :class:`~harness.session.RunSession`), ``hil_broker``
+(the run's broker endpoint: URL, CA, every lab board's device credentials), ``hil_collector`` (a
+collector of this process's own on that broker) and ``hil_board`` (module scope: a board of the
+lab brought up online with a build, leased, with its own telemetry view marked at each test's
+start). Under pytest-xdist pass ``--hil-broker`` so the controller starts one broker for every
+worker.
+
+``hil_board`` takes its board and build from indirect parametrization, or from ``--hil-board`` /
+``--hil-firmware``::
+
+    @pytest.mark.parametrize("hil_board", ["qemu-an385", ("qemu-an386", "firmware-builds/x")],
+                             indirect=True)
+    def test_heartbeat(hil_board):
+        hil_board.telemetry.expect_event(PayloadType.HEARTBEAT, within=70)
 
 ``@pytest.mark.needs("qemu", "root", "mosquitto", ...)`` declares what a test needs. A missing
 need skips the test with the reason, except when ``HIL_STRICT=1`` (set by ``.ci/run``): then it
@@ -20,10 +31,14 @@ from typing import Any
 
 import pytest
 
+from harness.board.board import Board
+from harness.board.kinds import default_build_for
 from harness.broker import BrokerEndpoint
 from harness.errors import UsageError
+from harness.firmware import load_build
 from harness.lab import Lab, load_lab
 from harness.run_services import RUN_DIR_KEY, RunServices, endpoint_from_worker_input
+from harness.session import RunSession
 from harness.state import StateDir
 from harness.telemetry.collector import Collector
 
@@ -77,6 +92,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="with pytest-xdist: start the run's broker in the controller for every worker")
     group.addoption("--broker-kind", dest="hil_broker_kind", metavar="KIND", default=None,
                     help="broker kind for the run (default: the lab's, see boards/lab.yaml)")
+    group.addoption("--hil-board", dest="hil_board", metavar="NAME", default=None,
+                    help="the board hil_board gives when a test does not parametrize it")
+    group.addoption("--hil-firmware", dest="hil_firmware", metavar="BUILD", default=None,
+                    help="the build hil_board flashes when a test does not name one (default: the "
+                         "board kind's own, e.g. the reference firmware for emulated boards)")
 
 
 SERVICES_KEY = pytest.StashKey[RunServices]()
@@ -89,10 +109,32 @@ def _worker_input(config: pytest.Config) -> dict[str, Any] | None:
 def _services(config: pytest.Config) -> RunServices:
     services = config.stash.get(SERVICES_KEY, None)
     if services is None:
+        controller = _worker_input(config) is None and config.pluginmanager.hasplugin("xdist") \
+            and getattr(config.option, "numprocesses", None)
         services = RunServices(load_lab(config.getoption("hil_lab")), config.getoption("hil_report_dir"),
-                               config.getoption("hil_broker_kind"))
+                               config.getoption("hil_broker_kind"), with_collector=not controller)
         config.stash[SERVICES_KEY] = services
     return services
+
+
+def _board_param(config: pytest.Config, param: object) -> tuple[str, str | None]:
+    """(board, build) from a hil_board parameter: a name, (name, build) or {"board":, "build":}."""
+    if param is None:
+        name = config.getoption("hil_board")
+        if name is None:
+            lab = load_lab(config.getoption("hil_lab"))
+            candidates = [n for n, b in sorted(lab.boards.items()) if default_build_for(b.kind) is not None]
+            if not candidates:
+                raise UsageError("hil_board: no board given", fix="pass --hil-board NAME or parametrize hil_board")
+            name = candidates[0]
+        return name, config.getoption("hil_firmware")
+    if isinstance(param, str):
+        return param, config.getoption("hil_firmware")
+    if isinstance(param, tuple | list) and len(param) == 2:
+        return str(param[0]), None if param[1] is None else str(param[1])
+    if isinstance(param, dict) and "board" in param:
+        return str(param["board"]), param.get("build")
+    raise UsageError(f"hil_board parameter {param!r}", fix="give a board name, (board, build) or {'board': ...}")
 
 
 class _XdistController:
@@ -129,6 +171,38 @@ def hil_run_dir(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hil_session(pytestconfig: pytest.Config) -> RunSession:
+    """The run's session (this process's): networks, broker, collector, boards."""
+    return _services(pytestconfig).session()
+
+
+@pytest.fixture(scope="module")
+def hil_board(request: pytest.FixtureRequest, hil_session: RunSession) -> Iterator[Board]:
+    """A board of the lab, online with its build, leased for the module; ``hil_board.telemetry``
+    is the collector's view of its device from the start of the current test."""
+    name, build_ref = _board_param(request.config, getattr(request, "param", None))
+    board = hil_session.board(name)
+    if build_ref is not None:
+        build = load_build(build_ref)
+    else:
+        make = default_build_for(board.config.kind)
+        if make is None:
+            raise UsageError(f"hil_board: board {name} needs a build", fix="pass --hil-firmware BUILD")
+        build = load_build(make(board.config, Path("firmware-builds")))
+    hil_session.bring_up(board, build)
+    yield board
+
+
+@pytest.fixture(autouse=True)
+def _hil_board_mark(request: pytest.FixtureRequest) -> None:
+    """Each test that uses hil_board sees the telemetry that arrives during it."""
+    if "hil_board" in request.fixturenames:
+        board = request.getfixturevalue("hil_board")
+        if board.telemetry is not None:
+            board.telemetry.restart()
+
+
+@pytest.fixture(scope="session")
 def hil_broker(pytestconfig: pytest.Config) -> BrokerEndpoint:
     """The run's broker (started on first use; one for the whole run)."""
     worker = _worker_input(pytestconfig)
@@ -146,13 +220,14 @@ def hil_collector(pytestconfig: pytest.Config, hil_broker: BrokerEndpoint, hil_r
     """A collector of this process's own on the run's broker, archiving to the run folder."""
     worker = _worker_input(pytestconfig)
     found = endpoint_from_worker_input(worker) if worker is not None else None
-    if found is None:
-        collector = Collector.from_endpoint(hil_broker, hil_run_dir / "telemetry.bin")
-    else:
-        wid = worker["workerid"] if worker else "main"
-        collector = Collector(hil_broker.url, found[1], hil_run_dir / f"telemetry-{wid}.bin",
-                              ca_path=hil_broker.ca_path)
-    with collector:
+    if found is None:  # the run's own session (this process owns it) has the collector
+        session_collector = _services(pytestconfig).session().collector
+        assert session_collector is not None
+        yield session_collector
+        return
+    wid = worker["workerid"] if worker else "main"
+    with Collector(hil_broker.url, found[1], hil_run_dir / f"telemetry-{wid}.bin",
+                   ca_path=hil_broker.ca_path) as collector:
         yield collector
 
 
@@ -161,6 +236,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", text)
     if _worker_input(config) is None and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistController(config), "hil-xdist-controller")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Name the boards the collected tests bring up, so the run's session makes their networks
+    before its broker starts listening on them."""
+    names = []
+    for item in items:
+        if "hil_board" in getattr(item, "fixturenames", ()):
+            callspec = getattr(item, "callspec", None)
+            param = callspec.params.get("hil_board") if callspec is not None else None
+            names.append(_board_param(config, param)[0])
+    if names:
+        _services(config).want_boards(names)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -66,7 +66,8 @@ class RunSession:
     """See the module docstring. Use as a context manager, or call :meth:`start` / :meth:`close`."""
 
     def __init__(self, lab: Lab, *, boards: Sequence[str] = (), run_dir: Path | None = None,
-                 broker_kind: str | None = None, collector_archive: Path | None = None) -> None:
+                 broker_kind: str | None = None, collector_archive: Path | None = None,
+                 with_collector: bool = True, register_lab_devices: bool = False) -> None:
         self.lab = lab
         self.state = lab.state
         self.run_dir = (Path(run_dir) if run_dir is not None else self.state.new_run_dir()).resolve()
@@ -79,6 +80,8 @@ class RunSession:
             lab.board(name)  # an unknown name fails here, before anything starts
         self.broker_kind = broker_kind or lab.settings.broker.kind
         self.archive = collector_archive or self.run_dir / ARCHIVE_NAME
+        self.with_collector = with_collector
+        self.register_lab_devices = register_lab_devices  # every lab board's device known from the start
         self.networks: dict[str, NetworkPlace] = {}
         self.boards: dict[str, Board] = {}
         self.broker: Broker | None = None
@@ -99,7 +102,11 @@ class RunSession:
                 for name in self.board_names:
                     self._network_for(self.lab.board(name))
                 self._start_broker()
-                self._start_collector()
+                if self.register_lab_devices:
+                    for config in self.lab.boards.values():
+                        self.credentials_for(config)
+                if self.with_collector:
+                    self._start_collector()
             except BaseException:
                 self.close()
                 raise
@@ -225,8 +232,8 @@ class RunSession:
             board = Board(config, parts, run_dir=self.run_dir, state=self.state, log=self.log, lease=lease,
                           run_id=self.run_id)
             board.policy = self.policy
-            assert self.collector is not None
-            board.telemetry = DeviceTelemetry(self.collector, config.identity.device_id)
+            if self.collector is not None:
+                board.telemetry = DeviceTelemetry(self.collector, config.identity.device_id)
             self.boards[name] = board
             return board
 

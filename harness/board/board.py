@@ -15,18 +15,19 @@ the run (and quarantined when the ladder says so).
 
 from __future__ import annotations
 
-import enum
 import ipaddress
+from dataclasses import replace
 import logging
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from harness.board.errors import BoardBroken
+from harness.board.health import check_health, wait_reachable
 from harness.board.parts import BoardParts, Progress
 from harness.board.recovery import Ladder
+from harness.board.state import BoardState, HealthReport
 from harness.console import Console
 from harness.errors import CheckFailed, HarnessError, UsageError
 from harness.firmware import FirmwareBuild
@@ -47,34 +48,6 @@ BOOT_TIMEOUT = 30.0
 ADDRESS_TIMEOUT = 30.0
 HEALTH_DEADLINE = 5.0
 _BLOCK = re.compile(r"block at (0x[0-9A-Fa-f]+|\d+)")
-
-
-class BoardState(enum.IntEnum):
-    """Where a board is on its way up; BROKEN stays for the rest of the run."""
-
-    OFF = 0
-    FLASHED = 1
-    BOOTED = 2
-    ONLINE = 3
-    BROKEN = 9
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    """Each part's answer within the deadline: None when it answered, else why not."""
-
-    console: str | None
-    probe: str | None
-    network: str | None
-    details: dict[str, Any]
-
-    @property
-    def ok(self) -> bool:
-        return self.console is None and self.probe is None and self.network is None
-
-    def problems(self) -> str:
-        return "; ".join(f"{part}: {why}" for part, why in
-                         (("console", self.console), ("probe", self.probe), ("network", self.network)) if why)
 
 
 def provisioning_address(build: FirmwareBuild) -> int | None:
@@ -133,7 +106,7 @@ class Board:
     # -- operations ----------------------------------------------------------------------------
     def flash(self, build: FirmwareBuild, *, force: bool = False, progress: Progress | None = None) -> FlashResult:
         """Program the build's image (verified by read-back), through the recovery ladder. Skipped
-        when the board already holds exactly that image, unless ``force``."""
+        when the board already holds exactly that image; ``force`` programs every page anyway."""
         self._refuse_if_broken()
         if not build.compatible_with(self.config.probe.target):
             raise UsageError(
@@ -149,8 +122,10 @@ class Board:
                 result = FlashResult(self.config.probe.id, self.config.probe.target, str(path), [], 0, 0, 0, 0,
                                      0.0, True, skipped=True)
             else:
+                # forced: every page programmed, none skipped by smart flash either
                 result = self.ladder.run(self, lambda opts: self.parts.probe.program(
-                    path, m.format, m.base_address, progress=progress, options=opts), what="flash")
+                    path, m.format, m.base_address, progress=progress,
+                    options=replace(opts, smart_flash=False) if force else opts), what="flash")
                 learned.update(pages_written=result.pages_written, pages_skipped=result.pages_skipped,
                                options=result.options)
         self.flash_results.append(result)
@@ -188,6 +163,7 @@ class Board:
 
     def reset(self) -> None:
         """The board's reset method: a pyOCD reset of its type, or a power-cycle (``reset: power``)."""
+        self._before_restart()
         with self.log.step("reset", board=self.name, method=self.parts.reset_kind):
             if self.parts.reset_kind == "power":
                 self.parts.power.cycle()
@@ -197,15 +173,20 @@ class Board:
 
     def power_cycle(self) -> None:
         """Power off and on (emulated power, the board file's commands, or pyOCD's hardware reset)."""
+        self._before_restart()
         with self.log.step("power-cycle", board=self.name, cuts_power=self.parts.power.cuts):
             self.parts.power.cycle()
         self._after_restart()
 
+    def _before_restart(self) -> None:
+        """Expects after a restart must see only what the board prints from now on (marked before
+        the restart: the board may print its banner before the restart call returns)."""
+        if self._console is not None:
+            self._console.skip_to_end()
+
     def _after_restart(self) -> None:
         if self.state in (BoardState.BOOTED, BoardState.ONLINE):
             self.state = BoardState.FLASHED
-        if self._console is not None:
-            self._console.skip_to_end()
 
     def wait_booted(self, timeout: float = BOOT_TIMEOUT) -> re.Match[str]:
         """Wait for the build's boot marker on the console."""
@@ -221,8 +202,6 @@ class Board:
     def find_address(self, timeout: float = ADDRESS_TIMEOUT) -> ipaddress.IPv4Address:
         """Learn the board's address and wait until it answers there (ICMP echo or its TCP echo
         service, as its capabilities say): ONLINE means reachable, not only addressed."""
-        from harness.board.health import wait_reachable
-
         deadline = time.monotonic() + timeout
         with self.log.step("address", board=self.name, source=self.config.network.address_from) as learned:
             self._address = self.parts.address.address(self.console, timeout)
@@ -233,8 +212,6 @@ class Board:
 
     def health(self, deadline: float = HEALTH_DEADLINE) -> HealthReport:
         """Ask console, probe and network each to answer within ``deadline`` seconds."""
-        from harness.board.health import check_health
-
         report = check_health(self, deadline)
         self.log.record("health", board=self.name, outcome="ok" if report.ok else "failed",
                         problems=report.problems() or None)

@@ -18,11 +18,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from harness.board.state import BoardState, HealthReport
 from harness.errors import HarnessError, WaitTimeout
 from harness.traffic import ping
 
 if TYPE_CHECKING:
-    from harness.board.board import Board, HealthReport
+    from harness.board.board import Board
 
 
 def _probe(board: Board, deadline: float) -> str | None:
@@ -50,8 +51,6 @@ def _console(board: Board, deadline: float) -> str | None:
 
 
 def _network(board: Board, deadline: float) -> str | None:
-    from harness.board.board import BoardState
-
     if board.state < BoardState.ONLINE:
         return "the board has no address yet"
     return _answers(board, str(board.address), deadline)
@@ -94,8 +93,6 @@ def _answers(board: Board, address: str, deadline: float) -> str | None:
 
 
 def check_health(board: Board, deadline: float) -> HealthReport:
-    from harness.board.board import HealthReport
-
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix=f"{board.name}-health") as pool:
         probe = pool.submit(_probe, board, deadline)
         console = pool.submit(_console, board, deadline)

@@ -16,6 +16,16 @@ BOTTOM = ("harness.errors", "harness.registry", "harness.state", "harness.config
 TOP = ("harness.cli", "harness.pytest_plugin", "harness.__main__")
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node except those under ``if TYPE_CHECKING:`` (imports for annotations only: they
+    never run, so they cannot form an import cycle)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return [n for n in ast.walk(tree) if id(n) not in skip]
+
+
 def module_graph() -> dict[str, set[str]]:
     modules: dict[str, Path] = {}
     for path in PACKAGE.rglob("*.py"):
@@ -23,7 +33,7 @@ def module_graph() -> dict[str, set[str]]:
         modules[name] = path
     graph: dict[str, set[str]] = defaultdict(set)
     for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _runtime_nodes(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness"):
                 subs = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
                 # `from pkg import submodule` depends on the submodule, not on the package's own code
@@ -86,3 +96,41 @@ def test_nothing_imports_the_top() -> None:
     wrong = [(m, t) for m, targets in graph.items() for t in targets
              if t.startswith(TOP) and not m.startswith(TOP)]
     assert wrong == []
+
+
+#: Board kinds, and the only modules that may name them in a comparison: the kinds themselves.
+BOARD_KIND_NAMES = {"qemu", "pyocd"}
+KIND_MODULES = {"harness.board.pyocd_kind", "harness.emulation.board_kind"}
+
+
+def kind_tests(tree: ast.AST) -> list[str]:
+    """Comparisons of something's ``kind`` with a board kind's name (``board.kind == "qemu"``)."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Compare):
+            continue
+        sides = [node.left, *node.comparators]
+        names_kind = any((isinstance(s, ast.Attribute) and s.attr == "kind") or (isinstance(s, ast.Name)
+                         and s.id == "kind") for s in sides)
+        literals = {c.value for s in sides for c in ast.walk(s) if isinstance(c, ast.Constant)}
+        if names_kind and literals & BOARD_KIND_NAMES:
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_board_kind_tests_outside_the_kinds() -> None:
+    wrong = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        if name in KIND_MODULES:
+            continue
+        found = kind_tests(ast.parse(path.read_text()))
+        if found:
+            wrong[name] = found
+    assert wrong == {}
+
+
+def test_the_kind_test_finder_finds_one() -> None:
+    assert kind_tests(ast.parse('if board.kind != "qemu": pass')) == ['line 1: board.kind != \'qemu\'']
+    assert kind_tests(ast.parse('x = kind in ("pyocd", "x")'))
+    assert kind_tests(ast.parse('x = power.kind == "command"')) == []
