@@ -16,10 +16,10 @@ the run (and quarantined when the ladder says so).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import replace
 import logging
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,8 @@ from harness.netpolicy import TargetPolicy
 from harness.provisioning import ProvisioningRecord
 from harness.runlog import RunLog
 from harness.state import StateDir
+from harness.traffic.capture import Datagram, module_datagrams, read_pcap
+from harness.traffic.exchange import Target
 
 if TYPE_CHECKING:
     from harness.lab import Board as BoardConfig
@@ -209,6 +211,20 @@ class Board:
             learned["reachable_by"] = wait_reachable(self, deadline)
         self.state = BoardState.ONLINE
         return self._address
+
+    def traffic_target(self) -> Target:
+        """Where traffic generators aim at this board: its address, the run's target policy, its
+        services, and (where the link is captured) what the module counted on it."""
+        caps = self.config.capabilities
+        capture = None
+        if self.parts.link_capture() is not None:
+            address, mac, stack = self.address, self.parts.mac, self.config.network.stack
+
+            def capture() -> list[Datagram]:
+                pcap = self.parts.link_capture()
+                return module_datagrams(read_pcap(pcap), address, mac=mac, stack=stack) if pcap else []
+        return Target(self.address, self.policy, capture, tcp_echo=caps.services.tcp_echo,
+                      udp_echo=caps.services.udp_echo, icmp=caps.icmp, rst_closed_ports=caps.rst_closed_ports)
 
     def health(self, deadline: float = HEALTH_DEADLINE) -> HealthReport:
         """Ask console, probe and network each to answer within ``deadline`` seconds."""

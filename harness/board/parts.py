@@ -67,4 +67,6 @@ class BoardParts:
     reset_kind: str = "system"  # the board's reset method: a pyOCD reset type, or 'power' (a power-cycle)
     close: Callable[[], None] = lambda: None
     release: Callable[[], None] = lambda: None  # let a board the kind holds halted run (a console session)
+    link_capture: Callable[[], Path | None] = lambda: None  # a pcap of the board's link, while it is written
+    mac: str | None = None  # the board's MAC on its test network, where known
     details: dict[str, Any] = field(default_factory=dict)  # shown by health() and in the run log

@@ -84,8 +84,9 @@ def qemu_board(config: BoardConfig, site: BoardSite) -> BoardParts:
     return BoardParts(probe=probe, console_url=lambda: machine.console_url, power=MachinePower(machine),
                       address=LeaseAddress(network, attachment.mac), reset_kind=config.reset.method, close=machine.stop,
                       release=lambda: machine.resume() if machine.status() != "running" else None,
+                      link_capture=lambda: machine.pcaps[-1] if machine.pcaps else None, mac=attachment.mac,
                       details={"machine": settings.machine, "network": str(network.subnet),
-                               "pcaps": machine.pcaps, "namespace": attachment.namespace})
+                               "namespace": attachment.namespace})
 
 
 @DEFAULT_BUILDS.register("qemu")

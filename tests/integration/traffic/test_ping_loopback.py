@@ -18,5 +18,5 @@ def test_ping_loopback_counts_what_the_module_would() -> None:
 @pytest.mark.needs("root")
 @pytest.mark.timeout(30)
 def test_no_wait_sends_without_counting_replies() -> None:
-    result = ping("127.0.0.1", 5, size=0, wait=False)
+    result = ping("127.0.0.1", 5, size=0, wait=False, policy=TargetPolicy())
     assert (result.sent, result.replies, result.request_bytes) == (5, 0, 5 * 8)

@@ -46,14 +46,14 @@ def server() -> Iterator[tuple[int, list[int], list[int]]]:
 
 def test_the_reply_and_the_local_port(server: tuple[int, list[int], list[int]]) -> None:
     port, peers, _ = server
-    echo = tcp_echo("127.0.0.1", port, b"x" * SENT)
+    echo = tcp_echo("127.0.0.1", port, b"x" * SENT, policy=TargetPolicy())
     assert echo.reply == b"x" * SENT and peers == [echo.local_port]
 
 
 def test_a_peer_closing_early_gives_a_short_reply(server: tuple[int, list[int], list[int]]) -> None:
     port, _, keep = server
     keep[0] = 25
-    assert tcp_echo("127.0.0.1", port, bytes(range(SENT))).reply == bytes(range(25))
+    assert tcp_echo("127.0.0.1", port, bytes(range(SENT)), policy=TargetPolicy()).reply == bytes(range(25))
 
 
 def test_the_policy_is_asked_before_connecting() -> None:

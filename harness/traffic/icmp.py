@@ -1,8 +1,8 @@
-"""Traffic the harness sends at boards. For now ICMP echo and a TCP echo exchange.
+"""ICMP echo at a board, counted as the security module counts it.
 
-Every generator asks a ``TargetPolicy`` (loopback, the lab's test networks, networks the harness
-made) before it sends, when one is given; tests on their own namespaces pass the policy of their
-network or none. Raw ICMP sockets need root (or CAP_NET_RAW).
+Raw ICMP sockets need root (or CAP_NET_RAW). Bytes are the IP payload (ICMP header and data) of
+each packet; the module keys ICMP by addresses alone (ports 0/0) and aggregates a ping and its
+reply into one record.
 """
 
 from __future__ import annotations
@@ -14,20 +14,13 @@ import time
 from dataclasses import dataclass, field
 
 from harness.netpolicy import TargetPolicy
+from harness.telemetry.model import Protocol
+from harness.traffic.checksum import inet_checksum
+from harness.traffic.exchange import Bound, Exchange, Target, begin, finish, key
 
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
 ICMP_HEADER = 8
-
-
-def inet_checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def icmp_echo_request(ident: int, seq: int, payload: bytes) -> bytes:
@@ -38,8 +31,7 @@ def icmp_echo_request(ident: int, seq: int, payload: bytes) -> bytes:
 
 @dataclass
 class PingResult:
-    """What a ping sent and got back. Bytes are as the security module counts them: the IP payload
-    (ICMP header plus data) of each packet."""
+    """What a ping sent and got back (bytes as the module counts them)."""
 
     address: str
     sent: int = 0
@@ -47,22 +39,25 @@ class PingResult:
     rtts: list[float] = field(default_factory=list)
     request_bytes: int = 0
     reply_bytes: int = 0
+    source: str | None = None  # the harness address the requests left from
 
 
-def ping(address: str, count: int = 1, *, payload: bytes | None = None, size: int = 32, timeout: float = 2.0,
-         interval: float = 0.0, wait: bool = True, policy: TargetPolicy | None = None) -> PingResult:
-    """Send ``count`` echo requests to ``address``; with ``wait``, wait up to ``timeout`` for each
-    reply before the next request. ``interval`` paces requests (a rate, not a wait for an event)."""
-    if policy is not None:
-        policy.check(address)
+def ping(address: str, count: int = 1, *, policy: TargetPolicy, payload: bytes | None = None, size: int = 32,
+         timeout: float = 2.0, interval: float = 0.0, wait: bool = True) -> PingResult:
+    """Send ``count`` echo requests to ``address`` (which the policy must allow); with ``wait``,
+    wait up to ``timeout`` for each reply before the next request. ``interval`` paces requests (a
+    rate, not a wait for an event)."""
+    policy.check(address)
     ident = os.getpid() & 0xFFFF
     result = PingResult(address)
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        sock.connect((address, 0))
+        result.source = sock.getsockname()[0]
         for seq in range(count):
             data = payload if payload is not None else os.urandom(size)
             request = icmp_echo_request(ident, seq & 0xFFFF, data)
             sent_at = time.monotonic()
-            sock.sendto(request, (address, 0))
+            sock.send(request)
             result.sent += 1
             result.request_bytes += len(request)
             if wait and _await_reply(sock, address, ident, seq & 0xFFFF, data, sent_at + timeout):
@@ -88,26 +83,12 @@ def _await_reply(sock: socket.socket, address: str, ident: int, seq: int, data: 
     return False
 
 
-@dataclass
-class TcpEcho:
-    """One TCP echo exchange: the local port it came from (the flow's key) and what came back."""
-
-    local_port: int
-    reply: bytes
-
-
-def tcp_echo(address: str, port: int, payload: bytes, *, timeout: float = 10.0,
-             policy: TargetPolicy | None = None) -> TcpEcho:
-    """Connect, send ``payload``, read until as many bytes came back or the peer closed, then close."""
-    if policy is not None:
-        policy.check(address)
-    with socket.create_connection((address, port), timeout=timeout) as sock:
-        local_port = sock.getsockname()[1]
-        sock.sendall(payload)
-        got = bytearray()
-        while len(got) < len(payload):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-    return TcpEcho(local_port, bytes(got))
+def icmp_echo(target: Target, count: int = 3, size: int = 56, *, interval: float = 0.0) -> Exchange:
+    """Ping the board ``count`` times: one ICMP record, requests in, replies out."""
+    exchange = begin("icmp-echo", target)
+    result = ping(str(target.address), count, policy=target.policy, size=size, interval=interval)
+    assert result.source is not None
+    k = key(target.address, result.source, 0, 0, Protocol.ICMP)
+    exchange.details.update(sent=result.sent, replies=result.replies)
+    return finish(exchange, [k], [Bound(k, (result.request_bytes, result.request_bytes),
+                                        (result.reply_bytes, result.reply_bytes))])

@@ -1,0 +1,74 @@
+"""The module's collection windows, predicted from what it counted (:mod:`harness.traffic.capture`).
+
+A window ends when the module collects; in ACTIVE state it publishes the result at once, so each
+security PUBLISH the board sends marks the end of a window on the capture's own clock (no guess
+about clocks or latency). The datagrams before it are that window's, the ones after the next's.
+
+Within a window the module keeps one record per (local, remote, local port, remote port,
+protocol) in a pool of ``cap`` flow objects; an object is taken *before* the lookup and given back
+on an update, so once ``cap`` flows exist nothing more is counted in that window — not even the
+bytes of flows already recorded (spec 3.2). :func:`reduce_windows` applies exactly that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from harness.telemetry.flowmatch import describe_flow
+from harness.telemetry.model import Flow
+from harness.traffic.capture import Datagram, Key
+
+#: Publishes closer than this are one collection (a PENDING -> ACTIVE second sends two).
+SAME_COLLECTION = 1.0
+
+
+@dataclass
+class Window:
+    """What the module counted in one window; ``end`` is the capture time of the PUBLISH that
+    closed it (None: still open when the capture ends)."""
+
+    start: float | None
+    end: float | None
+    records: dict[Key, list[int]] = field(default_factory=dict)  # key -> [bytes_in, bytes_out]
+    dropped: int = 0  # datagrams the exhausted pool did not count
+
+    def flows(self) -> list[Flow]:
+        return [Flow(local_address=k[0], remote_address=k[1], local_port=k[2], remote_port=k[3], protocol=k[4],
+                     bytes_in=b[0], bytes_out=b[1]) for k, b in self.records.items()]
+
+
+def reduce_windows(datagrams: Iterable[Datagram], cap: int = 64) -> list[Window]:
+    """Split at each security PUBLISH and count each window as the module's pool does."""
+    windows = [Window(None, None)]
+    last_publish: float | None = None
+    for d in sorted(datagrams, key=lambda d: d.time):
+        if d.security_publish and (last_publish is None or d.time - last_publish >= SAME_COLLECTION):
+            windows[-1].end = d.time
+            windows.append(Window(d.time, None))
+            last_publish = d.time
+        window = windows[-1]
+        entry = window.records.get(d.key)
+        if len(window.records) >= cap:
+            window.dropped += 1  # no free object: not even a known flow is updated
+            continue
+        if entry is None:
+            entry = window.records[d.key] = [0, 0]
+        entry[1 if d.outbound else 0] += d.nbytes
+    return windows
+
+
+def same_records(predicted: Sequence[Flow], reported: Sequence[Flow]) -> tuple[list[Flow], list[Flow]]:
+    """(predicted but not reported, reported but not predicted), records compared whole."""
+    def key(f: Flow) -> tuple[object, ...]:
+        return (*f.key, f.bytes_in, f.bytes_out)
+
+    left = {key(f): f for f in predicted}
+    right = {key(f): f for f in reported}
+    return [f for k, f in left.items() if k not in right], [f for k, f in right.items() if k not in left]
+
+
+def describe_difference(missing: Sequence[Flow], unexpected: Sequence[Flow]) -> str:
+    lines = [f"  predicted, not reported: {describe_flow(f)}" for f in missing]
+    lines += [f"  reported, not predicted: {describe_flow(f)}" for f in unexpected]
+    return "\n".join(lines)
