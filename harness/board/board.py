@@ -216,14 +216,18 @@ class Board:
         """Where traffic generators aim at this board: its address, the run's target policy, its
         services, and (where the link is captured) what the module counted on it."""
         caps = self.config.capabilities
-        capture = None
+        capture = frames = None
         if self.parts.link_capture() is not None:
             address, mac, stack = self.address, self.parts.mac, self.config.network.stack
 
             def capture() -> list[Datagram]:
                 pcap = self.parts.link_capture()
                 return module_datagrams(read_pcap(pcap), address, mac=mac, stack=stack) if pcap else []
-        return Target(self.address, self.policy, capture, tcp_echo=caps.services.tcp_echo,
+
+            def frames() -> int:
+                pcap = self.parts.link_capture()
+                return sum(1 for _ in read_pcap(pcap)) if pcap else 0
+        return Target(self.address, self.policy, capture, frames, tcp_echo=caps.services.tcp_echo,
                       udp_echo=caps.services.udp_echo, icmp=caps.icmp, rst_closed_ports=caps.rst_closed_ports)
 
     def health(self, deadline: float = HEALTH_DEADLINE) -> HealthReport:

@@ -31,6 +31,14 @@ class DeviceTelemetry:
         self.since = self.collector.mark()
         return self.since
 
+    def next_window(self, within: float) -> int:
+        """Wait for the module's next collection (its next security message arrives) and move the
+        mark just after it: what a test sends from now on is counted in windows reported after the
+        mark, and nothing before the mark is summed with it."""
+        self.restart()
+        self.expect_events(1, within)
+        return self.restart()
+
     def events(self, kind: PayloadType | None = None) -> list[Event]:
         return self.collector.events(self.device_id, since=self.since, kind=kind)
 

@@ -14,6 +14,10 @@ the datagrams it would have seen:
 - boards whose Wi-Fi module runs the stack (``stack: offload``) report payload + 20 (TCP) or + 8
   (UDP) per send or receive, no handshake segments, no ICMP.
 
+Capture times are the capture's own clock (QEMU stamps its pcap with its virtual clock, which
+stops while the machine is halted), so a capture is compared with itself: frame numbers mark
+"from here on", and the board's security PUBLISHes mark its windows.
+
 Each :class:`Datagram` carries the module's flow key (local and remote from the board's side),
 its direction, bytes, the capture time and, for the board's own MQTT traffic, whether it starts a
 security PUBLISH (the end of a collection window, see :mod:`harness.traffic.windows`).
@@ -24,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.errors import UsageError
@@ -48,6 +52,7 @@ class Datagram:
     key: Key  # (local address, remote address, local port, remote port, protocol)
     nbytes: int
     security_publish: bool = False  # an outbound TCP segment that starts a security PUBLISH
+    frame: int = 0  # its (first) frame's number in the capture: captures keep their own clock
 
     @property
     def protocol(self) -> Protocol:
@@ -161,7 +166,7 @@ def module_datagrams(frames: Iterable[tuple[float, bytes]], board: IPv4 | str, *
     own = bytes.fromhex(mac.replace(":", "")) if mac else None
     out: list[Datagram] = []
     outbound_fragments: dict[tuple[IPv4, IPv4, int, int], list[_Packet]] = {}
-    for time, frame in frames:
+    for number, (time, frame) in enumerate(frames):
         pkt = _parse(time, frame)
         if pkt is None or pkt.proto not in PROTOCOLS:
             continue
@@ -173,7 +178,7 @@ def module_datagrams(frames: Iterable[tuple[float, bytes]], board: IPv4 | str, *
         else:
             continue
         if datagram is not None:
-            out.extend(_as_stack(datagram, pkt, proto, stack))
+            out.extend(replace(d, frame=number) for d in _as_stack(datagram, pkt, proto, stack))
     return out
 
 

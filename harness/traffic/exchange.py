@@ -38,6 +38,7 @@ class Target:
     address: ipaddress.IPv4Address
     policy: TargetPolicy
     capture: Callable[[], list[Datagram]] | None = None
+    frames: Callable[[], int] | None = None  # how many frames the capture holds now (a mark)
     harness_address: ipaddress.IPv4Address | None = None  # the harness side of the board's network
     tcp_echo: int | None = 7
     udp_echo: int | None = 7
@@ -66,6 +67,7 @@ class Exchange:
     target: Target
     started: float
     ended: float = 0.0
+    first_frame: int = 0  # the capture's frame count when the exchange began
     keys: list[Key] = field(default_factory=list)
     bounds: list[Bound] = field(default_factory=list)
     details: dict[str, object] = field(default_factory=dict)
@@ -75,7 +77,7 @@ class Exchange:
         if self.target.capture is None:
             return []
         wanted = set(self.keys)
-        return [d for d in self.target.capture() if d.key in wanted and d.time >= self.started - 0.5]
+        return [d for d in self.target.capture() if d.key in wanted and d.frame >= self.first_frame]
 
     @property
     def from_capture(self) -> bool:
@@ -85,13 +87,14 @@ class Exchange:
         """Wait until the link has been quiet on this exchange's keys for ``quiet`` seconds (the
         last ACK of a close, a delayed ACK), at most ``limit`` seconds after the exchange ended."""
         deadline = self.ended + limit
+        count = -1
         while True:
-            seen = self.datagrams()
-            last = max((d.time for d in seen), default=self.ended)
+            seen = len(self.datagrams())
             now = time.time()
-            if now - max(last, self.ended) >= quiet or now >= deadline:
+            if (seen == count and now - self.ended >= quiet) or now >= deadline:
                 return
-            time.sleep(min(quiet, deadline - now))  # re-reading a capture file: no event to wait on
+            count = seen
+            time.sleep(min(quiet, max(0.0, deadline - now)))  # re-reading a capture file: no event to wait on
 
     @property
     def flows(self) -> list[FlowSpec]:
@@ -142,7 +145,7 @@ def key(board: ipaddress.IPv4Address, harness: str, board_port: int, harness_por
 
 def begin(kind: str, target: Target) -> Exchange:
     target.check()
-    return Exchange(kind, target, time.time())
+    return Exchange(kind, target, time.time(), first_frame=target.frames() if target.frames else 0)
 
 
 def finish(exchange: Exchange, keys: Iterable[Key], bounds: Iterable[Bound] = ()) -> Exchange:

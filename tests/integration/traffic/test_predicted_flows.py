@@ -1,0 +1,132 @@
+"""Traffic at an emulated board predicts its NetworkActivity exactly: every record of every window,
+byte counts included, as read from the capture of the board's link and reduced to the module's
+capture points and windows (background flows included)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.board.board import Board
+from harness.errors import UsageError
+from harness.firmware import load_build
+from harness.firmware_build import build_reference
+from harness.lab import load_lab
+from harness.netpolicy import TargetPolicy
+from harness.session import RunSession
+from harness.telemetry.model import NetworkActivity, PayloadType
+from harness.traffic import Target, flow_burst, icmp_echo, syn_scan, tcp_session, udp_exchange
+from harness.traffic.windows import describe_difference, reduce_windows, same_records
+
+pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip"),
+              pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
+    folder = tmp_path_factory.mktemp("lab")
+    for name in ("qemu-an385.yaml", "lab.yaml"):
+        (folder / name).write_text((REPO / "boards" / name).read_text())
+    build = load_build(build_reference("mps2-an385", {}, "fast", tmp_path_factory.mktemp("build")))
+    with RunSession(load_lab(folder), boards=["qemu-an385"]) as session:
+        yield session.bring_up("qemu-an385", build)
+
+
+def windows_after(board: Board, exchanges: list) -> None:  # type: ignore[type-arg]
+    """Wait until the windows of the exchanges are all reported: the capture holds a security
+    publish after their last datagram, and the collector has the message it carried."""
+    assert board.telemetry is not None
+    target = board.traffic_target()
+    assert target.capture is not None
+    last = max(d.frame for ex in exchanges for d in ex.datagrams())
+    deadline = time.monotonic() + 30
+    while not any(d.security_publish and d.frame > last for d in target.capture()):
+        assert time.monotonic() < deadline, "no security publish after the traffic within 30 s"
+        time.sleep(0.2)  # re-reading the capture file: no event to wait on
+    published = sum(1 for d in target.capture() if d.security_publish)
+    board.telemetry.collector.wait_for(board.device_id, lambda e: True, timeout=10, since=board.telemetry.since)
+    assert published
+
+
+def assert_windows_as_predicted(board: Board, target: Target, cap: int, since_frame: int) -> int:
+    """Every NetworkActivity event reported since the mark equals a predicted window, in order, and
+    no predicted window with records between the first and the last of them went unreported."""
+    assert board.telemetry is not None and target.capture is not None
+    windows = [w for w in reduce_windows(target.capture(), cap) if w.end is not None]
+    reported = [e for e in board.telemetry.events() if isinstance(e.payload, NetworkActivity)]
+    assert reported
+    paired: list[int] = []
+    for event in reported:
+        found = [i for i, w in enumerate(windows) if not any(same_records(w.flows(), event.payload.flows))]
+        if not found:
+            near = windows[paired[-1] + 1] if paired and paired[-1] + 1 < len(windows) else windows[-1]
+            missing, unexpected = same_records(near.flows(), event.payload.flows)
+            pytest.fail(f"the window reported at {event.time} is no predicted window; against the next one:\n"
+                        + describe_difference(missing, unexpected))
+        paired.append(next((i for i in found if not paired or i > paired[-1]), found[-1]))
+    assert paired == sorted(paired), f"windows out of order: {paired}"
+    skipped = [i for i in range(paired[0], paired[-1] + 1) if i not in paired and windows[i].records]
+    assert not skipped, f"predicted windows with records that were not reported: {skipped}"
+    return len(reported)
+
+
+def test_tcp_udp_icmp_each_produce_exactly_the_predicted_records(board: Board) -> None:
+    assert board.telemetry is not None and board.build is not None
+    target = board.traffic_target()
+    board.telemetry.next_window(within=30)
+    exchanges = [tcp_session(target, 3000), udp_exchange(target, 4, 200), icmp_echo(target, 3, 56),
+                 tcp_session(target, 500, reset=True)]
+    expected = [spec for ex in exchanges for spec in ex.flows]
+    assert len(expected) == 4 and all(ex.from_capture for ex in exchanges)
+    board.telemetry.expect_flows(expected, within=30)
+    windows_after(board, exchanges)
+    assert assert_windows_as_predicted(board, target, board.build.manifest.behaviour.flow_cap, 0) >= 1
+
+
+def test_an_exchange_straddling_window_boundaries(board: Board) -> None:
+    assert board.telemetry is not None and board.build is not None
+    target = board.traffic_target()
+    board.telemetry.next_window(within=30)
+    interval = board.build.manifest.behaviour.intervals_s.high
+    t0 = time.time()
+    with socket.create_connection((str(target.address), target.tcp_echo or 7), timeout=10) as sock:
+        for _ in range(3 * interval):  # one chunk a second over three windows
+            sock.sendall(b"s" * 100)
+            sock.recv(100)
+            time.sleep(1)  # spacing the chunks over the windows, not waiting for an event
+    assert target.capture is not None
+    chunks = [d for d in target.capture() if d.key[2] == (target.tcp_echo or 7)]
+    windows_after(board, [type("Ex", (), {"datagrams": lambda self: chunks})()])
+    reported = [e for e in board.telemetry.events() if isinstance(e.payload, NetworkActivity)
+                and any(f.local_port == (target.tcp_echo or 7) for f in e.payload.flows)]
+    assert len(reported) >= 3, "the session should appear in at least three windows"
+    assert assert_windows_as_predicted(board, target, board.build.manifest.behaviour.flow_cap, 0) >= 3
+    assert time.time() - t0 < 60
+
+
+def test_syn_scan_and_a_burst_past_the_cap(board: Board) -> None:
+    assert board.telemetry is not None and board.build is not None
+    target = board.traffic_target()
+    board.telemetry.next_window(within=30)
+    scan = syn_scan(target, range(1000, 1100), rate=500)
+    burst = flow_burst(target, 80, rate=500)
+    windows_after(board, [scan, burst])
+    cap = board.build.manifest.behaviour.flow_cap
+    assert assert_windows_as_predicted(board, target, cap, 0) >= 1
+    reported = [e for e in board.telemetry.events() if isinstance(e.payload, NetworkActivity)]
+    assert max(len(e.payload.flows) for e in reported) == cap  # the cap was reached, nothing past it
+    assert scan.keys and burst.keys
+
+
+def test_a_destination_outside_the_policy_is_refused_before_any_packet(board: Board) -> None:
+    outside = Target(board.address.__class__("192.0.2.7"), TargetPolicy())
+    for generator in (lambda: tcp_session(outside, 10), lambda: udp_exchange(outside, 1),
+                      lambda: icmp_echo(outside, 1), lambda: syn_scan(outside, range(1, 3))):
+        with pytest.raises(UsageError, match=r"(?s)refusing to send traffic to 192\.0\.2\.7.*127\.0\.0\.0/8"):
+            generator()
