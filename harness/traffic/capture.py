@@ -102,6 +102,16 @@ def read_pcap(path: Path) -> Iterator[tuple[float, bytes]]:
         pos += incl
 
 
+def write_pcap(path: Path, frames: Iterable[tuple[float, bytes]]) -> Path:
+    """Write Ethernet ``frames`` as a classic pcap file (microseconds, little-endian)."""
+    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    for t, frame in frames:
+        sec = int(t)
+        out += struct.pack("<IIII", sec, int(round((t - sec) * 1e6)) % 1_000_000, len(frame), len(frame)) + frame
+    path.write_bytes(bytes(out))
+    return path
+
+
 def _checksum_ok(header: bytes) -> bool:
     total = sum(struct.unpack(f"!{len(header) // 2}H", header))
     while total >> 16:

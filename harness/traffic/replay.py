@@ -29,7 +29,7 @@ from harness.telemetry.model import Protocol
 from harness.traffic.capture import Key, read_pcap
 from harness.traffic.checksum import inet_checksum
 from harness.traffic.exchange import Exchange, Target, begin, finish, key
-from harness.traffic.scan import _source_for
+from harness.traffic.scan import _source_for, drain
 
 IPv4 = ipaddress.IPv4Address
 
@@ -138,6 +138,7 @@ def replay(target: Target, capture: Path, device: str, *, speed: float = 1.0,
                         message[2:4] = struct.pack("!H", inet_checksum(bytes(message)))
                     icmp.sendto(bytes(message), (board, 0))
                     keys.append(key(target.address, source, 0, 0, Protocol.ICMP))
+            drain(udp.values())
     finally:
         for sock in udp.values():
             sock.close()

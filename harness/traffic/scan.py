@@ -39,6 +39,27 @@ def _paced(items: Iterable[int], rate: float) -> Iterable[int]:
         yield item
 
 
+def drain(socks: Iterable[socket.socket], quiet: float = 0.3, limit: float = 3.0) -> int:
+    """Read the replies arriving on ``socks`` until none came for ``quiet`` seconds (at most
+    ``limit``), so they are received, not answered with port unreachables after a close."""
+    import select
+
+    socks = list(socks)
+    got = 0
+    deadline = time.monotonic() + limit
+    while socks and (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select(socks, [], [], min(quiet, left))
+        if not ready:
+            break
+        for sock in ready:
+            try:
+                sock.recv(65535)
+                got += 1
+            except OSError:
+                pass
+    return got
+
+
 def syn_scan(target: Target, ports: range, *, rate: float = DEFAULT_RATE, source_port: int = 40000) -> Exchange:
     from scapy.layers.inet import IP, TCP
 
@@ -63,6 +84,7 @@ def udp_scan(target: Target, ports: range, *, rate: float = DEFAULT_RATE, payloa
         address = target.check()
         for port in _paced(ports, rate):
             sock.sendto(payload, (address, port))
+        drain([sock])
         source, source_port = _source_for(target), sock.getsockname()[1]
     keys = [key(target.address, source, port, source_port, Protocol.UDP) for port in ports]
     keys.append(key(target.address, source, 0, 0, Protocol.ICMP))  # port unreachables
@@ -87,8 +109,9 @@ def flow_burst(target: Target, count: int = 100, *, rate: float = DEFAULT_RATE, 
             socks.append(sock)
             sock.sendto(payload, (address, port))
             keys.append(key(target.address, source, port, sock.getsockname()[1], Protocol.UDP))
+        replies = drain(socks)
     finally:
         for sock in socks:
             sock.close()
-    exchange.details.update(count=count, rate=rate)
+    exchange.details.update(count=count, rate=rate, replies=replies)
     return finish(exchange, keys)

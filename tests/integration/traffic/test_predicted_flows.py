@@ -18,7 +18,7 @@ from harness.firmware_build import build_reference
 from harness.lab import load_lab
 from harness.netpolicy import TargetPolicy
 from harness.session import RunSession
-from harness.telemetry.model import NetworkActivity, PayloadType
+from harness.telemetry.model import NetworkActivity
 from harness.traffic import Target, flow_burst, icmp_echo, syn_scan, tcp_session, udp_exchange
 from harness.traffic.windows import describe_difference, reduce_windows, same_records
 
@@ -130,3 +130,30 @@ def test_a_destination_outside_the_policy_is_refused_before_any_packet(board: Bo
                       lambda: icmp_echo(outside, 1), lambda: syn_scan(outside, range(1, 3))):
         with pytest.raises(UsageError, match=r"(?s)refusing to send traffic to 192\.0\.2\.7.*127\.0\.0\.0/8"):
             generator()
+
+
+def test_a_capture_replayed_at_the_board_reproduces_its_flows(board: Board, tmp_path: Path) -> None:
+    """A capture the test makes itself (a UDP exchange, pings and a TCP session at the board),
+    replayed at the board: the same flows, byte for byte, from the harness's new ports."""
+    from harness.traffic import replay
+    from harness.traffic.capture import read_pcap, write_pcap
+
+    assert board.telemetry is not None
+    target = board.traffic_target()
+    pcap = board.parts.link_capture()
+    assert pcap is not None and target.frames is not None
+    first = target.frames()
+    original = [udp_exchange(target, 3, 120), icmp_echo(target, 2, 40), tcp_session(target, 1500)]
+    before = {ex.kind: ex.flows for ex in original}
+    frames = list(read_pcap(pcap))[first:]
+    capture = write_pcap(tmp_path / "made-here.pcap", frames)
+    board.telemetry.next_window(within=30)
+    replayed = replay(target, capture, str(board.address), speed=0)
+    assert replayed.details["tcp_reenacted"] == 1 and replayed.details["udp_icmp"] == 5
+    after = replayed.flows
+
+    def shape(specs: list) -> list[tuple[object, ...]]:  # type: ignore[type-arg]
+        return sorted((s.protocol, s.local_port, s.bytes_in, s.bytes_out) for s in specs)
+
+    assert shape(after) == shape([f for specs in before.values() for f in specs])
+    board.telemetry.expect_flows(after, within=30)
