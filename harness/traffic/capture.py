@@ -53,6 +53,7 @@ class Datagram:
     nbytes: int
     security_publish: bool = False  # an outbound TCP segment that starts a security PUBLISH
     frame: int = 0  # its (first) frame's number in the capture: captures keep their own clock
+    data: int = 0  # the transport's payload bytes (TCP data; UDP and ICMP: all but their header)
 
     @property
     def protocol(self) -> Protocol:
@@ -107,7 +108,7 @@ def write_pcap(path: Path, frames: Iterable[tuple[float, bytes]]) -> Path:
     out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
     for t, frame in frames:
         sec = int(t)
-        out += struct.pack("<IIII", sec, int(round((t - sec) * 1e6)) % 1_000_000, len(frame), len(frame)) + frame
+        out += struct.pack("<IIII", sec, round((t - sec) * 1e6) % 1_000_000, len(frame), len(frame)) + frame
     path.write_bytes(bytes(out))
     return path
 
@@ -209,7 +210,8 @@ def _outbound(pkt: _Packet, proto: Protocol, pending: dict[tuple[IPv4, IPv4, int
         return Datagram(first.time, True, (pkt.src, pkt.dst, lport, rport, proto), nbytes)
     lport, rport = _ports(proto, pkt.payload)
     publish = proto is Protocol.TCP and _starts_security_publish(pkt.payload)
-    return Datagram(pkt.time, True, (pkt.src, pkt.dst, lport, rport, proto), pkt.total - pkt.ihl, publish)
+    return Datagram(pkt.time, True, (pkt.src, pkt.dst, lport, rport, proto), pkt.total - pkt.ihl, publish,
+                    data=_data(proto, pkt.payload))
 
 
 def _accepted(pkt: _Packet, board: IPv4, subnet: ipaddress.IPv4Network | None) -> bool:
@@ -228,7 +230,14 @@ def _inbound(pkt: _Packet, proto: Protocol, board: IPv4, reassembly: bool) -> Da
         return None  # dropped by the IP layer (or, reassembled, counted at the first fragment)
     rport, lport = _ports(proto, pkt.payload)
     # NetX strips the options and rewrites IHL to 5, but the total length stays: options count
-    return Datagram(pkt.time, False, (board, pkt.src, lport, rport, proto), pkt.total - 20)
+    return Datagram(pkt.time, False, (board, pkt.src, lport, rport, proto), pkt.total - 20,
+                    data=_data(proto, pkt.payload))
+
+
+def _data(proto: Protocol, payload: bytes) -> int:
+    if proto is Protocol.TCP:
+        return max(0, len(payload) - (payload[12] >> 4) * 4) if len(payload) >= 20 else 0
+    return max(0, len(payload) - 8)
 
 
 def _as_stack(datagram: Datagram, pkt: _Packet, proto: Protocol, stack: str) -> list[Datagram]:
