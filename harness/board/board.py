@@ -227,7 +227,8 @@ class Board:
             def frames() -> int:
                 pcap = self.parts.link_capture()
                 return sum(1 for _ in read_pcap(pcap)) if pcap else 0
-        return Target(self.address, self.policy, capture, frames, tcp_echo=caps.services.tcp_echo,
+        return Target(self.address, self.policy, capture, frames, evidence=self.run_dir / "traffic" / self.name,
+                      tcp_echo=caps.services.tcp_echo,
                       udp_echo=caps.services.udp_echo, icmp=caps.icmp, rst_closed_ports=caps.rst_closed_ports)
 
     def health(self, deadline: float = HEALTH_DEADLINE) -> HealthReport:

@@ -74,11 +74,17 @@ def describe_flow(flow: Flow) -> str:
 
 
 def default_background(broker_ports: Iterable[int] = MQTT_PORTS) -> tuple[FlowSpec, ...]:
-    """The device's own traffic: MQTT to the broker, NTP, DNS."""
+    """The device's own traffic: MQTT to the broker, NTP, DNS, DHCP."""
     ports = sorted(set(broker_ports) | set(MQTT_PORTS))
     return (*(FlowSpec(protocol=Protocol.TCP, remote_port=p, label="mqtt") for p in ports),
             FlowSpec(protocol=Protocol.UDP, remote_port=123, label="ntp"),
-            FlowSpec(protocol=Protocol.UDP, remote_port=53, label="dns"))
+            FlowSpec(protocol=Protocol.UDP, remote_port=53, label="dns"),
+            FlowSpec(protocol=Protocol.UDP, local_port=68, remote_port=67, label="dhcp"))
+
+
+def background_label(flow: Flow, background: Sequence[FlowSpec]) -> str | None:
+    """The label of the background spec ``flow`` matches (mqtt, ntp, dns, dhcp), or None."""
+    return next((spec.label or "background" for spec in background if spec.matches(flow)), None)
 
 
 def sum_windows(flows: Iterable[Flow]) -> list[Flow]:

@@ -40,6 +40,7 @@ class Target:
     capture: Callable[[], list[Datagram]] | None = None
     frames: Callable[[], int] | None = None  # how many frames the capture holds now (a mark)
     harness_address: ipaddress.IPv4Address | None = None  # the harness side of the board's network
+    evidence: Path | None = None  # where each exchange and the flows expected of it are kept
     tcp_echo: int | None = 7
     udp_echo: int | None = 7
     icmp: bool = True
@@ -109,9 +110,12 @@ class Exchange:
         for d in self.datagrams():
             totals.setdefault(d.key, [0, 0])[1 if d.outbound else 0] += d.nbytes
         self._check_bounds(totals)
-        return [FlowSpec(protocol=k[4], local_address=str(k[0]), remote_address=str(k[1]), local_port=k[2],
-                         remote_port=k[3], bytes_in=b[0], bytes_out=b[1], label=self.kind)
-                for k, b in totals.items()]
+        flows = [FlowSpec(protocol=k[4], local_address=str(k[0]), remote_address=str(k[1]), local_port=k[2],
+                          remote_port=k[3], bytes_in=b[0], bytes_out=b[1], label=self.kind)
+                 for k, b in totals.items()]
+        if self.target.evidence is not None:
+            self.save(self.target.evidence, flows)
+        return flows
 
     def _check_bounds(self, totals: dict[Key, list[int]]) -> None:
         wrong = []
@@ -126,15 +130,16 @@ class Exchange:
                               "its bounds", actual="; ".join(wrong),
                               fix="look at the capture: lost packets, retransmissions, or a generator fault")
 
-    def save(self, folder: Path) -> Path:
+    def save(self, folder: Path, flows: list[FlowSpec] | None = None) -> Path:
         """The exchange and the flows expected of it, as evidence in the run folder."""
+        flows = self.flows if flows is None else flows
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"exchange-{self.kind}-{int(self.started * 1000)}.json"
         path.write_text(json.dumps({
             "kind": self.kind, "target": str(self.target.address), "started": self.started, "ended": self.ended,
             "from_capture": self.from_capture, "details": self.details,
             "flows": [{k: (str(v) if v is not None and not isinstance(v, int) else v) for k, v in asdict(f).items()}
-                      for f in self.flows],
+                      for f in flows],
         }, indent=2, default=str))
         return path
 
@@ -152,4 +157,6 @@ def finish(exchange: Exchange, keys: Iterable[Key], bounds: Iterable[Bound] = ()
     exchange.ended = time.time()
     exchange.keys = list(dict.fromkeys(keys))
     exchange.bounds = list(bounds)
+    if exchange.target.evidence is not None and not exchange.from_capture:
+        exchange.save(exchange.target.evidence)
     return exchange

@@ -90,6 +90,8 @@ def test_tcp_udp_icmp_each_produce_exactly_the_predicted_records(board: Board) -
     expected = [spec for ex in exchanges for spec in ex.flows]
     assert len(expected) == 4 and all(ex.from_capture for ex in exchanges)
     board.telemetry.expect_flows(expected, within=30)
+    saved = list((board.run_dir / "traffic" / board.name).glob("exchange-*.json"))
+    assert len(saved) >= 4, "each exchange and its expected flows are kept as evidence"
     windows_after(board, exchanges)
     assert assert_windows_as_predicted(board, target, board.build.manifest.behaviour.flow_cap, 0) >= 1
 
