@@ -163,7 +163,7 @@ class RunSession:
                               "need the address of this host they reach the broker on",
                               fix=f"set broker: {{bind: <this host's address in {net.subnet}>}}")
         _require_local(bind, net)
-        return NetworkPlace(net.name, net.subnet, bind, str(bind), self._time_server_at(bind))
+        return NetworkPlace(net.name, net.subnet, bind, str(bind), self._time_server_at(bind), net)
 
     def _time_server_at(self, bind: ipaddress.IPv4Address) -> str:
         settings = self.lab.settings.time_server

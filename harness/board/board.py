@@ -206,7 +206,7 @@ class Board:
         service, as its capabilities say): ONLINE means reachable, not only addressed."""
         deadline = time.monotonic() + timeout
         with self.log.step("address", board=self.name, source=self.config.network.address_from) as learned:
-            self._address = self.parts.address.address(self.console, timeout)
+            self._address = self.parts.address.address(lambda: self.console, timeout)
             learned["address"] = str(self._address)
             learned["reachable_by"] = wait_reachable(self, deadline)
         self.state = BoardState.ONLINE

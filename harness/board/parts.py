@@ -52,7 +52,9 @@ class Power(Protocol):
 class AddressSource(Protocol):
     """Where the board is on its test network."""
 
-    def address(self, console: Console, timeout: float) -> ipaddress.IPv4Address: ...
+    def address(self, console: Callable[[], Console], timeout: float) -> ipaddress.IPv4Address:
+        """``console`` opens the board's console if the source needs it."""
+        ...
 
 
 @dataclass

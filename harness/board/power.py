@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from harness.errors import InfrastructureError, WaitTimeout
@@ -85,7 +85,7 @@ class StaticAddress:
     def __init__(self, address: ipaddress.IPv4Address) -> None:
         self._address = address
 
-    def address(self, console: Console, timeout: float) -> ipaddress.IPv4Address:
+    def address(self, console: Callable[[], Console], timeout: float) -> ipaddress.IPv4Address:
         return self._address
 
 
@@ -95,11 +95,12 @@ class ConsoleAddress:
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
 
-    def address(self, console: Console, timeout: float) -> ipaddress.IPv4Address:
-        match = console.expect(self.pattern, timeout=timeout)
+    def address(self, console: Callable[[], Console], timeout: float) -> ipaddress.IPv4Address:
+        board_console = console()
+        match = board_console.expect(self.pattern, timeout=timeout)
         text = match.group("address")
         try:
             return ipaddress.IPv4Address(text)
         except ValueError:
-            raise WaitTimeout(f"{console.name}: the line {match.group(0)!r} matched the console pattern, but "
-                              f"{text!r} is not an IPv4 address", evidence=console.log_path) from None
+            raise WaitTimeout(f"{board_console.name}: the line {match.group(0)!r} matched the console pattern, but "
+                              f"{text!r} is not an IPv4 address", evidence=board_console.log_path) from None

@@ -9,6 +9,7 @@ is static or read from the console.
 from __future__ import annotations
 
 from harness.board.kinds import BOARD_FACTORIES, BoardSite
+from harness.board.link_capture import LinkCapture
 from harness.board.parts import AddressSource, BoardParts, Power
 from harness.board.power import CommandPower, ConsoleAddress, ProbeResetPower, StaticAddress
 from harness.errors import ConfigError
@@ -45,5 +46,17 @@ def pyocd_board(config: BoardConfig, site: BoardSite) -> BoardParts:
     else:
         power = ProbeResetPower(probe)
     url = config.console.url or ""
+    capture = _capture_for(config, site)
     return BoardParts(probe=probe, console_url=lambda: url, power=power, address=address_for(config),
-                      reset_kind=config.reset.method, details={"probe": config.probe.id, "target": config.probe.target})
+                      reset_kind=config.reset.method, details={"probe": config.probe.id, "target": config.probe.target},
+                      link_capture=lambda: capture.path if capture is not None else None,
+                      close=capture.stop if capture is not None else lambda: None)
+
+
+def _capture_for(config: BoardConfig, site: BoardSite) -> LinkCapture | None:
+    """tcpdump on the host's side of the board's lab network, if the session gave one."""
+    net = site.network
+    interface = getattr(net, "interface", None) or getattr(net, "bridge", None)
+    if not interface:
+        return None
+    return LinkCapture(interface, site.run_dir / f"{config.name}-link.pcap").start()

@@ -11,6 +11,7 @@ server hands the board.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,7 +52,7 @@ class LeaseAddress:
         self.network = network
         self.mac = mac
 
-    def address(self, console: Console, timeout: float) -> ipaddress.IPv4Address:
+    def address(self, console: Callable[[], Console], timeout: float) -> ipaddress.IPv4Address:
         return self.network.wait_for_lease(self.mac, timeout)
 
 
