@@ -1,8 +1,8 @@
 """A capture of a real board's link: tcpdump on the lab network's interface (or bridge).
 
 An emulated board's machine captures its own link; a board on a lab test network is captured by
-tcpdump on the host's interface to that network, delivered at once and packet-buffered (``--immediate-mode -U``) so the file can be read
-while it grows, in the run folder. The reduction to what the module counts filters the board's own
+tcpdump on the host's interface to that network, in the run folder, each packet delivered and
+written at once (``--immediate-mode -U``) so the file can be read while it grows. The reduction to what the module counts filters the board's own
 frames by its address (:mod:`harness.traffic.capture`). Where tcpdump cannot run (no root, not
 installed) there is no capture, and traffic predictions fall back to their formula, saying so.
 """
