@@ -3,8 +3,9 @@
 An emulated board's machine captures its own link; a board on a lab test network is captured by
 tcpdump on the host's interface to that network, in the run folder, each packet delivered and
 written at once (``--immediate-mode -U``) so the file can be read while it grows. The reduction
-to what the module counts filters the board's own frames by its address (:mod:`harness.traffic.capture`). Where tcpdump cannot run (no root, not
-installed) there is no capture, and traffic predictions fall back to their formula, saying so.
+to what the module counts picks the board's own frames by its address
+(:mod:`harness.traffic.capture`). Where tcpdump cannot run (no root, not installed) there is no
+capture, and traffic predictions fall back to their formula, saying so.
 """
 
 from __future__ import annotations
