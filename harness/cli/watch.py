@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from harness.bench import bring_up
+from harness.cli import output_folder, seconds
 from harness.errors import UsageError
 from harness.firmware import FirmwareBuild, load_build
 from harness.firmware_build import build_reference
@@ -30,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--firmware", metavar="BUILD",
                    help="a build folder under firmware-builds/ (default for an emulated board: the reference "
                         "firmware, fast preset, built into firmware-builds/ first)")
-    p.add_argument("--duration", type=float, default=30.0, metavar="S", help="seconds to watch (default 30)")
-    p.add_argument("--report-dir", metavar="DIR", help="run folder (default: <state>/runs/<run id>)")
+    p.add_argument("--duration", type=seconds, default=30.0, metavar="S", help="seconds to watch (default 30)")
+    p.add_argument("--report-dir", metavar="DIR", type=output_folder("run folder"),
+                   help="run folder (default: <state>/runs/<run id>)")
     p.add_argument("--json", action="store_true", help="one JSON object per message")
     p.set_defaults(func=run)
 

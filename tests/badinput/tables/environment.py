@@ -12,7 +12,7 @@ CASES = [
     error("lab-a-file", "boards", r"lab folder f \(from HIL_LAB\) is a file", write("f", "x"), env={"HIL_LAB": "f"}),
     error("lab-unreadable", "boards --check", r"HIL_LAB.*permission denied", good_lab(), mode("lab", 0),
           env={"HIL_LAB": "lab"}, unprivileged=True),
-    error("default-lab-missing", "boards", r"lab folder boards does not exist.*HIL_LAB"),
+    error("default-lab-missing", "boards", r"lab folder boards \(the default: no --lab and no HIL_LAB\) does not"),
     refused("lab-bad-board", "boards --check", r"lab/b\.yaml.*probe\.id", good_lab(),
             board({"name": "b", "probe.id": "x"}, file="lab/b.yaml"), env={"HIL_LAB": "lab"}),
     error("state-a-file", "--lab lab boards", r"state folder s \(from HIL_STATE\) is a file, not a folder",

@@ -40,7 +40,7 @@ CASES = [
     row("name-missing", {"name": DELETE}, r"field name: required"),
     row("identity-missing", {"identity": DELETE}, r"field identity: required"),
     row("unknown-key", {"signature": "x"}, r"field signature: unknown key"),
-    row("version-a-date", {"version": "2026-01-01"}, r"field version: expected text.*quotes"),
+    row("version-a-number", {"version": 1.0}, r"field version: expected text.*quotes"),
     error("no-manifest-in-folder", VERIFY, r"build.*no firmware manifest", folder("build")),
     error("manifest-path-missing", "firmware verify nowhere/manifest.yaml", r"nowhere/manifest\.yaml.*no such"),
     refused("manifest-is-the-image", "firmware verify build/fw.elf", r"build/fw\.elf.*(UTF-8|not valid YAML|mapping)",
