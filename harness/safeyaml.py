@@ -101,7 +101,7 @@ class Loader(yaml.SafeLoader):
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, IndexError, TypeError, OverflowError) as exc:  # explicit tags on odd text
+        except (ValueError, LookupError, TypeError, ArithmeticError) as exc:  # explicit tags on odd text
             shown = repr(node.value)[:60] if isinstance(node, ScalarNode) else f"a {node.id}"
             raise Refusal(f"cannot read {shown} as {_tag(node.tag)} ({exc})", node.start_mark,
                           "write a plain value without the tag") from None

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,14 @@ MEMORY_FLOOR = 1 << 30
 EXIT_MEMORY = 99
 GRACE = 3.0
 
+#: More standard error than this is a flood, not a message (error rendering must be bounded).
+MAX_STDERR = 16 << 10
+
 #: What a case can end as, in the order the summary shows them.
-OUTCOMES = ("clear error", "refused", "accepted", "traceback", "hang", "memory", "wrong exit", "unclear message")
+OUTCOMES = ("clear error", "refused", "accepted", "traceback", "hang", "memory", "wrong exit", "unclear message",
+            "flood")
+
+Entry = Callable[[list[str]], int]
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,8 @@ class Result:
             return "accepted"
         if self.exit_code != case.code:
             return "wrong exit"
+        if len(self.stderr) > MAX_STDERR:
+            return "flood"
         if not re.search(case.message, self.stderr, re.IGNORECASE | re.DOTALL):
             return "unclear message"
         return "refused" if case.expect == "refused" else "clear error"
@@ -85,8 +94,9 @@ def warm_up() -> None:
     build_parser()
 
 
-def run_case(case: Case, workdir: Path) -> Result:
-    """Set the case up in a fresh folder under ``workdir`` and run it."""
+def run_case(case: Case, workdir: Path, entry: Entry | None = None) -> Result:
+    """Set the case up in a fresh folder under ``workdir`` and run it (``entry``: what the child
+    calls with the arguments instead of ``harness.cli.main``, to test this runner)."""
     folder = workdir / case.name
     folder.mkdir(parents=True)
     for step in case.setup:
@@ -100,7 +110,7 @@ def run_case(case: Case, workdir: Path) -> Result:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover (the child never returns)
-            _child(case, folder, inp.fileno(), out.fileno(), err.fileno())
+            _child(case, folder, inp.fileno(), out.fileno(), err.fileno(), entry)
         code = _wait(pid, case.timeout)
         seconds = time.monotonic() - start
         out.seek(0)
@@ -133,7 +143,7 @@ def _stop(pid: int, pidfd: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _child(case: Case, folder: Path, stdin_fd: int, stdout_fd: int, stderr_fd: int) -> None:
+def _child(case: Case, folder: Path, stdin_fd: int, stdout_fd: int, stderr_fd: int, entry: Entry | None) -> None:
     code = 1
     try:
         os.setpgid(0, 0)
@@ -158,6 +168,7 @@ def _child(case: Case, folder: Path, stdin_fd: int, stdout_fd: int, stderr_fd: i
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         from harness.cli import main
 
+        main = entry or main
         try:
             code = main(list(case.argv))
         except SystemExit as exc:  # argparse's exits

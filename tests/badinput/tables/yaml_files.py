@@ -52,7 +52,11 @@ PAYLOADS: dict[str, tuple[str, str]] = {
     "5000-digit-hex": ("0x" + "f" * 5000, r"digits"),
     "python-object-tag": ('!!python/object/apply:os.system ["true"]', r"tag.*python/object"),
     "unknown-tag": ("!secret x", r"tag.*!secret"),
-    "unhashable-key": ("{[a, b]: 1}", r"key"),
+    "unhashable-key": ("{[a, b]: 1}", r"a key cannot be a list or a mapping"),
+    "int-tag-on-text": ("!!int abc", r"cannot read 'abc' as !!int"),
+    "int-tag-on-nothing": ('!!int ""', r"cannot read '' as !!int"),
+    "bool-tag-on-maybe": ("!!bool maybe", r"cannot read 'maybe' as !!bool"),
+    "impossible-date-tag": ("!!timestamp 2026-13-45", r"cannot read '2026-13-45' as !!timestamp.*month"),
     "tab-indentation": ("\n\tx: 1", r"not valid YAML.*line"),
     "unclosed-quote": ('"never closed', r"not valid YAML.*line"),
 }
