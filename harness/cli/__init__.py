@@ -17,6 +17,7 @@ import argparse
 import importlib
 import logging
 import math
+import os
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
@@ -30,6 +31,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INFRA = 3
+#: What a shell reports for a command whose reader went away (killed by SIGPIPE: 128 + 13).
+EXIT_BROKEN_PIPE = 141
 
 
 LAB_HELP = "lab folder holding boards/*.yaml (default: $HIL_LAB, else ./boards)"
@@ -153,6 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hil: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of the output has gone (`hil ... | head`): stop quietly, as a tool killed by
+        # SIGPIPE would; standard output goes nowhere from here, so the final flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`hil boards | head`): end as every hil command does (harness.cli.main)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
 def _machine_cell(record: MachineRecord | None) -> str:
     """For an emulated board: its running QEMU machine (pid, console), if any."""
     return f"running pid {record.pid}, console {record.console}" if record else ""
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             f"{q.reason} (since {q.since})" if q else "",
             _machine_cell(machines.get(name)),
         )
-    Console(width=160).print(table)
+    _Console(width=160).print(table)
     for err in errors:
         print(f"error: {err}", file=sys.stderr)
     return 2 if errors else 0

@@ -52,6 +52,7 @@ class Case:
     (the input is wrong and must be rejected, exit 2). ``message`` is a regular expression that
     standard error must match (searched, case-insensitive). ``unprivileged``: the CLI runs without
     the power to read past permissions (as root: without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH).
+    ``closed_stdout``: standard output is a pipe nobody reads (``hil ... | head`` after head left).
     ``xfail``: the reason the present code fails the row (a strict expected failure).
     """
 
@@ -64,6 +65,7 @@ class Case:
     env: Mapping[str, str] = field(default_factory=dict)
     stdin: bytes = b""
     unprivileged: bool = False
+    closed_stdout: bool = False
     xfail: str | None = None
     timeout: float = 10.0
     surface: str = ""

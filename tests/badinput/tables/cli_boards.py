@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from tests.badinput.case import error, good_lab, refused
 
+QUIET = r"\A\Z"  # a reader that went away is told nothing
+
 SURFACE = "cli-boards"
 
 CASES = [
@@ -13,5 +15,6 @@ CASES = [
           good_lab()),
     refused("clear-without-name", "--lab lab boards --clear", r"--clear: expected one argument", good_lab()),
     refused("check-and-clear", "--lab lab boards --check --clear rt1060-a", r"not allowed with", good_lab()),
+    error("table-into-closed-pipe", "--lab lab boards", QUIET, good_lab(), code=141, closed_stdout=True),
     refused("positional", "--lab lab boards rt1060-a", r"unrecognized arguments: rt1060-a", good_lab()),
 ]

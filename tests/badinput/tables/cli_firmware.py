@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from tests.badinput.case import build, error, folder, refused, write
 
+QUIET = r"\A\Z"  # a reader that went away is told nothing
+
 SURFACE = "cli-firmware"
 
 CASES = [
@@ -14,6 +16,7 @@ CASES = [
           build(), build(folder="b2", image=b"other"), code=1),
     error("verify-mismatch-then-missing", "firmware verify b2 nope", r"b2/fw\.elf: sha256.*nope.*no firmware manifest",
           build(folder="b2", image=b"other")),
+    error("verify-into-closed-pipe", "firmware verify build build", QUIET, build(), code=141, closed_stdout=True),
     refused("verify-nothing", "firmware verify", r"the following arguments are required: BUILD"),
     refused("verify-empty-name", ("firmware", "verify", ""), r"empty"),
     refused("build-out-a-file", "firmware build-reference --out f", r"--out.*f is a file, not a folder",
