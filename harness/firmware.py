@@ -10,6 +10,7 @@ constants.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,11 @@ from pydantic import Field, field_validator, model_validator
 
 from harness.config import StrictModel, load
 from harness.errors import CheckFailed, ConfigError
+from harness.userfiles import open_user_file
 
 MANIFEST_FILE = "manifest.yaml"
+#: No flash a harness programs is this big: a bigger "image" is the wrong file.
+MAX_IMAGE_BYTES = 256 << 20
 
 #: Known defects by name, with the module versions that carry them (spec section 3).
 KNOWN_DEFECTS = {
@@ -97,6 +101,14 @@ class Behaviour(StrictModel):
             raise ValueError(f"unknown defect(s) {unknown}; known: {', '.join(KNOWN_DEFECTS)}")
         return value
 
+    @model_validator(mode="after")
+    def _window(self) -> Behaviour:
+        d = self.first_collection_delay_s
+        if not isinstance(d, int) and d[0] > d[1]:
+            raise ValueError(f"first_collection_delay_s [{d[0]}, {d[1]}]: the first number is the earliest delay, "
+                             f"the second the latest; write [{d[1]}, {d[0]}]")
+        return self
+
     @property
     def first_collection_window(self) -> tuple[int, int]:
         d = self.first_collection_delay_s
@@ -121,7 +133,7 @@ class FirmwareManifest(StrictModel):
     image: str = Field(description="image file name, beside the manifest")
     format: Literal["elf", "hex", "bin"]
     base_address: Annotated[int, Field(ge=0)] | None = None
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="64 hexadecimal digits (sha256sum IMAGE)")]
     targets: tuple[str, ...] = Field(min_length=1)
     security_module: SecurityModuleInfo
     behaviour: Behaviour
@@ -138,6 +150,8 @@ class FirmwareManifest(StrictModel):
     def _plain_name(cls, value: str) -> str:
         if "/" in value or "\\" in value or value in ("", ".", ".."):
             raise ValueError(f"image {value!r} must be a file name beside the manifest, not a path")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError(f"image {value!r} holds a control character; give the image's file name")
         return value
 
     @model_validator(mode="after")
@@ -162,14 +176,21 @@ class FirmwareBuild:
         return target in self.manifest.targets
 
     def verify(self) -> str:
-        """Check the image against the manifest's sha256; return the digest or raise CheckFailed."""
+        """Check the image against the manifest's sha256, then that it is in the manifest's format;
+        return the digest, or raise CheckFailed (another image) or ConfigError (a wrong or unusable
+        file: not the format the manifest says, empty, unreadable, not a regular file)."""
         path = self.image_path
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise ConfigError(
                 f"{self.folder / MANIFEST_FILE}: field image: {path.name} not found beside the manifest",
                 fix="copy the image next to manifest.yaml or correct 'image'",
             )
-        digest = sha256_file(path)
+        with open_user_file(path, what="firmware image", limit=MAX_IMAGE_BYTES, error=ConfigError) as fh:
+            head = fh.read(4096)
+            h = hashlib.sha256(head)
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        digest = h.hexdigest()
         if digest != self.manifest.sha256:
             raise CheckFailed(
                 f"{path}: sha256 does not match the manifest",
@@ -177,7 +198,34 @@ class FirmwareBuild:
                 actual=digest,
                 evidence=self.folder / MANIFEST_FILE,
             )
+        check_image_format(path, head, self.manifest.format)
         return digest
+
+
+def _looks_like(head: bytes) -> str:
+    if head.startswith(b"\x7fELF"):
+        return "an ELF file"
+    if head.lstrip().startswith(b":") and head.isascii():
+        return "an Intel HEX file"
+    if head.isascii():
+        return "text"
+    return ""
+
+
+def check_image_format(path: Path, head: bytes, fmt: str) -> None:
+    """Refuse an image whose first bytes are not what its manifest's ``format`` says."""
+    if not head:
+        raise ConfigError(f"{path}: the image is empty (0 bytes)", fix="rebuild it, or point 'image' at the real one")
+    looks = _looks_like(head)
+    names = {"elf": "an ELF file", "hex": "an Intel HEX file"}
+    wrong = (fmt in names and looks != names[fmt]) or (fmt == "bin" and looks in names.values())
+    if wrong:
+        seen = f" — it looks like {looks}" if looks else ""
+        want = names.get(fmt, "a raw binary")
+        raise ConfigError(
+            f"{path}: not {want} as the manifest's format '{fmt}' says{seen}",
+            fix="set 'format' to what the file is (elf, hex or bin), or point 'image' at the right file",
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -191,12 +239,16 @@ def sha256_file(path: Path) -> str:
 def load_build(path: str | Path) -> FirmwareBuild:
     """Load a build from its folder or its manifest file."""
     p = Path(path)
+    fix = "give a folder under firmware-builds/ that holds manifest.yaml"
+    if str(path) == "":
+        raise ConfigError("an empty name was given for the firmware build", fix=fix)
     manifest_path = p / MANIFEST_FILE if p.is_dir() else p
-    if not manifest_path.exists():
-        raise ConfigError(
-            f"{manifest_path}: no firmware manifest here",
-            fix="give a folder under firmware-builds/ that holds manifest.yaml",
-        )
+    if not os.path.lexists(manifest_path):
+        if p.is_dir():
+            other = [n for n in ("manifest.yml", "Manifest.yaml") if (p / n).exists()]
+            hint = f" (found {other[0]}: rename it {MANIFEST_FILE})" if other else f" (no {MANIFEST_FILE} in it)"
+            raise ConfigError(f"{p}: no firmware manifest here{hint}", fix=fix)
+        raise ConfigError(f"{manifest_path}: no firmware manifest here (no such file or folder)", fix=fix)
     return FirmwareBuild(folder=manifest_path.parent, manifest=load(FirmwareManifest, manifest_path))
 
 

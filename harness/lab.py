@@ -13,25 +13,37 @@ Everything is validated at load: unknown keys, wrong types and impossible combin
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from harness.config import StrictModel, load, read_yaml, validate
+from harness.config import StrictModel, load, no_nul, read_yaml, shown, validate
 from harness.errors import ConfigError
 from harness.netpolicy import TargetPolicy
 from harness.registry import Registry
-from harness.state import StateDir, default_lab_dir, resolve_state_dir
+from harness.state import StateDir, check_state_dir, lab_dir_source, resolve_state_dir
+from harness.userfiles import list_user_folder, open_user_file
 
 LAB_FILE = "lab.yaml"
+#: Names a lab file might be given by mistake; refused so that it is never silently ignored.
+LAB_FILE_MISNAMED = ("lab.yml",)
+BOARD_SUFFIXES = (".yaml", ".yml")
+
+#: Where a lab's test networks may be: the private ranges (RFC 1918, IPv6 unique local).
+PRIVATE_RANGES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"))
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 #: Probe type prefixes pyOCD knows (built in) plus ours; a probe id without one is ambiguous.
 PROBE_TYPES = ("cmsisdap", "stlink", "jlink", "picoprobe", "pemicro", "remote", "emu")
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+                            description="a name of 1-63 letters, digits, '.', '_' or '-', starting with a letter "
+                                        "or digit")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -100,6 +112,8 @@ class ProbeConfig(StrictModel):
             raise ValueError(f"unknown probe type {prefix!r}; use one of {', '.join(PROBE_TYPES)}")
         return value
 
+    _pack_path = field_validator("pack")(no_nul)
+
     @model_validator(mode="after")
     def _erase_policy(self) -> ProbeConfig:
         if self.erase == "chip" and self.keep_below is not None:
@@ -152,6 +166,11 @@ class NetworkConfig(StrictModel):
                 raise ValueError(f"console_pattern is not a valid regular expression: {exc}") from None
             if "address" not in compiled.groupindex:
                 raise ValueError("console_pattern needs a named group (?P<address>...)")
+        if self.address is not None and self.address_from != "static":
+            raise ValueError(f"'address' is used only with address_from: static (here {self.address_from}); remove it")
+        if self.console_pattern is not None and self.address_from != "console":
+            raise ValueError(f"'console_pattern' is used only with address_from: console (here {self.address_from}); "
+                             "remove it")
         return self
 
 
@@ -188,6 +207,9 @@ class PowerConfig(StrictModel):
     def _commands(self) -> PowerConfig:
         if self.kind == "command" and not (self.on_command and self.off_command):
             raise ValueError("power kind 'command' needs both 'on_command' and 'off_command' as argument lists")
+        if self.kind != "command" and (self.on_command is not None or self.off_command is not None):
+            raise ValueError("'on_command' and 'off_command' are used only with power kind: command "
+                             f"(here {self.kind}); remove them")
         return self
 
 
@@ -202,11 +224,19 @@ class CredentialsConfig(StrictModel):
             raise ValueError("credentials source 'file' needs 'path'")
         if self.source == "env" and not self.variable:
             raise ValueError("credentials source 'env' needs 'variable'")
+        if self.path is not None and self.source != "file":
+            raise ValueError(f"'path' is used only with credentials source: file (here {self.source}); remove it")
+        if self.variable is not None and self.source != "env":
+            raise ValueError(f"'variable' is used only with credentials source: env (here {self.source}); remove it")
         return self
+
+    _path = field_validator("path")(no_nul)
 
 
 class IdentityConfig(StrictModel):
-    device_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$")]
+    device_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$",
+                                    description="an IoT Hub device id: 1-128 letters, digits or - . % _ * ? ! ( ) "
+                                                ", : = @ $ '")]
     module_id: str | None = None
     credentials: CredentialsConfig = CredentialsConfig()
 
@@ -247,7 +277,7 @@ class Board(StrictModel):
         if kind.settings_model is not None:
             if section is None:
                 raise ValueError(f"boards of kind {kind_name} need a '{kind_name}:' section")
-            data["settings"] = kind.settings_model.model_validate(section)
+            data["settings"] = _validate_section(kind.settings_model, kind_name, section)
         elif section is not None:
             raise ValueError(f"boards of kind {kind_name} take no '{kind_name}:' section")
         return data
@@ -272,6 +302,19 @@ class Board(StrictModel):
         return self._source
 
 
+def _validate_section(model: type[StrictModel], name: str, section: Any) -> StrictModel:
+    """Validate a kind's own section; its errors name fields under the section ('qemu.machine')."""
+    try:
+        return model.model_validate(section)
+    except ValidationError as exc:
+        details: list[Any] = [
+            {"type": e["type"], "loc": (name, *e["loc"]), "input": e["input"],
+             **({"ctx": e["ctx"]} if "ctx" in e else {})}
+            for e in exc.errors()
+        ]
+        raise ValidationError.from_exception_data(exc.title, details) from None
+
+
 # ---------------------------------------------------------------------------------------------
 # lab.yaml
 
@@ -284,13 +327,28 @@ class TestNetwork(StrictModel):
     interface: str | None = None
     bridge: str | None = None
 
+    @field_validator("subnet", mode="before")
+    @classmethod
+    def _network(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a network like 192.168.50.0/24 (got {shown(value)})")
+        try:
+            return ipaddress.ip_network(value.strip())
+        except ValueError as exc:
+            if "has host bits set" in str(exc):
+                network = ipaddress.ip_network(value.strip(), strict=False)
+                raise ValueError(f"{value} has host bits set: the network is written {network}") from None
+            raise ValueError(f"expected a network like 192.168.50.0/24 (the range's first address and its prefix "
+                             f"length): {exc}") from None
+
     @model_validator(mode="after")
     def _reach(self) -> TestNetwork:
         if (self.interface is None) == (self.bridge is None):
             raise ValueError(f"network {self.name}: give exactly one of 'interface' or 'bridge' that reaches it")
-        if self.subnet.is_global:
+        if not any(self.subnet.version == r.version and self.subnet.subnet_of(r) for r in PRIVATE_RANGES):  # type: ignore[arg-type]
             raise ValueError(
-                f"network {self.name}: {self.subnet} is a public range; test networks must be private"
+                f"network {self.name}: {self.subnet} is not a private range; test networks must lie inside "
+                f"{', '.join(map(str, PRIVATE_RANGES))}"
             )
         return self
 
@@ -302,10 +360,19 @@ class BrokerSettings(StrictModel):
     bind: ipaddress.IPv4Address | None = None
     tls: bool = False
 
+    @field_validator("hub")
+    @classmethod
+    def _hub(cls, value: str) -> str:
+        if not _HOST_NAME.match(value):
+            raise ValueError(f"hub {shown(value)} is not a host name; write it like my-hub.azure-devices.net")
+        return value
+
     @model_validator(mode="after")
     def _external(self) -> BrokerSettings:
         if self.kind == "external" and not self.url:
             raise ValueError("broker kind 'external' needs 'url: mqtt://HOST:PORT'")
+        if self.kind != "external" and self.url is not None:
+            raise ValueError(f"'url' is used only with broker kind: external (here {self.kind}); remove it")
         return self
 
 
@@ -317,6 +384,8 @@ class TimeServerSettings(StrictModel):
     def _external(self) -> TimeServerSettings:
         if self.kind == "external" and not self.host:
             raise ValueError("time_server kind 'external' needs 'host'")
+        if self.kind != "external" and self.host is not None:
+            raise ValueError(f"'host' is used only with time_server kind: external (here {self.kind}); remove it")
         return self
 
 
@@ -337,6 +406,17 @@ class LabSettings(StrictModel):
         if "emulated" in names:
             raise ValueError("'emulated' is reserved for the harness's own networks; choose another name")
         return nets
+
+    _state_dir = field_validator("state_dir")(no_nul)
+
+    @model_validator(mode="after")
+    def _broker_reachable(self) -> LabSettings:
+        bind = self.broker.bind
+        if bind is not None and not bind.is_loopback and not any(bind in n.subnet for n in self.networks):
+            nets = ", ".join(f"{n.name} {n.subnet}" for n in self.networks) or "none defined"
+            raise ValueError(f"broker.bind {bind} is not loopback or an address on a test network of this lab "
+                             f"({nets}); boards reach the broker there")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +454,7 @@ class Lab:
 
 
 def lab_dir(explicit: str | Path | None = None) -> Path:
-    return Path(explicit) if explicit is not None else default_lab_dir()
+    return lab_dir_source(explicit)[0]
 
 
 def load_board(path: Path) -> Board:
@@ -385,18 +465,25 @@ def load_board(path: Path) -> Board:
 
 def load_lab(root: str | Path | None = None, *, collect_errors: list[ConfigError] | None = None) -> Lab:
     """Load a lab folder. With ``collect_errors``, bad boards are reported there and skipped;
-    without it the first error is raised."""
-    root_path = lab_dir(root)
-    if not root_path.is_dir():
-        raise ConfigError(
-            f"lab folder {root_path} does not exist",
-            fix="point --lab or HIL_LAB at a folder holding boards/*.yaml",
-        )
+    without it the first error is raised. Hidden files are not boards."""
+    root_path, source = lab_dir_source(root)
+    entries = list_user_folder(root_path, what="lab folder", error=ConfigError, source=source,
+                               fix="point --lab or HIL_LAB at the folder that holds the lab's board files")
+    names = {p.name for p in entries}
     lab_file = root_path / LAB_FILE
-    settings = load(LabSettings, lab_file) if lab_file.exists() else LabSettings()
+    for misnamed in LAB_FILE_MISNAMED:
+        if misnamed in names:
+            if LAB_FILE in names:
+                raise ConfigError(f"{root_path / misnamed}: the lab's settings are read only from {LAB_FILE}, "
+                                  "which is here too", fix=f"move what {misnamed} holds into {LAB_FILE}, remove it")
+            raise ConfigError(f"{root_path / misnamed}: the lab's settings are read only from {LAB_FILE}",
+                              fix=f"rename it {LAB_FILE}")
+    settings = load(LabSettings, lab_file) if LAB_FILE in names else LabSettings()
+    if settings.state_dir is not None:
+        _check_state_dir(root_path, lab_file, settings.state_dir)
     lab = Lab(root=root_path, settings=settings)
-    for path in sorted(root_path.glob("*.yaml")) + sorted(root_path.glob("*.yml")):
-        if path.name in (LAB_FILE, "lab.yml"):
+    for path in entries:
+        if path.suffix not in BOARD_SUFFIXES or path.name == LAB_FILE or path.name.startswith("."):
             continue
         try:
             board = load_board(path)
@@ -410,6 +497,15 @@ def load_lab(root: str | Path | None = None, *, collect_errors: list[ConfigError
     return lab
 
 
+def _check_state_dir(root: Path, lab_file: Path, state_dir: Path) -> None:
+    path = state_dir if state_dir.is_absolute() else root / state_dir
+    try:
+        check_state_dir(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{lab_file}: field state_dir: {exc.message.removeprefix('state folder ')}",
+                          fix="point state_dir at a folder (it is made if missing)") from None
+
+
 def _check_in_lab(lab: Lab, board: Board, path: Path) -> None:
     if board.name in lab.boards:
         other = lab.boards[board.name].source
@@ -417,6 +513,7 @@ def _check_in_lab(lab: Lab, board: Board, path: Path) -> None:
             f"{path}: field name: board name {board.name!r} is already used by {other}",
             fix="give every board a unique name",
         )
+    _check_probe_unique(lab, board, path)
     net = board.network.test_network
     if net != "emulated" and lab.network(net) is None:
         known = ", ".join(n.name for n in lab.settings.networks) or "(none defined)"
@@ -431,8 +528,47 @@ def _check_in_lab(lab: Lab, board: Board, path: Path) -> None:
                 f"{path}: field network.address: {board.network.address} is outside {net} ({subnet})",
                 fix="correct the address or the test_network",
             )
-    if board.probe.pack is not None and not board.probe.pack.is_absolute():
-        object.__setattr__(board.probe, "pack", (path.parent / board.probe.pack))
+    if board.probe.pack is not None:
+        pack = board.probe.pack if board.probe.pack.is_absolute() else path.parent / board.probe.pack
+        _check_pack(pack, board, path)
+        object.__setattr__(board.probe, "pack", pack)
+
+
+def _check_probe_unique(lab: Lab, board: Board, path: Path) -> None:
+    """Two boards on one probe would hold two leases on one chip. pyOCD compares ids without case
+    and, without an exact match, by substring: refuse both kinds of overlap."""
+    kind, _, uid = board.probe.id.lower().partition(":")
+    for other in lab.boards.values():
+        other_kind, _, other_uid = other.probe.id.lower().partition(":")
+        if kind != other_kind:
+            continue
+        where = f"board {other.name!r} ({other.source})"
+        if board.probe.id == other.probe.id:
+            problem = f"{board.probe.id} is already used by {where}"
+        elif uid == other_uid:
+            problem = f"{board.probe.id} names the same probe as {other.probe.id} of {where}: pyOCD ignores case"
+        elif uid in other_uid or other_uid in uid:
+            problem = (f"{board.probe.id} and {other.probe.id} of {where}: one is a substring of the other, and "
+                       "pyOCD matches probe ids by substring, so one board could open the other's probe")
+        else:
+            continue
+        raise ConfigError(f"{path}: field probe.id: {problem}",
+                          fix="give each board the full unique id of its own probe (`pyocd list` shows them)")
+
+
+def _check_pack(pack: Path, board: Board, path: Path) -> None:
+    target = board.probe.target
+    if not os.path.lexists(pack):
+        raise ConfigError(
+            f"{path}: field probe.pack: {pack} does not exist",
+            fix=f"download the CMSIS pack for {target} and put it there; or remove 'pack:' and install the "
+                f"target's pack into pyOCD's cache once with `pyocd pack install {target}`",
+        )
+    try:
+        with open_user_file(pack, what="CMSIS pack", limit=None, error=ConfigError):
+            pass
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: field probe.pack: {exc.message}", fix=exc.fix) from None
 
 
 __all__ = [

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.board.kinds import default_build_for
+from harness.cli import output_folder
 from harness.errors import UsageError
 from harness.firmware import FirmwareBuild, load_build
 from harness.lab import Board as BoardConfig
@@ -18,7 +19,8 @@ BUILDS = Path("firmware-builds")
 
 def add_board_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("board", metavar="BOARD", help="a board of the lab (see `hil boards`)")
-    p.add_argument("--report-dir", metavar="DIR", help="run folder (default: <state>/runs/<run id>)")
+    p.add_argument("--report-dir", metavar="DIR", type=output_folder("run folder"),
+                   help="run folder (default: <state>/runs/<run id>)")
 
 
 def session_for(args: argparse.Namespace, *boards: str) -> tuple[Lab, RunSession]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from harness.cli import each_input, output_folder
 from harness.firmware import load_build
 from harness.firmware_build import BOARDS, PRESETS, build_reference, parse_assignments
 
@@ -19,18 +21,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     b.add_argument("--board", default=BOARDS[0], choices=BOARDS, help="emulated machine (default: %(default)s)")
     b.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a make knob; repeatable")
     b.add_argument("--preset", choices=PRESETS, help="a knob preset (fast: short intervals for tests)")
-    b.add_argument("--out", metavar="DIR", help="build folder (default: firmware-builds/reference-<board>[-preset])")
+    b.add_argument("--out", metavar="DIR", type=output_folder("build folder"),
+                   help="build folder (default: firmware-builds/reference-<board>[-preset])")
     b.set_defaults(func=build)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 
 
 def verify(args: argparse.Namespace) -> int:
-    for path in args.build:
+    """Check every build given; each failure is reported, the exit code is the worst of them."""
+
+    def one(path: str) -> None:
         build = load_build(path)
         digest = build.verify()
         m = build.manifest
-        print(f"{build.image_path}: ok sha256 {digest} ({m.name} {m.version}, targets {', '.join(m.targets)})")
-    return 0
+        print(f"{build.image_path}: ok sha256 {digest} ({m.name} {m.version}, targets {', '.join(m.targets)})",
+              flush=True)
+
+    return each_input(args.build, one, what="build(s)", debug=args.debug)
 
 
 def build(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """`hil telemetry`: security telemetry tools.
 
 - ``hil telemetry decode FILE...``: decode FlatBuffers security messages (``-`` reads stdin) and print
-  one JSON object per input, in input order: ``{"file": NAME, "message": {...}}``. A malformed
-  buffer exits 1 naming the file and the offset; a missing or unreadable file exits 2.
+  one JSON object per input, in input order: ``{"file": NAME, "message": {...}}``. Every input is
+  tried and each failure reported: a malformed or empty buffer is exit 1 naming the file and the
+  offset; a missing, unreadable or oversized input (more than the archive's record limit) exit 2.
 - ``hil telemetry show ARCHIVE [--json]``: print a collector's raw archive decoded, one message per
   line; undecodable messages are shown with their error, a torn last record (a crashed writer) is
   reported on stderr, corrupt records make it exit 1.
@@ -20,42 +21,44 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from harness.cli import each_input
 from harness.errors import CheckFailed, UsageError
-from harness.telemetry.archive import ArchiveScan, RawRecord, read_archive
+from harness.telemetry.archive import MAX_RECORD, ArchiveScan, RawRecord, read_archive
 from harness.telemetry.codec import DecodeError, decode
 from harness.telemetry.streams import brief_event
 from harness.telemetry.topic import TopicError, parse_topic
+from harness.userfiles import read_bounded, read_user_file
 
 EXIT_USAGE = 2
 
 
+MESSAGE = "security message"
+
+
 def _read_input(name: str) -> bytes:
+    """One input, bounded: a regular file, a pipe or a character device; ``-`` is stdin."""
     if name == "-":
-        return sys.stdin.buffer.read()
-    path = Path(name)
+        return read_bounded(sys.stdin.buffer, "- (stdin)", what=MESSAGE, limit=MAX_RECORD, error=UsageError)
+    return read_user_file(name, what=MESSAGE, limit=MAX_RECORD, error=UsageError, streams=True)
+
+
+def _decode_one(name: str, pretty: bool) -> None:
+    data = _read_input(name)
+    shown = "- (stdin)" if name == "-" else name
+    fix = "check the file is a raw AzureIoTSecurity.Message payload (no MQTT header, no size prefix)"
+    if not data:
+        raise CheckFailed(f"{shown}: empty (0 bytes): not a security message", fix=fix)
     try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{name}: no such file", fix="give the path of a FlatBuffers security message") from None
-    except IsADirectoryError:
-        raise UsageError(f"{name}: is a directory, not a message file") from None
-    except OSError as exc:
-        raise UsageError(f"{name}: cannot read ({exc.strerror})") from None
+        message = decode(data)
+    except DecodeError as exc:
+        raise CheckFailed(f"{shown}: not a valid security message ({len(data)} bytes): {exc}", fix=fix) from None
+    record = {"file": name, "message": message.to_json()}
+    print(json.dumps(record, indent=2 if pretty else None), flush=True)
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    for name in args.files:
-        data = _read_input(name)
-        try:
-            message = decode(data)
-        except DecodeError as exc:
-            raise CheckFailed(
-                f"{name}: not a valid security message ({len(data)} bytes): {exc}",
-                fix="check the file is a raw AzureIoTSecurity.Message payload (no MQTT header, no size prefix)",
-            ) from None
-        record = {"file": name, "message": message.to_json()}
-        print(json.dumps(record, indent=2 if args.pretty else None), flush=True)
-    return 0
+    """Decode every input; each failure is reported, the exit code is the worst of them."""
+    return each_input(args.files, lambda name: _decode_one(name, args.pretty), what="input(s)", debug=args.debug)
 
 
 def _add_decode(actions: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -16,6 +16,7 @@ import sys
 import threading
 from types import FrameType
 
+from harness.cli import seconds
 from harness.cli._board import add_board_argument, resolve_build, session_for
 from harness.errors import UsageError
 from harness.telemetry.collector import Received
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--firmware", metavar="BUILD",
                    help="a build folder under firmware-builds/ (default for an emulated board: the reference "
                         "firmware, fast preset, built into firmware-builds/ first)")
-    p.add_argument("--duration", type=float, default=30.0, metavar="S", help="seconds to watch (default 30)")
+    p.add_argument("--duration", type=seconds, default=30.0, metavar="S", help="seconds to watch (default 30)")
     p.add_argument("--json", action="store_true", help="one JSON object per message")
     p.set_defaults(func=run)
 
@@ -44,8 +45,6 @@ def _line(received: Received, as_json: bool) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.duration > 0:
-        raise UsageError(f"--duration {args.duration:g}: give a number of seconds above 0", fix="e.g. --duration 30")
     lab, session = session_for(args, args.board)
     build = resolve_build(args.firmware, lab.board(args.board))
     done = threading.Event()

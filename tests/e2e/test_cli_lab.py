@@ -130,3 +130,40 @@ def test_table_shows_a_running_emulated_machine(tmp_path: Path) -> None:
     result = hil("--lab", str(tmp_path), "boards")
     assert result.returncode == 0, result.stderr
     assert f"running pid {me}" in result.stdout  # (rich may wrap the console URL inside the cell)
+
+
+def test_global_options_after_the_subcommand(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text(BOARD.replace("name: qemu-an385", "name: afterboard"))
+    for argv in (("boards", "--check", "--lab", str(tmp_path)), ("boards", "--lab", str(tmp_path), "--check"),
+                 ("--lab", "boards", "boards", "--check", "--lab", str(tmp_path))):
+        result = hil(*argv)
+        assert result.returncode == 0, (argv, result.stderr)
+        assert f"{tmp_path}: 1 board(s)" in result.stdout
+    assert "afterboard" in hil("boards", "--lab", str(tmp_path)).stdout
+    assert_clean_error(hil("boards", "--check", "--lab", str(tmp_path / "none")), 2, "does not exist")
+
+
+def _build(folder: Path, image: bytes, sha_of: bytes | None = None) -> Path:
+    folder.mkdir()
+    (folder / "fw.elf").write_bytes(image)
+    manifest = {
+        "name": folder.name, "version": "1.0.0", "image": "fw.elf", "format": "elf",
+        "sha256": hashlib.sha256(image if sha_of is None else sha_of).hexdigest(), "targets": ["mps2_an385"],
+        "security_module": {"version": "3.5.4"}, "behaviour": {"boot_marker": "HIL"},
+        "identity": {"provisioning": "block at 0x003FF000"},
+    }
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    return folder
+
+
+def test_firmware_verify_checks_every_build(tmp_path: Path) -> None:
+    good = _build(tmp_path / "good", b"\x7fELF-good")
+    changed = _build(tmp_path / "changed", b"\x7fELF-changed", sha_of=b"\x7fELF-original")
+    not_elf = _build(tmp_path / "notelf", b"MZ-a windows program")
+    result = hil("firmware", "verify", str(changed), str(good), str(not_elf), str(tmp_path / "missing"))
+    assert result.returncode == 2, result.stderr  # the worst of: 1 (changed), 2 (not an ELF, missing)
+    assert f"{good / 'fw.elf'}: ok sha256" in result.stdout
+    assert_clean_error(result, 2, f"{changed / 'fw.elf'}: sha256 does not match", f"{not_elf / 'fw.elf'}: not an ELF",
+                       f"{tmp_path / 'missing'}: no firmware manifest", "3 of 4 build(s) failed")
+    only_changed = hil("firmware", "verify", str(good), str(changed))
+    assert only_changed.returncode == 1 and "1 of 2 build(s) failed" in only_changed.stderr

@@ -9,7 +9,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "harness"
 
 #: Modules at the bottom: they may import only each other and the standard/third-party libraries.
-BOTTOM = ("harness.errors", "harness.registry", "harness.state", "harness.config",
+BOTTOM = ("harness.errors", "harness.registry", "harness.state", "harness.config", "harness.userfiles",
+          "harness.safeyaml",
           "harness.telemetry.model", "harness.telemetry.codec", "harness.telemetry.encoder",
           "harness.telemetry.fbread", "harness.telemetry.shapes", "harness.telemetry.topic")
 #: Modules at the top, which nothing below may import.

@@ -45,7 +45,15 @@ def test_shipped_lab_and_examples_load() -> None:
     az = next(b for b in examples.boards.values() if b.probe.target == "stm32f412xg")
     assert az.probe.erase == "sector" and az.probe.keep_below == 0x0800C000
     l4s5 = next(b for b in examples.boards.values() if b.probe.target == "stm32l4s5vitx")
-    assert l4s5.probe.pack is not None and l4s5.probe.pack.is_absolute()
+    assert l4s5.probe.pack is None  # shipped without a pack file: the example says how to install it
+
+
+def test_a_pack_resolves_beside_its_board_file(lab: LabFactory) -> None:
+    (lab.root / "packs").mkdir()
+    (lab.root / "packs" / "Vendor.DFP.pack").write_bytes(b"PK")
+    lab.board(probe__pack="packs/Vendor.DFP.pack")
+    board = load_lab(lab.root).board("rt1060-a")
+    assert board.probe.pack == lab.root / "packs" / "Vendor.DFP.pack"
 
 
 def test_misspelled_key_suggests_the_right_one(lab: LabFactory) -> None:
@@ -105,7 +113,8 @@ def test_empty_and_non_mapping_files(lab: LabFactory) -> None:
         ({"network__address_from": "console"}, "needs 'console_pattern'"),
         ({"network__address_from": "console", "network__console_pattern": "IP: (.*)"}, "named group"),
         ({"network__address_from": "console", "network__console_pattern": "IP: ("}, "not a valid regular"),
-        ({"network__address_from": "lease"}, "only for boards on the harness's own 'emulated' network"),
+        ({"network__address_from": "lease", "network__address": DELETE},
+         "only for boards on the harness's own 'emulated' network"),
         ({"network__stack": "offload"}, "set capabilities.icmp: false"),
         ({"power": {"kind": "command", "on_command": ["x"]}}, "needs both 'on_command' and 'off_command'"),
         ({"identity__credentials": {"source": "file"}}, "needs 'path'"),
@@ -136,7 +145,7 @@ def test_duplicate_board_names(lab: LabFactory) -> None:
 @pytest.mark.parametrize(
     ("lab_yaml", "needle"),
     [
-        ({"networks": [{"name": "a", "subnet": "8.8.8.0/24", "interface": "x"}]}, "public range"),
+        ({"networks": [{"name": "a", "subnet": "8.8.8.0/24", "interface": "x"}]}, "8.8.8.0/24 is not a private range"),
         ({"networks": [{"name": "a", "subnet": "10.0.0.0/24", "interface": "x", "bridge": "y"}]}, "exactly one"),
         ({"networks": [{"name": "a", "subnet": "10.0.0.0/24", "interface": "x"}] * 2}, "unique"),
         ({"networks": [{"name": "emulated", "subnet": "10.0.0.0/24", "interface": "x"}]}, "reserved"),
