@@ -52,6 +52,17 @@ HEALTH_DEADLINE = 5.0
 _BLOCK = re.compile(r"block at (0x[0-9A-Fa-f]+|\d+)")
 
 
+def check_build(build: FirmwareBuild, config: BoardConfig) -> str:
+    """Before anything is brought up: the build is for this board's target, and its image is the
+    one its manifest names (sha256, format). Returns the image's sha256."""
+    if not build.compatible_with(config.probe.target):
+        raise UsageError(
+            f"build {build.manifest.name} runs on {', '.join(build.manifest.targets)}, "
+            f"not on {config.name} ({config.probe.target})",
+            fix="choose a build whose manifest lists this board's target")
+    return build.verify()
+
+
 def provisioning_address(build: FirmwareBuild) -> int | None:
     """Where the build reads its identity from flash (``identity.provisioning: block at 0x...``),
     or None when the identity is built into the image (a stock image)."""
@@ -110,12 +121,7 @@ class Board:
         """Program the build's image (verified by read-back), through the recovery ladder. Skipped
         when the board already holds exactly that image; ``force`` programs every page anyway."""
         self._refuse_if_broken()
-        if not build.compatible_with(self.config.probe.target):
-            raise UsageError(
-                f"build {build.manifest.name} runs on {', '.join(build.manifest.targets)}, "
-                f"not on {self.name} ({self.config.probe.target})",
-                fix="choose a build whose manifest lists this board's target")
-        digest = build.verify()
+        digest = check_build(build, self.config)
         m = build.manifest
         path = build.image_path
         with self.log.step("flash", board=self.name, build=m.name, sha256=digest, force=force) as learned:

@@ -8,7 +8,7 @@ import argparse
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.cli._board import add_board_argument, resolve_build, session_for
+from harness.cli._board import add_board_argument, lab_for, resolve_build, session_for
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    lab, session = session_for(args, args.board)
+    lab = lab_for(args, args.board)
     build = resolve_build(args.build, lab.board(args.board))
+    _, session = session_for(args, args.board, lab=lab)
     with session:
         board = session.board(args.board)
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

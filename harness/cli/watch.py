@@ -17,8 +17,7 @@ import threading
 from types import FrameType
 
 from harness.cli import seconds
-from harness.cli._board import add_board_argument, resolve_build, session_for
-from harness.errors import UsageError
+from harness.cli._board import add_board_argument, lab_for, resolve_build, session_for
 from harness.telemetry.collector import Received
 
 
@@ -45,8 +44,9 @@ def _line(received: Received, as_json: bool) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    lab, session = session_for(args, args.board)
-    build = resolve_build(args.firmware, lab.board(args.board))
+    lab = lab_for(args, args.board)
+    build = resolve_build(args.firmware, lab.board(args.board), "--firmware BUILD")
+    _, session = session_for(args, args.board, lab=lab)
     done = threading.Event()
     seen = [0]
 

@@ -17,7 +17,7 @@ CASES = [
     refused("lab-twice", "--lab a boards --lab", r"--lab: expected one argument"),
     refused("lab-without-value", "--lab", r"--lab: expected one argument"),
     refused("unknown-option", "--bogus boards", r"unrecognized arguments: --bogus"),
-    refused("unknown-command", "flash", r"invalid choice: 'flash'"),
+    refused("unknown-command", "flsh", r"invalid choice: 'flsh'"),
     refused("no-command", "", r"usage: hil"),
     refused("firmware-without-action", "firmware", r"usage: hil firmware"),
     refused("telemetry-without-action", "telemetry", r"usage: hil telemetry"),
