@@ -241,8 +241,9 @@ class IdentityConfig(StrictModel):
     credentials: CredentialsConfig = CredentialsConfig()
 
 
-class Board(StrictModel):
-    """One board of the lab, as written in ``boards/<name>.yaml``."""
+class BoardConfig(StrictModel):
+    """One board of the lab as its file ``boards/<name>.yaml`` configures it (the board brought
+    up is :class:`harness.board.board.Board`)."""
 
     name: Name
     kind: str
@@ -283,7 +284,7 @@ class Board(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> Board:
+    def _consistent(self) -> BoardConfig:
         kind = BOARD_KINDS.get(self.kind)
         if kind.requires_console_url and self.console.url is None:
             raise ValueError(f"boards of kind {self.kind} need 'console: {{url: ...}}'")
@@ -429,7 +430,7 @@ class Lab:
 
     root: Path
     settings: LabSettings
-    boards: dict[str, Board] = field(default_factory=dict)
+    boards: dict[str, BoardConfig] = field(default_factory=dict)
 
     @property
     def state(self) -> StateDir:
@@ -438,7 +439,7 @@ class Lab:
             state_dir = self.root / state_dir
         return resolve_state_dir(lab_state_dir=state_dir, lab_dir=self.root)
 
-    def board(self, name: str) -> Board:
+    def board(self, name: str) -> BoardConfig:
         try:
             return self.boards[name]
         except KeyError:
@@ -457,8 +458,8 @@ def lab_dir(explicit: str | Path | None = None) -> Path:
     return lab_dir_source(explicit)[0]
 
 
-def load_board(path: Path) -> Board:
-    board = load(Board, path)
+def load_board(path: Path) -> BoardConfig:
+    board = load(BoardConfig, path)
     board._source = path
     return board
 
@@ -506,7 +507,7 @@ def _check_state_dir(root: Path, lab_file: Path, state_dir: Path) -> None:
                           fix="point state_dir at a folder (it is made if missing)") from None
 
 
-def _check_in_lab(lab: Lab, board: Board, path: Path) -> None:
+def _check_in_lab(lab: Lab, board: BoardConfig, path: Path) -> None:
     if board.name in lab.boards:
         other = lab.boards[board.name].source
         raise ConfigError(
@@ -534,7 +535,7 @@ def _check_in_lab(lab: Lab, board: Board, path: Path) -> None:
         object.__setattr__(board.probe, "pack", pack)
 
 
-def _check_probe_unique(lab: Lab, board: Board, path: Path) -> None:
+def _check_probe_unique(lab: Lab, board: BoardConfig, path: Path) -> None:
     """Two boards on one probe would hold two leases on one chip. pyOCD compares ids without case
     and, without an exact match, by substring: refuse both kinds of overlap."""
     kind, _, uid = board.probe.id.lower().partition(":")
@@ -556,7 +557,7 @@ def _check_probe_unique(lab: Lab, board: Board, path: Path) -> None:
                           fix="give each board the full unique id of its own probe (`pyocd list` shows them)")
 
 
-def _check_pack(pack: Path, board: Board, path: Path) -> None:
+def _check_pack(pack: Path, board: BoardConfig, path: Path) -> None:
     target = board.probe.target
     if not os.path.lexists(pack):
         raise ConfigError(
@@ -573,7 +574,7 @@ def _check_pack(pack: Path, board: Board, path: Path) -> None:
 
 __all__ = [
     "BOARD_KINDS",
-    "Board",
+    "BoardConfig",
     "BoardKind",
     "Lab",
     "LabSettings",

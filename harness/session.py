@@ -34,8 +34,7 @@ from harness.board.kinds import BoardSite, factory_for
 from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker, parse_mqtt_url
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.firmware import FirmwareBuild
-from harness.lab import Board as BoardConfig
-from harness.lab import Lab, TestNetwork
+from harness.lab import BoardConfig, Lab, TestNetwork
 from harness.lease import Lease
 from harness.netpolicy import TargetPolicy
 from harness.provisioning import ProvisioningRecord

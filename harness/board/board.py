@@ -41,7 +41,7 @@ from harness.traffic.capture import Datagram, module_datagrams, read_pcap
 from harness.traffic.exchange import Target
 
 if TYPE_CHECKING:
-    from harness.lab import Board as BoardConfig
+    from harness.lab import BoardConfig
     from harness.telemetry.device_view import DeviceTelemetry
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from harness.state import StateDir
 
 if TYPE_CHECKING:
     from harness.board.parts import BoardParts
-    from harness.lab import Board as BoardConfig
+    from harness.lab import BoardConfig
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from harness.board.parts import AddressSource, BoardParts, Power
 from harness.board.power import CommandPower, ConsoleAddress, ProbeResetPower, StaticAddress
 from harness.errors import ConfigError
 from harness.flash import Flasher
-from harness.lab import Board as BoardConfig
+from harness.lab import BoardConfig
 
 
 def probe_for(config: BoardConfig, site: BoardSite) -> Flasher:

@@ -11,8 +11,7 @@ from harness.board.kinds import default_build_for
 from harness.cli import output_folder
 from harness.errors import UsageError
 from harness.firmware import FirmwareBuild, load_build
-from harness.lab import Board as BoardConfig
-from harness.lab import Lab, load_lab
+from harness.lab import BoardConfig, Lab, load_lab
 from harness.session import RunSession
 
 BUILDS = Path("firmware-builds")

@@ -20,7 +20,7 @@ from harness.board.parts import BoardParts
 from harness.board.pyocd_kind import probe_for
 from harness.emulation.qemu import Machine
 from harness.errors import ConfigError, UsageError
-from harness.lab import Board as BoardConfig
+from harness.lab import BoardConfig
 
 if TYPE_CHECKING:
     from harness.console import Console

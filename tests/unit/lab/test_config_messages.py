@@ -14,11 +14,11 @@ from pydantic import BaseModel
 from harness.config import MAX_PROBLEM_CHARS, MAX_PROBLEMS, validate
 from harness.errors import ConfigError
 from harness.firmware import FirmwareManifest
-from harness.lab import Board, LabSettings
+from harness.lab import BoardConfig, LabSettings
 
 JARGON = re.compile(r"Input should|Input is|lax-or-strict|function-(plain|after|before|wrap)|json-or-python|"
                     r"is-instance\[|\[type=|errors\.pydantic|constrained-|Value error,|union_tag", re.IGNORECASE)
-MODELS: list[type[BaseModel]] = [LabSettings, Board, FirmwareManifest]
+MODELS: list[type[BaseModel]] = [LabSettings, BoardConfig, FirmwareManifest]
 
 
 def _keys(model: Any, seen: set[str]) -> set[str]:
@@ -73,9 +73,9 @@ def test_any_document_ends_in_a_model_or_a_clear_error(model: type[BaseModel], d
         (LabSettings, {"networks": [{"name": "n", "subnet": 42, "interface": "x"}]},
          "field networks[0].subnet: expected a network like 192.168.50.0/24 (got 42)"),
         (LabSettings, {"name": 1.5}, "field name: expected text (got 1.5): put it in quotes to make it text"),
-        (Board, {"probe": {"keep_below": "0x0800C000"}},
+        (BoardConfig, {"probe": {"keep_below": "0x0800C000"}},
          "field probe.keep_below: expected a whole number (got '0x0800C000'): write it without quotes"),
-        (Board, {"kind": "qemu", "qemu": {"machine": "x"}},
+        (BoardConfig, {"kind": "qemu", "qemu": {"machine": "x"}},
          "field qemu.machine: expected one of 'mps2-an385' or 'mps2-an386' (got 'x')"),
     ],
 )
