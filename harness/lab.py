@@ -24,7 +24,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from harness.config import StrictModel, load, no_nul, read_yaml, shown, validate
 from harness.errors import ConfigError
 from harness.netpolicy import TargetPolicy
-from harness.registry import Registry
+from harness.registry import Registry, load_entry_points
 from harness.state import StateDir, check_state_dir, lab_dir_source, resolve_state_dir
 from harness.userfiles import list_user_folder, open_user_file
 
@@ -62,26 +62,19 @@ class BoardKind:
 
 
 BOARD_KINDS: Registry[BoardKind] = Registry("board")
+#: Where board kinds come from: each kind's module registers its BoardKind (and its factory) here.
+KIND_ENTRY_POINTS = "hil.board_kinds"
+_kinds_loaded = False
 
 
-class QemuSettings(StrictModel):
-    """The ``qemu:`` section of an emulated board."""
-
-    machine: Literal["mps2-an385", "mps2-an386"]
-    network: Literal["tap", "user"] = "tap"
-    memory: str | None = None
-
-
-BOARD_KINDS.add("pyocd", BoardKind("pyocd", None, "a real board on a debug probe, flashed by pyOCD"))
-BOARD_KINDS.add(
-    "qemu",
-    BoardKind(
-        "qemu",
-        QemuSettings,
-        "an emulated board: a QEMU machine flashed by pyOCD through the emu: probe plugin",
-        requires_console_url=False,
-    ),
-)
+def board_kinds() -> Registry[BoardKind]:
+    """The board kinds, their modules imported on first use (``pyocd`` from harness.board,
+    ``qemu`` from harness.emulation, and any a package installs)."""
+    global _kinds_loaded
+    if not _kinds_loaded:
+        _kinds_loaded = True
+        load_entry_points(KIND_ENTRY_POINTS)
+    return BOARD_KINDS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,14 +258,14 @@ class BoardConfig(StrictModel):
         if not isinstance(data, dict) or "kind" not in data:
             return data
         kind_name = data["kind"]
-        if not isinstance(kind_name, str) or kind_name not in BOARD_KINDS:
-            raise ValueError(f"unknown board kind {kind_name!r}; use one of {', '.join(BOARD_KINDS.names())}")
+        if not isinstance(kind_name, str) or kind_name not in board_kinds():
+            raise ValueError(f"unknown board kind {kind_name!r}; use one of {', '.join(board_kinds().names())}")
         if "settings" in data:
             raise ValueError(f"put the kind's options under '{kind_name}:', not 'settings:'")
-        kind = BOARD_KINDS.get(kind_name)
+        kind = board_kinds().get(kind_name)
         data = dict(data)
-        for other in BOARD_KINDS.names():
-            if other != kind_name and other in data and BOARD_KINDS.get(other).settings_model is not None:
+        for other in board_kinds().names():
+            if other != kind_name and other in data and board_kinds().get(other).settings_model is not None:
                 raise ValueError(f"section '{other}:' belongs to boards of kind {other}, not {kind_name}")
         section = data.pop(kind_name, None)
         if kind.settings_model is not None:
@@ -285,7 +278,7 @@ class BoardConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> BoardConfig:
-        kind = BOARD_KINDS.get(self.kind)
+        kind = board_kinds().get(self.kind)
         if kind.requires_console_url and self.console.url is None:
             raise ValueError(f"boards of kind {self.kind} need 'console: {{url: ...}}'")
         if self.network.address_from == "lease" and self.network.test_network != "emulated":
@@ -296,7 +289,7 @@ class BoardConfig(StrictModel):
 
     @property
     def kind_info(self) -> BoardKind:
-        return BOARD_KINDS.get(self.kind)
+        return board_kinds().get(self.kind)
 
     @property
     def source(self) -> Path | None:

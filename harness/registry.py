@@ -55,3 +55,12 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))
+
+
+def load_entry_points(group: str) -> None:
+    """Import every module installed under the entry-point ``group`` (kinds that register
+    themselves on import); each is imported once, as any module is."""
+    import importlib.metadata
+
+    for entry in importlib.metadata.entry_points(group=group):
+        entry.load()

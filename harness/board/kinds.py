@@ -4,18 +4,18 @@ A kind registers a factory under the name used in YAML (``kind: pyocd``); the em
 registers ``qemu`` itself. The factory builds the :class:`~harness.board.parts.BoardParts` of one
 board from its configuration and the run's :class:`BoardSite` (run folder, state folder, run log,
 and the test network the session put the board on). Kinds are imported by name from the
-``hil.board_kinds`` entry points, so this module imports none of them.
+``hil.board_kinds`` entry points (:func:`harness.lab.board_kinds`), so this module imports none.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.lab import board_kinds
 from harness.registry import Registry
 from harness.runlog import RunLog
 from harness.state import StateDir
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
     from harness.lab import BoardConfig
 
 log = logging.getLogger(__name__)
-
-ENTRY_POINTS = "hil.board_kinds"
 
 
 @dataclass
@@ -51,9 +49,7 @@ DEFAULT_BUILDS: Registry[DefaultBuild] = Registry("default build")
 
 def load_kinds() -> None:
     """Import every installed kind module (each registers itself); idempotent."""
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINTS):
-        if entry.name not in BOARD_FACTORIES:
-            entry.load()
+    board_kinds()
 
 
 def factory_for(kind: str, where: str = "") -> BoardFactory:

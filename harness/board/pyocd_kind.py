@@ -14,7 +14,9 @@ from harness.board.parts import AddressSource, BoardParts, Power
 from harness.board.power import CommandPower, ConsoleAddress, ProbeResetPower, StaticAddress
 from harness.errors import ConfigError
 from harness.flash import Flasher
-from harness.lab import BoardConfig
+from harness.lab import BOARD_KINDS, BoardConfig, BoardKind
+
+BOARD_KINDS.add("pyocd", BoardKind("pyocd", None, "a real board on a debug probe, flashed by pyOCD"))
 
 
 def probe_for(config: BoardConfig, site: BoardSite) -> Flasher:

@@ -13,18 +13,32 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from harness.board.kinds import BOARD_FACTORIES, DEFAULT_BUILDS, BoardSite
 from harness.board.parts import BoardParts
 from harness.board.pyocd_kind import probe_for
-from harness.emulation.qemu import Machine
+from harness.config import StrictModel
 from harness.errors import ConfigError, UsageError
-from harness.lab import BoardConfig
+from harness.lab import BOARD_KINDS, BoardConfig, BoardKind
 
 if TYPE_CHECKING:
     from harness.console import Console
+    from harness.emulation.qemu import Machine
     from harness.emulation.tap_network import TapNetwork
+
+
+class QemuSettings(StrictModel):
+    """The ``qemu:`` section of an emulated board."""
+
+    machine: Literal["mps2-an385", "mps2-an386"]
+    network: Literal["tap", "user"] = "tap"
+    memory: str | None = None
+
+
+BOARD_KINDS.add("qemu", BoardKind(
+    "qemu", QemuSettings, "an emulated board: a QEMU machine flashed by pyOCD through the emu: probe plugin",
+    requires_console_url=False))
 
 
 class MachinePower:
@@ -70,6 +84,8 @@ def qemu_board(config: BoardConfig, site: BoardSite) -> BoardParts:
     if config.power.kind == "command":
         raise ConfigError(f"{config.source}: field power.kind: an emulated board's power is its machine's",
                           fix="remove the power section, or write power: {kind: emulated}")
+    from harness.emulation.qemu import Machine  # QEMU only when an emulated board is brought up
+
     network: TapNetwork = site.network
     attachment = network.attach(config.name)
     # The board's flash outlives the run, as a real board's does: the next run (or `hil console`)
