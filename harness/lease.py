@@ -170,9 +170,13 @@ def quarantine(state: StateDir, board: str, reason: str, run_id: str | None = No
 
 
 def quarantined(state: StateDir, board: str) -> Quarantine | None:
-    record = _read_json(state.quarantine / f"{board}.json")
+    path = state.quarantine / f"{board}.json"
+    record = _read_json(path)
     if record is None:
-        return None
+        if not path.exists():
+            return None
+        # a damaged record still quarantines: the board stays out until someone looks
+        return Quarantine(board, f"its quarantine record {path} is unreadable", "?", evidence=str(path))
     return Quarantine(
         board=board,
         reason=str(record.get("reason", "")),

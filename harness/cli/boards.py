@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             board.probe.target,
             board.probe.id,
             f"pid {holder.pid} @ {holder.host} run {holder.run_id}" if holder else "",
-            f"{q.reason} (since {q.since})" if q else "",
+            f"{q.reason} (since {q.since}{'; evidence ' + q.evidence if q.evidence else ''})" if q else "",
             _machine_cell(machines.get(name)),
         )
     _Console(width=160).print(table)

@@ -201,3 +201,10 @@ def test_already_held_image_is_not_programmed(tmp_path: Path) -> None:
 def test_provisioning_address_from_the_manifest(tmp_path: Path) -> None:
     assert provisioning_address(make_build(tmp_path)) == 0x003FF000
     assert provisioning_address(make_build(tmp_path / "x", "compiled into the image")) is None
+
+
+def test_a_damaged_quarantine_record_still_quarantines(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    (state.quarantine / "b.json").write_text("{not json")
+    q = quarantined(state, "b")
+    assert q is not None and "unreadable" in q.reason
