@@ -80,7 +80,7 @@ class Machine:
             raise UsageError(f"bad machine name {name!r}", fix="use letters, digits, '-' and '_'")
         self.name = name
         self.machine = machine
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.flash = FlashFile(Path(flash_file))
         self.network: Attachment = network or NoNetwork(mac_for(name))

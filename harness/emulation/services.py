@@ -61,7 +61,7 @@ class Dnsmasq:
                  pool: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address],
                  records: dict[str, ipaddress.IPv4Address], router: ipaddress.IPv4Address,
                  ntp: ipaddress.IPv4Address) -> None:
-        self.run_dir = run_dir
+        self.run_dir = run_dir.resolve()
         self.ns = ns
         self.interface = interface
         self.server = server
@@ -127,7 +127,7 @@ class Chrony:
     def __init__(self, run_dir: Path, ns: str | None, address: ipaddress.IPv4Interface) -> None:
         """``ns``: the namespace to run in; None runs in this host's (bound to ``address`` only,
         for a lab network's boards)."""
-        self.run_dir = run_dir
+        self.run_dir = run_dir.resolve()
         self.ns = ns
         self.address = address
         self.conf = run_dir / "chrony.conf"

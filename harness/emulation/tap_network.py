@@ -85,7 +85,7 @@ class TapNetwork:
     """One private test subnet with its services; see the module docstring."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(run_dir).resolve()  # dnsmasq and chronyd run in other working folders
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_hex(3)
         self.bridge = f"{netns.PREFIX}{self.token}"

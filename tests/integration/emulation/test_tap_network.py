@@ -224,3 +224,17 @@ def test_a_signal_stops_machines_services_and_namespaces(
     assert not netns.list_links(f"{netns.PREFIX}{started['token']}")
     assert not (networks_dir() / f"{started['token']}.json").exists()
     assert list_machines(state) == []
+
+
+@pytest.mark.timeout(120)
+def test_a_relative_run_folder_still_gives_the_board_its_fixed_lease(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """dnsmasq runs in another working folder: a relative run folder handed to it as is would
+    leave it without its hosts file, and the board with a pool address."""
+    monkeypatch.chdir(tmp_path)
+    with TapNetwork(Path("relative-run")) as network:
+        att = network.attach("b1")
+        done = subprocess.run([*netns.netns_exec(att.namespace), sys.executable, str(HERE / "probe_client.py"),
+                               "--mac", att.mac], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert ipaddress.IPv4Address(json.loads(done.stdout)["address"]) == att.address
