@@ -120,8 +120,3 @@ def encode_record(index: int, body: bytes) -> bytes:
     """A format-2 record: its header (sync, length, number, CRCs), then ``body``."""
     head = HEAD.pack(SYNC, len(body), index, zlib.crc32(body))
     return head + HCRC.pack(zlib.crc32(head)) + body
-
-
-def encode_record_v1(body: bytes) -> bytes:
-    """A format-1 record (what an older harness wrote)."""
-    return HEAD_V1.pack(len(body), zlib.crc32(body)) + body

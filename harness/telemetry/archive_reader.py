@@ -298,10 +298,9 @@ class _Walk2:
 
 def _walk_v2(src: Source, scan: ArchiveScan, bodies: bool, start: int = len(MAGIC)) -> Iterator[RawRecord]:
     w = _Walk2(src, scan)
-    pos, size = start, src.size
+    pos = scan.end = start
     if start == 0:
         w.bad = 0
-    scan.end = pos
     while pos < src.size:
         head = _header(src, pos)
         if head is None:
@@ -314,25 +313,28 @@ def _walk_v2(src: Source, scan: ArchiveScan, bodies: bool, start: int = len(MAGI
             continue
         length, index, crc = head
         end = pos + HEADER + length
-        size = src.size
-        if end > size:  # a header that checks whose body is not there: the file was cut short
+        if end > src.size:  # a header that checks whose body is not there: the file was cut short
             w.settle(pos, index, None)
-            w.damage(pos, size - pos, f"record {index} needs {end - size} bytes more than the file holds: "
-                                      "the file was cut short", (index, index))
+            w.damage(pos, src.size - pos, f"record {index} needs {end - src.size} bytes more than the file "
+                                          "holds: the file was cut short", (index, index))
             scan.next_index = max(scan.next_index, index + 1)
             scan.end = pos
-            _skip_numbers(scan, size - pos)
+            _skip_numbers(scan, src.size - pos)
             return
         buf, o = src.window(pos + HEADER, length)
         control = length >= BODY.size and buf[o + 9] & CONTROL
-        if control or bodies:
-            body = buf[o:o + length]
-            if zlib.crc32(body) != crc:
-                w.settle(pos, index, None)
-                w.damage(pos, end - pos, f"record {index}: its body does not match its checksum", (index, index))
-                w.expect = scan.next_index = max(scan.next_index, index + 1)
-                pos = scan.end = end
+        body = buf[o:o + length] if control or bodies or not _followed(src, end) else None
+        if body is not None and zlib.crc32(body) != crc:
+            w.settle(pos, index, None)
+            scan.next_index = max(scan.next_index, index + 1)
+            inner = _next_header(src, pos + 1)
+            if inner is not None and inner < end:  # cut short, and written after: unreadable up to there
+                w.bad, w.expect, pos = pos, index, inner
                 continue
+            w.damage(pos, end - pos, f"record {index}: its body does not match its checksum", (index, index))
+            w.expect = index + 1
+            pos = scan.end = end
+            continue
         if control:
             w.settle(pos, w.expect if w.bad is None else index, body)
             w.expect = scan.next_index = max(scan.next_index, index)
@@ -340,6 +342,7 @@ def _walk_v2(src: Source, scan: ArchiveScan, bodies: bool, start: int = len(MAGI
             continue
         w.settle(pos, index, None)
         if bodies:
+            assert body is not None
             rec = parse_body(body, index, pos)
             if isinstance(rec, str):
                 w.damage(pos, end - pos, rec, (index, index))
@@ -359,6 +362,12 @@ def _walk_v2(src: Source, scan: ArchiveScan, bodies: bool, start: int = len(MAGI
     tail = w.bad if w.bad is not None else pos
     scan.end = tail
     _tail(src, scan, tail, torn=True)
+
+
+def _followed(src: Source, end: int) -> bool:
+    """Whether a record ending at ``end`` is followed by the end of the file or a header that checks
+    (then its length is believed without reading its body, when only headers are walked)."""
+    return end == src.size or _header(src, end) is not None
 
 
 def _resume_note(control: bytes | None, start: int, end: int, src: Source) -> int | None:
