@@ -321,9 +321,12 @@ def _walk_v2(src: Source, scan: ArchiveScan, bodies: bool, start: int = len(MAGI
             scan.end = pos
             _skip_numbers(scan, src.size - pos)
             return
-        buf, o = src.window(pos + HEADER, length)
+        buf, o = src.window(pos + HEADER, min(length, BODY.size))
         control = length >= BODY.size and buf[o + 9] & CONTROL
-        body = buf[o:o + length] if control or bodies or not _followed(src, end) else None
+        body = None
+        if control or bodies or not _followed(src, end):
+            buf, o = src.window(pos + HEADER, length)
+            body = buf[o:o + length]
         if body is not None and zlib.crc32(body) != crc:
             w.settle(pos, index, None)
             scan.next_index = max(scan.next_index, index + 1)

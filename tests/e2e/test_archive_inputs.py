@@ -232,3 +232,31 @@ def test_show_json_marks_an_invalid_record_and_stays_json(tmp_path: Path) -> Non
     assert [r["index"] for r in rows] == [0, 1, 2]
     assert rows[1]["received"] is None and "receive time nan is not a time" in rows[1]["problem"]
     assert "problem" not in rows[0] and rows[0]["received"] == T0
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(("left", "shown", "code"), [
+    (patched(AT[1] + 4, b"\xff" * 4), ["0", "2"], 1),  # the damage is still there, named
+    (unclosed(WHOLE[:AT[2]] + bytes(HEADER) + body(2)), ["0", "1"], 0),  # a torn record kept is no damage
+], ids=["damaged length", "torn last record"])
+def test_hil_broker_continues_an_archive_without_removing_a_byte(tmp_path: Path, left: bytes, shown: list[str],
+                                                                 code: int) -> None:
+    """The issue's case: `hil broker --archive FILE` on a damaged archive cut it to its first record."""
+    archive = tmp_path / "telemetry.bin"
+    archive.write_bytes(left)
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "broker", "--kind", "embedded", "--json",
+                             "--run-dir", str(tmp_path / "run"), "--archive", str(archive)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()  # printed once the collector has opened the archive
+        assert banner.startswith("{"), proc.communicate(timeout=30)
+    finally:
+        proc.send_signal(15)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert archive.read_bytes()[:len(left)] == left
+    assert re.search(r"WARNING .*collector: the archive .*telemetry\.bin held bytes that are not records, kept "
+                     r"as they are; appending after them: bytes \d+\.\.\d+", err), err
+    done = show(archive)
+    assert [line.split()[0] for line in done.stdout.splitlines()] == shown and done.returncode == code, done.stderr

@@ -73,9 +73,9 @@ DAMAGE: dict[str, Callable[[bytearray, list[tuple[int, int]]], None]] = {
     "length 0xffffffff": length_ffffffff, "length 0": length_zero, "a zeroed page": zeroed_page}
 
 
-@pytest.mark.parametrize("damage", DAMAGE)
-def test_damage_hides_no_later_record(tmp_path: Path, damage: str) -> None:
-    path = tmp_path / "t.bin"
+def damaged_archive(path: Path, damage: str) -> tuple[bytes, bytes, list[tuple[int, int]], list[int]]:
+    """Twelve records with ``damage`` done to them: (the bytes before, after, the records' extents,
+    the records left untouched)."""
     whole = write(path, count=12, size=1000)
     spans = extents(whole, path)
     data = bytearray(whole)
@@ -83,6 +83,13 @@ def test_damage_hides_no_later_record(tmp_path: Path, damage: str) -> None:
     path.write_bytes(data)
     keep = untouched(whole, data, spans)
     assert 0 < len(keep) < len(spans) and keep[-1] == len(spans) - 1  # some lost, the last kept
+    return whole, bytes(data), spans, keep
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_damage_hides_no_later_record(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "t.bin"
+    whole, data, spans, keep = damaged_archive(path, damage)
     scan = ArchiveScan()
     got = list(read_archive(path, scan))
     assert [r.index for r in got] == keep  # every one the damage left, numbered as its writer did
@@ -97,12 +104,7 @@ def test_damage_hides_no_later_record(tmp_path: Path, damage: str) -> None:
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_reopening_a_damaged_archive_keeps_every_byte(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "t.bin"
-    whole = write(path, count=12, size=1000)
-    spans = extents(whole, path)
-    data = bytearray(whole)
-    DAMAGE[damage](data, spans)
-    path.write_bytes(data)
-    keep = untouched(whole, data, spans)
+    _, data, spans, keep = damaged_archive(path, damage)
     with ArchiveWriter(path) as w:
         assert w.append(TOPIC, b"after", received=T0 + 99) == len(spans)  # the number after the last
     assert path.read_bytes()[:len(data)] == data  # nothing cut, nothing rewritten
