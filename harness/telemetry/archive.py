@@ -62,6 +62,7 @@ __all__ = ["DUP", "MAGIC", "MAX_RECORD", "RETAIN", "ArchiveError", "ArchiveScan"
            "RawRecord", "read_archive"]
 
 TOPIC_CACHE = 10_000
+_pack_head, _pack_hcrc, _crc32 = HEAD.pack_into, HCRC.pack_into, zlib.crc32
 RESERVE = 4 * 1024 * 1024  # bytes mapped and allocated ahead of the records
 FIX_NEW_FILE = "give the collector a new archive file (the run folder's telemetry.bin, or --archive FILE)"
 
@@ -146,7 +147,7 @@ class ArchiveWriter:
 
     def _put(self, body: bytes, crc: int, index: int) -> None:
         """Copy one record into the map (lock held): the body first, so that a header means a whole
-        record; the header in one copy, so that a torn one does not check."""
+        record; the header's CRC last, so that a torn header does not check."""
         size = len(body)
         at = self._end - self._base
         if at + HEADER + size > self._room:
@@ -154,8 +155,8 @@ class ArchiveWriter:
         m = self._map
         assert m is not None
         m[at + HEADER:at + HEADER + size] = body
-        head = HEAD.pack(SYNC, size, index, crc)
-        m[at:at + HEADER] = head + HCRC.pack(zlib.crc32(head))
+        _pack_head(m, at, SYNC, size, index, crc)
+        _pack_hcrc(m, at + HEAD.size, _crc32(m[at:at + HEAD.size]))  # last: a header that checks is whole
         self._end += HEADER + size
 
     def _grow(self, need: int) -> int:

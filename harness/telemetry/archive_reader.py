@@ -321,10 +321,11 @@ def _walk_v2(src: Source, scan: ArchiveScan, bodies: bool, start: int = len(MAGI
             scan.end = pos
             _skip_numbers(scan, src.size - pos)
             return
-        buf, o = src.window(pos + HEADER, min(length, BODY.size))
+        buf, o = src.window(pos, HEADER + length if bodies else HEADER + BODY.size)
+        o += HEADER
         control = length >= BODY.size and buf[o + 9] & CONTROL
-        body = None
-        if control or bodies or not _followed(src, end):
+        body = buf[o:o + length] if bodies else None
+        if body is None and (control or not _followed(src, end)):
             buf, o = src.window(pos + HEADER, length)
             body = buf[o:o + length]
         if body is not None and zlib.crc32(body) != crc:
@@ -343,7 +344,8 @@ def _walk_v2(src: Source, scan: ArchiveScan, bodies: bool, start: int = len(MAGI
             w.expect = scan.next_index = max(scan.next_index, index)
             pos = scan.end = end
             continue
-        w.settle(pos, index, None)
+        if w.bad is not None or index != w.expect:
+            w.settle(pos, index, None)
         if bodies:
             assert body is not None
             rec = parse_body(body, index, pos)
