@@ -161,9 +161,12 @@ class Source:
 
     def search(self, find: Callable[[bytes, int], int], start: int, span: int) -> int | None:
         """File offset of the first match at or after ``start`` of ``find`` (``bytes.find``-like; a
-        match is at most ``span`` bytes long), or None."""
+        match is at most ``span`` bytes long and starts with a non-zero byte), or None."""
         pos = start
         while pos < self.size:
+            pos = self._data(pos)
+            if pos >= self.size:
+                return None
             buf, o = self.window(pos, BLOCK)
             at = find(buf, o)
             if at >= 0:
@@ -175,7 +178,10 @@ class Source:
 
     def nonzero_end(self, start: int, end: int | None = None) -> int:
         """Offset just after the last non-zero byte from ``start`` to ``end`` (``start`` if none)."""
-        hi = self.size if end is None else end
+        hi, pos, last = self.size if end is None else end, start, start
+        while (pos := self._data(pos)) < hi:  # the end of the last stretch that is not a hole
+            last = pos = min(hi, self._hole(pos))
+        hi = last
         while hi > start:
             lo = max(start, hi - BLOCK)
             kept = self.read(lo, hi - lo).rstrip(b"\0")
@@ -183,6 +189,20 @@ class Source:
                 return lo + len(kept)
             hi = lo
         return start
+
+    def _data(self, pos: int) -> int:
+        """The first offset from ``pos`` that is not in a hole of a sparse file (holes read as zeros,
+        so skipping them skips no record: a file of terabytes of holes is not read through)."""
+        try:
+            return os.lseek(self.fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            return self.size if exc.errno == errno.ENXIO else pos  # ENXIO: only a hole follows
+
+    def _hole(self, pos: int) -> int:
+        try:
+            return os.lseek(self.fd, pos, os.SEEK_HOLE)
+        except OSError:
+            return self.size
 
     def crc(self, start: int, end: int) -> int:
         value, pos = 0, start

@@ -285,13 +285,13 @@ def test_a_length_of_0xffffffff_reads_nothing_big(tmp_path: Path) -> None:
 
 # -- files that are no archive ---------------------------------------------------------------------
 
-def read_within(path: Path, seconds: float = 10) -> BaseException | None:
+def read_within(path: Path, seconds: float = 10, scan: ArchiveScan | None = None) -> BaseException | None:
     """Read ``path`` in a thread; fail if that hangs; return what it raised."""
     raised: list[BaseException | None] = [None]
 
     def run() -> None:
         try:
-            list(read_archive(path))
+            list(read_archive(path, scan))
         except BaseException as exc:  # handed to the test
             raised[0] = exc
 
@@ -300,6 +300,22 @@ def read_within(path: Path, seconds: float = 10) -> BaseException | None:
     t.join(seconds)
     assert not t.is_alive(), f"reading {path} hangs"
     return raised[0]
+
+
+def test_a_terabyte_of_holes_is_skipped_not_read_through(tmp_path: Path) -> None:
+    path = tmp_path / "t.bin"
+    first = MAGIC + encode_record(0, encode_body(T0, 1, 0, TOPIC.encode(), b"first"))
+    last = encode_record(1, encode_body(T0, 1, 0, TOPIC.encode(), b"last"))
+    with path.open("wb") as f:
+        f.write(first)
+        f.seek(1 << 40)  # a sparse file: reading its holes would take hours
+        f.write(last)
+    scan = ArchiveScan()
+    assert read_within(path, 60, scan) is None
+    assert [(d.offset, d.length) for d in scan.damaged] == [(len(first), (1 << 40) - len(first))]
+    assert scan.records == 2 and "zeros where records were" in scan.damaged[0].reason
+    with ArchiveWriter(path) as w:  # and a writer continues it as quickly
+        assert w.append(TOPIC, b"after") == 2
 
 
 @pytest.mark.parametrize(("make", "message"), [
