@@ -122,8 +122,9 @@ def run_show(args: argparse.Namespace) -> int:
     for kept in scan.kept:
         print(f"hil: {path}: kept {kept.describe()}", file=sys.stderr)
     if scan.torn_tail:
-        print(f"hil: {path}: last record incomplete ({scan.torn_tail} bytes at byte {scan.end}; its writer was "
-              "stopped mid-record, before the broker had its acknowledgement), skipped", file=sys.stderr)
+        print(f"hil: {path}: last record incomplete ({scan.torn_tail} bytes at byte {scan.end}: its writer "
+              "stopped in the middle of it, or is writing it now; the broker has no acknowledgement for it), "
+              "skipped", file=sys.stderr)
     elif scan.unclosed:
         print(f"hil: {path}: not closed: its collector is still writing it, or died; "
               f"{scan.records} complete record(s) shown", file=sys.stderr)

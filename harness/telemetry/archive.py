@@ -115,9 +115,10 @@ class ArchiveWriter:
                                fix=FIX_NEW_FILE) from None
         return open_file(self.path, write=True)[0]
 
-    def found_summary(self) -> str:
-        """What the last open found and kept ('' if the archive was whole)."""
-        return "; ".join(d.describe() for d in self.found)
+    def found_summary(self, most: int = 5) -> str:
+        """What the last open found and kept ('' if the archive was whole), the first ``most`` of it."""
+        more = len(self.found) - most
+        return "; ".join([d.describe() for d in self.found[:most]] + ([f"and {more} more"] if more > 0 else []))
 
     def append(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False, dup: bool = False,
                received: float | None = None) -> int:

@@ -9,7 +9,8 @@ is yielded; what is not a record is reported in an :class:`ArchiveScan`:
 - ``invalid``: records whose checksums hold but whose fields are wrong (a NaN time, a topic that is
   not UTF-8); they are yielded too, with ``RawRecord.problem`` saying what is wrong;
 - ``torn_tail``: the last record of a writer killed as it wrote it (its body without its header,
-  then zeros to a page boundary: what a killed writer leaves, never anything else); not damage;
+  then zeros to a page boundary: what a killed writer leaves); not damage (damage to the last
+  record of an unclosed archive that leaves the same shape cannot be told from it);
 - ``unclosed``: zeros after the records, up to a page boundary: the space a writer reserves and cuts
   off when it closes (the writer is running, or died); not damage;
 - ``kept``: torn records that a later writer found, kept as they were, and continued after.
