@@ -36,18 +36,19 @@ from harness.errors import InfrastructureError
 from harness.telemetry.archive_format import (
     CONTROL,
     DUP,
-    HCRC,
-    HEAD,
+    FIELDS,
     HEADER,
     MAGIC,
     MAGIC_V1,
     MAX_RECORD,
     MAX_TIME,
+    PACKED_HEADER,
     RESUME,
     RESUMED,
     RETAIN,
     STAMP,
     SYNC,
+    SYNC_CRC,
     TLEN,
     TORN,
     UNREADABLE,
@@ -62,7 +63,7 @@ __all__ = ["DUP", "MAGIC", "MAX_RECORD", "RETAIN", "ArchiveError", "ArchiveScan"
            "RawRecord", "read_archive"]
 
 TOPIC_CACHE = 10_000
-_pack_head, _pack_hcrc, _crc32 = HEAD.pack_into, HCRC.pack_into, zlib.crc32
+_pack_header, _pack_fields, _crc32 = PACKED_HEADER.pack_into, FIELDS.pack, zlib.crc32
 RESERVE = 4 * 1024 * 1024  # bytes mapped and allocated ahead of the records
 FIX_NEW_FILE = "give the collector a new archive file (the run folder's telemetry.bin, or --archive FILE)"
 
@@ -156,8 +157,7 @@ class ArchiveWriter:
         m = self._map
         assert m is not None
         m[at + HEADER:at + HEADER + size] = body
-        _pack_head(m, at, SYNC, size, index, crc)
-        _pack_hcrc(m, at + HEAD.size, _crc32(m[at:at + HEAD.size]))  # last: a header that checks is whole
+        _pack_header(m, at, SYNC, size, index, crc, _crc32(_pack_fields(size, index, crc), SYNC_CRC))
         self._end += HEADER + size
 
     def _grow(self, need: int) -> int:

@@ -34,6 +34,9 @@ SYNC = b"\xa9\xc3\x5e\xd1"  # no zero byte: the zeros a writer reserves never lo
 HEAD = struct.Struct(">4sIQI")  # sync, body length, record number, body CRC
 HCRC = struct.Struct(">I")  # CRC-32 of the HEAD bytes
 HEADER = HEAD.size + HCRC.size
+PACKED_HEADER = struct.Struct(">4sIQII")  # HEAD then HCRC, packed at once (the CRC is the last field written)
+FIELDS = struct.Struct(">IQI")  # HEAD after the sync marker
+SYNC_CRC = zlib.crc32(SYNC)  # CRC-32 of HEAD's bytes == zlib.crc32(FIELDS' bytes, SYNC_CRC)
 HEAD_V1 = struct.Struct(">II")  # body length, body CRC
 BODY = struct.Struct(">dBBH")
 STAMP = struct.Struct(">dBB")  # the body's fields before the topic length
@@ -118,5 +121,6 @@ def encode_body(received: float, qos: int, flags: int, topic: bytes, payload: by
 
 def encode_record(index: int, body: bytes) -> bytes:
     """A format-2 record: its header (sync, length, number, CRCs), then ``body``."""
-    head = HEAD.pack(SYNC, len(body), index, zlib.crc32(body))
-    return head + HCRC.pack(zlib.crc32(head)) + body
+    crc = zlib.crc32(body)
+    return PACKED_HEADER.pack(SYNC, len(body), index, crc, zlib.crc32(FIELDS.pack(len(body), index, crc), SYNC_CRC)) \
+        + body
