@@ -63,8 +63,8 @@ __all__ = ["DUP", "MAGIC", "MAX_RECORD", "RETAIN", "ArchiveError", "ArchiveScan"
            "RawRecord", "read_archive"]
 
 TOPIC_CACHE = 10_000
-_pack_header, _pack_fields, _crc32 = PACKED_HEADER.pack_into, FIELDS.pack, zlib.crc32
 RESERVE = 4 * 1024 * 1024  # bytes mapped and allocated ahead of the records
+_pack_header, _pack_fields, _crc32 = PACKED_HEADER.pack_into, FIELDS.pack, zlib.crc32
 FIX_NEW_FILE = "give the collector a new archive file (the run folder's telemetry.bin, or --archive FILE)"
 
 
@@ -104,8 +104,12 @@ class ArchiveWriter:
                 os.close(fd)
                 raise
             self._fd = fd
-            if note is not None:
-                self._put(note, zlib.crc32(note), self.count)
+            if note is not None:  # first, right after the bytes it names
+                try:
+                    self._put(note, zlib.crc32(note), self.count)
+                except BaseException:  # e.g. the disk is full: not open, rather than open without it
+                    self._release()
+                    raise
             return self
 
     def _open_file(self) -> int:
@@ -235,11 +239,18 @@ class ArchiveWriter:
             if self._map is not None:
                 self._map.close()
                 self._map = None
-            self._base = self._room = 0
             os.ftruncate(self._fd, self._end)
             self._closed_at = (os.fstat(self._fd).st_ino, self._end)
-            os.close(self._fd)
-            self._fd = -1
+            self._release()
+
+    def _release(self) -> None:
+        """Unmap and close the file as it is (lock held)."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self._base = self._room = 0
+        os.close(self._fd)
+        self._fd = -1
 
     def __enter__(self) -> ArchiveWriter:
         return self

@@ -150,6 +150,30 @@ def test_damage_at_the_end_of_a_closed_archive_is_kept_and_numbers_skip_past_it(
     assert "found so by the writer" in after.damaged[0].reason
 
 
+def test_a_full_disk_as_the_writer_notes_what_it_kept_leaves_it_closed_and_the_file_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.errors import InfrastructureError
+    from harness.telemetry import archive as archive_module
+
+    path = tmp_path / "t.bin"
+    data = bytearray(write(path))
+    data[extents(bytes(data), path)[-1][0] + 2] ^= 0x40  # damage at the end: reopening writes a note first
+    path.write_bytes(data)
+    real = os.posix_fallocate
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(archive_module.os, "posix_fallocate", full)
+    with pytest.raises(InfrastructureError, match=r"t\.bin: cannot extend the telemetry archive"):
+        ArchiveWriter(path)
+    assert path.read_bytes() == data
+    monkeypatch.setattr(archive_module.os, "posix_fallocate", real)
+    with ArchiveWriter(path) as w:  # not left locked: space again, and it continues
+        assert w.append(TOPIC, b"after") > 4
+    assert path.read_bytes()[:len(data)] == data
+
+
 def test_zeros_at_the_end_of_a_closed_archive_are_damage_not_an_unclosed_writer(tmp_path: Path) -> None:
     path = tmp_path / "t.bin"
     whole = write(path)
