@@ -29,8 +29,8 @@ def _setup(case: ArchiveCase) -> Callable[[Path], None]:
 
 def _row(case: ArchiveCase) -> Case:
     argv = ("telemetry", "show", SPECIAL_PATHS.get(case.name, "t.bin"))
-    return error(case.name.replace(" ", "-").replace("/", "").strip("-"), argv, case.stderr, _setup(case), code=case.exit,
-                 unprivileged=case.as_nobody)
+    name = case.name.replace(" ", "-").replace("/", "").strip("-")
+    return error(name, argv, case.stderr, _setup(case), code=case.exit, unprivileged=case.as_nobody)
 
 
 CASES = [_row(c) for c in ARCHIVE_CASES if c.exit != 0]
