@@ -211,7 +211,8 @@ def _agent_board(build: Path, run: Path, device: str, logged: bool) -> Iterator[
             try:
                 machine.start(run=True)
                 pid = machine.pid
-                console = Console(machine.console_url, run / f"{device}-console.log", name=f"{device} console")
+                # the machine's relay writes {device}-console.log; this reader keeps its own copy
+                console = Console(machine.console_url, run / f"{device}-console-read.log", name=f"{device} console")
                 try:
                     board = AgentBoard(device, machine, console, net, attachment, broker, collector, run, build)
                     if logged:
