@@ -7,9 +7,11 @@
 ``make`` runs out of tree in ``fixtures/firmware/build/<board>/<knob hash>/`` (one folder per knob set
 apart from BUILD_ID, so builds with different knobs never overwrite each other; builds are serialised by a file lock,
 which also covers the first fetch of lwIP). Knobs are make variables: the platform's (``VERSION``,
-``BUILD_ID``, ``TEST_PUBLISH``, ``MQTT_KEEPALIVE_S``, ``ECHO_PORT``) and those the agent's
-``agent.mk`` lists in ``AGENT_KNOBS``; ``make print-knobs`` reports the names and the values a build
-used, and those values, not the caller's wishes, go into the manifest.
+``BUILD_ID`` and the Makefile's ``PLATFORM_KNOBS``: ``TEST_PUBLISH``, ``MQTT_KEEPALIVE_S``,
+``MQTT_STORE_BYTES``, ``ECHO_PORT``, ``IP_FRAGMENT_ENABLE``) and those the agent's ``agent.mk``
+lists in ``AGENT_KNOBS``; ``make print-knobs`` reports the names and the values a build used, and
+those values, not the caller's wishes, go into the manifest (all of them under ``build.knobs``; the
+ones the manifest's ``behaviour`` has a field for there too).
 """
 
 from __future__ import annotations
