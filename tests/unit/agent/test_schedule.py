@@ -148,14 +148,19 @@ def test_a_late_tick_runs_every_due_timer_once_with_its_time(make_agent: MakeAge
     ]
 
 
-def test_system_information_names_the_threadx_version_knob(make_agent: MakeAgent) -> None:
-    agent = make_agent({"PRESET": "fast", "THREADX_VERSION": "6.1"})
+def _first_publish(make_agent: MakeAgent, knobs: dict[str, str] | None = None) -> Any:
+    """The one message an agent with a hub sends at its first collection (no traffic)."""
+    agent = make_agent(knobs)
     agent.set_connected(True)
     agent.init()
     agent.tick(T0)
     agent.tick(T0 + 1)
     (pub,) = agent.publishes
-    msg = decode(pub.payload)
+    return pub
+
+
+def test_system_information_names_the_threadx_version_knob(make_agent: MakeAgent) -> None:
+    msg = decode(_first_publish(make_agent, {"PRESET": "fast", "THREADX_VERSION": "6.1"}).payload)
     assert msg.events_of(SystemInformation.KIND)[0].payload.os_info == "Azure RTOS 6.1"  # type: ignore[union-attr]
 
 
@@ -176,12 +181,8 @@ def test_topic_and_header(make_agent: MakeAgent, packet: Packet) -> None:
 
 
 def test_version_and_id_knobs(make_agent: MakeAgent) -> None:
-    agent = make_agent({"PRESET": "fast", "ASC_MODULE_VERSION": "3.2.1", "ASC_MODULE_ID": "iot_security_module"})
-    agent.set_connected(True)
-    agent.init()
-    agent.tick(T0)
-    agent.tick(T0 + 1)
-    (pub,) = agent.publishes
+    pub = _first_publish(make_agent, {"PRESET": "fast", "ASC_MODULE_VERSION": "3.2.1",
+                                      "ASC_MODULE_ID": "iot_security_module"})
     msg = decode(pub.payload)
     assert (msg.security_module_id, str(msg.security_module_version)) == ("iot_security_module", "3.2.1")
     assert pub.topic.endswith("/messages/events/mti=2.0-1-0-0&%24.ifid=urn%3Aazureiot%3ASecurity%3ASecurityAgent%3A1")

@@ -223,6 +223,19 @@ def test_a_short_suspension_sends_the_kept_message(make_agent: MakeAgent, packet
     ]
 
 
+def _flows_after_reconnecting(agent: Any, packet: Packet) -> int:
+    """Reconnect, send 60 flows' worth of datagrams in one window: how many the window records."""
+    agent.set_connected(True)
+    agent.run_until(agent.now + 5)
+    for i in range(60):
+        agent.packet(True, packet(BOARD, PEER, "udp", sport=3000 + i, dport=2))
+    agent.run_until(agent.now + 10)
+    na = [e.payload for p in agent.publishes for e in decode(p.payload).events
+          if isinstance(e.payload, NetworkActivity)]
+    assert na, "no NetworkActivity after reconnecting"
+    return len(na[-1].ipv4)
+
+
 def test_the_leak_counts_packets_not_time(make_agent: MakeAgent, packet: Packet) -> None:
     agent = _enable(make_agent, LEAKY, connected=False)
     _suspend(agent, packet)
@@ -230,15 +243,7 @@ def test_the_leak_counts_packets_not_time(make_agent: MakeAgent, packet: Packet)
     for _ in range(10):
         agent.packet(True, packet(BOARD, PEER, "udp", sport=1, dport=2))  # same flow: 10 objects
     assert agent.pool_free == 54
-    agent.set_connected(True)
-    agent.run_until(agent.now + 5)
-    for i in range(60):
-        agent.packet(True, packet(BOARD, PEER, "udp", sport=3000 + i, dport=2))
-    agent.run_until(agent.now + 10)
-    na = [
-        e.payload for p in agent.publishes for e in decode(p.payload).events if isinstance(e.payload, NetworkActivity)
-    ]
-    assert na and len(na[-1].ipv4) == 54  # the pool is 10 objects short for good
+    assert _flows_after_reconnecting(agent, packet) == 54  # the pool is 10 objects short for good
 
 
 def test_leaks_add_up_over_suspensions(make_agent: MakeAgent, packet: Packet) -> None:
@@ -255,14 +260,7 @@ def test_leaks_add_up_over_suspensions(make_agent: MakeAgent, packet: Packet) ->
     for _ in range(15):
         agent.packet(True, packet("0.0.0.0", "255.255.255.255", "udp", sport=68, dport=67))
     assert agent.pool_free == 39
-    agent.set_connected(True)
-    agent.run_until(agent.now + 5)
-    for i in range(60):
-        agent.packet(True, packet(BOARD, PEER, "udp", sport=3000 + i, dport=2))
-    agent.run_until(agent.now + 10)
-    na = [e.payload for p in agent.publishes for e in decode(p.payload).events
-          if isinstance(e.payload, NetworkActivity)]
-    assert na and len(na[-1].ipv4) == 39
+    assert _flows_after_reconnecting(agent, packet) == 39
 
 
 def test_the_leak_after_boot_when_the_hub_never_connects(make_agent: MakeAgent, packet: Packet) -> None:
