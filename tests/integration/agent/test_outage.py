@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -154,8 +155,38 @@ def test_a_cut_link_is_noticed_when_tcp_gives_up_and_the_lost_publishes_come_aga
               f"duplicate events the collector dropped: {collector.stream(board.device).duplicate_events}")
 
 
+@pytest.mark.timeout(180)
+def test_a_frozen_broker_is_never_noticed_while_the_board_publishes(
+    agent_board_factory: Callable[..., AbstractContextManager[AgentBoard]],
+) -> None:
+    """The broker process stopped, its host still acknowledging TCP, for longer than 1.5 keep-alive
+    periods (MQTT_KEEPALIVE_S=4 here): publishing every 2 s, the board never pings and has no
+    receive-silence check, so it stays connected and ACTIVE. When the broker runs again it judges
+    the keep-alive by its own last read and closes the connection; the board notices at once,
+    reconnects and publishes the unacknowledged messages again with DUP: every event of the
+    freeze arrives, once."""
+    with agent_board_factory("hil-agent-frozen-1", {"MQTT_KEEPALIVE_S": 4}) as board:
+        console, collector = board.console, board.collector
+        collector.expect_event(board.device, PayloadType.NETWORK_ACTIVITY, within=10)
+        start = len(console.text)
+        with board.broker_frozen():
+            frozen_at, frozen = time.time(), time.monotonic()
+            during = console.observe(15.0)[start:]  # an observation window: nothing may happen
+            thawed = time.monotonic()
+        _timings(board, "broker frozen, publishing", frozen=thawed - frozen)
+        assert "mqtt: disconnected" not in during and "'Pending'" not in during, during
+        for t in range(math.ceil(frozen_at), int(frozen_at) + 14, NA_INTERVAL_S):  # whatever the beat's phase
+            collector.wait_for(board.device, lambda e, t=t: e.kind == PayloadType.NETWORK_ACTIVITY
+                               and e.time in (t, t + 1), 20, what=f"the window collected at {t} or {t + 1}")
+        events = [e.id for e in collector.events(board.device)]
+        assert len(events) == len(set(events))
+        replayed = [p for p in mqtt_from_board(board) if p[0] >> 4 == 3 and p[0] & 0x08]
+        print(f"after the thaw: {len(replayed)} PUBLISH with DUP, duplicate events the collector dropped: "
+              f"{collector.stream(board.device).duplicate_events}")
+
+
 @pytest.mark.timeout(240)
-def test_a_frozen_broker_is_never_noticed_and_a_publish_that_fails_is_retried(
+def test_a_publish_that_fails_is_retried_3_s_later_leaving_the_connection(
     agent_board_factory: Callable[..., AbstractContextManager[AgentBoard]],
 ) -> None:
     """The broker process stopped, its host still acknowledging TCP: the board goes on publishing;
@@ -165,7 +196,7 @@ def test_a_frozen_broker_is_never_noticed_and_a_publish_that_fails_is_retried(
     ACTIVE state untouched for longer than NetX's TCP would wait for an acknowledgement - until the
     broker runs again and a publish goes through."""
     knobs = {"MQTT_STORE_BYTES": 1024, "ASC_HIGH_INTERVAL_S": 4, "ASC_LOW_INTERVAL_S": 30}
-    with agent_board_factory("hil-agent-frozen-1", knobs) as board:
+    with agent_board_factory("hil-agent-full-1", knobs) as board:
         console, collector = board.console, board.collector
         collector.expect_event(board.device, PayloadType.NETWORK_ACTIVITY, within=15)
         start = len(console.text)
@@ -182,7 +213,7 @@ def test_a_frozen_broker_is_never_noticed_and_a_publish_that_fails_is_retried(
             thawed = time.monotonic()
         mark = collector.mark()
         gaps = [b - a for a, b in itertools.pairwise(fails)]
-        _timings(board, "broker frozen", frozen=thawed - frozen, first_failure=fails[0] - frozen,
+        _timings(board, "broker frozen, store full", frozen=thawed - frozen, first_failure=fails[0] - frozen,
                  **{f"retry_gap_{i}": g for i, g in enumerate(gaps, 1)})
         assert thawed - frozen > 12, "frozen for longer than NetX's TCP would wait for an acknowledgement"
         assert abs(gaps[0] - 3) < SLACK_S, f"the failed publish was not retried 3 s later: {gaps}"
