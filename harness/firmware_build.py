@@ -7,9 +7,11 @@
 ``make`` runs out of tree in ``fixtures/firmware/build/<board>/<knob hash>/`` (one folder per knob set
 apart from BUILD_ID, so builds with different knobs never overwrite each other; builds are serialised by a file lock,
 which also covers the first fetch of lwIP). Knobs are make variables: the platform's (``VERSION``,
-``BUILD_ID``, ``TEST_PUBLISH``, ``MQTT_KEEPALIVE_S``, ``ECHO_PORT``) and those the agent's
-``agent.mk`` lists in ``AGENT_KNOBS``; ``make print-knobs`` reports the names and the values a build
-used, and those values, not the caller's wishes, go into the manifest.
+``BUILD_ID`` and the Makefile's ``PLATFORM_KNOBS``: ``TEST_PUBLISH``, ``MQTT_KEEPALIVE_S``,
+``MQTT_STORE_BYTES``, ``ECHO_PORT``, ``IP_FRAGMENT_ENABLE``) and those the agent's ``agent.mk``
+lists in ``AGENT_KNOBS``; ``make print-knobs`` reports the names and the values a build used, and
+those values, not the caller's wishes, go into the manifest (all of them under ``build.knobs``; the
+ones the manifest's ``behaviour`` has a field for there too).
 """
 
 from __future__ import annotations
@@ -132,7 +134,31 @@ def resolve_knobs(board: str, knobs: Mapping[str, object], preset: str | None) -
                                  "fixtures/firmware/agent/agent.mk lists them in AGENT_KNOBS")
         chosen[name] = text
     chosen.setdefault("BUILD_ID", _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ"))
+    _check_knob_values(board, chosen)
     return chosen
+
+
+_MAKE_ERROR = re.compile(r"^\S+:\d+: \*\*\* (?P<why>.+?)\.  Stop\.$", re.MULTILINE)
+
+
+def _check_knob_values(board: str, chosen: Mapping[str, str]) -> None:
+    """The Makefile and agent.mk refuse values they cannot take (``make print-knobs`` stops with
+    ``*** NAME=VALUE must be ...``): a usage error naming the knob, before anything is built."""
+    argv = ["make", "--no-print-directory", "-C", str(FIRMWARE_DIR), f"BOARD={board}", "print-knobs",
+            *(f"{k}={v}" for k, v in sorted(chosen.items()))]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30.0, check=False)
+    except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+        raise InfrastructureError(f"make print-knobs could not run: {exc}", fix="apt-get install make") from None
+    refused = _MAKE_ERROR.search(proc.stderr)
+    if proc.returncode != 0 and refused:
+        why = refused["why"]
+        name = why.split("=", 1)[0] if "=" in why else ""
+        raise UsageError(f"knob value refused: {why}", actual=f"{name}={chosen.get(name, '')}" if name else None,
+                         fix="set the knob to a value it takes (fixtures/firmware/README.md and agent/README.md "
+                             "list them)")
+    if proc.returncode != 0:
+        raise InfrastructureError(f"make print-knobs failed (exit {proc.returncode})", actual=proc.stderr[-2000:])
 
 
 def build_reference(board: str, knobs: Mapping[str, object], preset: str | None, out: Path) -> Path:

@@ -5,8 +5,11 @@
   tried and each failure reported: a malformed or empty buffer is exit 1 naming the file and the
   offset; a missing, unreadable or oversized input (more than the archive's record limit) exit 2.
 - ``hil telemetry show ARCHIVE [--json]``: print a collector's raw archive decoded, one message per
-  line; undecodable messages are shown with their error, a torn last record (a crashed writer) is
-  reported on stderr, corrupt records make it exit 1.
+  line, every good record even after damage; undecodable messages are shown with their error. Each
+  damaged byte range is named on stderr (offsets, length, the records lost there) and makes it exit 1,
+  as does a record whose fields are invalid (a NaN time, a topic not UTF-8); a torn last record (a
+  killed writer) and an unclosed archive are reported on stderr, exit 0. A file that is no archive
+  (empty, a directory, a FIFO, unreadable) exits 2.
 
 Each action is one ``_add_<action>(actions)`` function below, listed in ``ACTIONS``.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -68,14 +72,19 @@ def _add_decode(actions: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run_decode)
 
 
-def _print_archive(records: Iterable[RawRecord], *, as_json: bool) -> None:
+def _print_archive(records: Iterable[RawRecord], scan: ArchiveScan, path: Path, *, as_json: bool) -> None:
+    said = 0  # damaged ranges reported so far: each on stderr where it is, between the records
     for rec in records:
+        said = _say_damage(path, scan, said)
         try:
             device = parse_topic(rec.topic).device_id
         except TopicError:
             device = None
-        row: dict[str, object] = {"index": rec.index, "received": rec.received, "topic": rec.topic,
+        timed = math.isfinite(rec.received)
+        row: dict[str, object] = {"index": rec.index, "received": rec.received if timed else None, "topic": rec.topic,
                                   "device": device, "qos": rec.qos, "retain": rec.retain, "dup": rec.dup}
+        if rec.problem:
+            row["problem"] = rec.problem
         try:
             message = decode(rec.payload)
             row["message"] = message.to_json()
@@ -86,30 +95,56 @@ def _print_archive(records: Iterable[RawRecord], *, as_json: bool) -> None:
         if as_json:
             print(json.dumps(row), flush=True)
         else:
-            stamp = _dt.datetime.fromtimestamp(rec.received, _dt.UTC).isoformat(timespec="milliseconds")
             dup = " DUP" if rec.dup else ""
-            print(f"{rec.index} {stamp} {device or rec.topic}{dup} {text}", flush=True)
+            bad = f" INVALID RECORD ({rec.problem})" if rec.problem else ""
+            print(f"{rec.index} {_stamp(rec.received)} {device or rec.topic}{dup}{bad} {text}", flush=True)
+    _say_damage(path, scan, said)
+
+
+def _stamp(received: float) -> str:
+    try:
+        return _dt.datetime.fromtimestamp(received, _dt.UTC).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError, OSError):  # NaN, infinite, out of range: the record says so
+        return f"time={received!r}"
+
+
+def _say_damage(path: Path, scan: ArchiveScan, said: int) -> int:
+    for damage in scan.damaged[said:]:
+        print(f"hil: {path}: DAMAGED {damage.describe()}", file=sys.stderr, flush=True)
+    return len(scan.damaged)
 
 
 def run_show(args: argparse.Namespace) -> int:
     path = Path(args.archive)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such archive file", fix="give the telemetry.bin a collector wrote")
     scan = ArchiveScan()
     try:
-        _print_archive(read_archive(path, scan), as_json=args.json)
+        _print_archive(read_archive(path, scan), scan, path, as_json=args.json)
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    for kept in scan.kept:
+        print(f"hil: {path}: kept {kept.describe()}", file=sys.stderr)
     if scan.torn_tail:
-        print(f"hil: {path}: last record incomplete ({scan.torn_tail} bytes; the writer stopped mid-record), "
+        print(f"hil: {path}: last record incomplete ({scan.torn_tail} bytes at byte {scan.end}: its writer "
+              "stopped in the middle of it, or is writing it now; the broker has no acknowledgement for it), "
               "skipped", file=sys.stderr)
     elif scan.unclosed:
         print(f"hil: {path}: not closed: its collector is still writing it, or died; "
               f"{scan.records} complete record(s) shown", file=sys.stderr)
-    if scan.corrupt:
-        raise CheckFailed(f"{path}: {len(scan.corrupt)} corrupt record(s) skipped",
-                          actual=f"at byte offsets {scan.corrupt[:10]}")
+    if scan.renumbered is not None:
+        print(f"hil: {path}: record numbers from byte {scan.renumbered} on are counted from there (format 1 "
+              "does not store them): they may be lower than the numbers its collector logged", file=sys.stderr)
+    if scan.damage:
+        lost = sum(d.length for d in scan.damaged)
+        parts = [f"{len(scan.damaged)} damaged range(s), {lost} bytes"] if scan.damaged else []
+        if scan.invalid:
+            parts.append(f"{len(scan.invalid)} invalid record(s) (numbers "
+                         f"{', '.join(str(i) for i, _, _ in scan.invalid[:10])}"
+                         f"{', ...' if len(scan.invalid) > 10 else ''})")
+        raise CheckFailed(f"{path}: damaged archive: {'; '.join(parts)} (each named above)",
+                          actual=f"{scan.records} good record(s) shown",
+                          fix="every record shown is whole and its checksums hold; keep the file as it is (it is "
+                              "evidence: hil never rewrites it) and find what damaged it (disk, copy, edit)")
     return 0
 
 

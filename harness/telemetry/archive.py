@@ -1,11 +1,8 @@
 """The raw-telemetry archive: every MQTT message as it arrived, before any decoding.
 
-Binary, append-only, one record per message::
-
-    file   := MAGIC record* zero*
-    record := u32 body length | u32 CRC-32 of body | body            (big-endian)
-    body   := f64 receive time (Unix s) | u8 QoS | u8 flags (1 retain, 2 dup) | u16 topic length
-              | topic (UTF-8) | payload
+Binary, append-only, one record per message, each with a sync marker, its number and a checksummed
+header, so that a reader finds every good record after damage (the format:
+:mod:`harness.telemetry.archive_format`; reading: :mod:`harness.telemetry.archive_reader`).
 
 The writer copies each record into a shared memory map of the file (space allocated ahead with
 ``posix_fallocate``, :data:`RESERVE` bytes at a time): the record is in the kernel's page cache,
@@ -13,56 +10,62 @@ where every reader sees it and where it outlives a crashed or SIGKILLed writer, 
 returns, without a system call per message. (Like ``write(2)``, this does not survive a kernel
 crash or power loss; ``fsync()`` is for that.) The body is copied before the header, so a record
 whose header is present is whole. Closing cuts the file to its records; a writer that did not
-close leaves zeros after them, which readers skip, since no record starts with a zero length.
+close leaves zeros after them (the file a whole number of pages long), which readers skip.
 
-A reader stops at a record that runs past the end of the data (the torn last record of a crash)
-and reports it; a record whose CRC does not match is skipped and counted. Reopening an archive
-appends after its last complete record (a torn one is cut off: it was never acknowledged to the
-broker, which sends it again). One writer at a time: the writer holds an exclusive ``flock``.
+Reopening never removes a recorded byte. It continues after the last record, cutting off only the
+zeros a writer reserved; when the archive ends in bytes that are not records (the torn last record
+of a killed writer, or damage), it keeps them as they are and continues after them, behind a control
+record that names them, and :attr:`ArchiveWriter.found` says what it kept. Damage in the middle is
+left as it is. Record numbers continue the archive's (after unreadable bytes at the end, past any
+number a record there could have had). An archive of format 1 (an older harness) is read, never
+appended to. One writer at a time: the writer holds an exclusive ``flock``.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import logging
 import mmap
 import os
-import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import ConfigError, InfrastructureError
+from harness.errors import InfrastructureError
+from harness.telemetry.archive_format import (
+    CONTROL,
+    DUP,
+    FIELDS,
+    HEADER,
+    MAGIC,
+    MAGIC_V1,
+    MAX_RECORD,
+    MAX_TIME,
+    PACKED_HEADER,
+    RESUME,
+    RESUMED,
+    RETAIN,
+    STAMP,
+    SYNC,
+    SYNC_CRC,
+    TLEN,
+    TORN,
+    UNREADABLE,
+    ArchiveError,
+    Damage,
+    RawRecord,
+    encode_body,
+)
+from harness.telemetry.archive_reader import ArchiveScan, Source, open_file, read_archive, walk
 
-log = logging.getLogger(__name__)
+__all__ = ["DUP", "MAGIC", "MAX_RECORD", "RETAIN", "ArchiveError", "ArchiveScan", "ArchiveWriter", "Damage",
+           "RawRecord", "read_archive"]
 
-MAGIC = b"HILTLM1\n"
-_HEAD = struct.Struct(">II")
-_BODY = struct.Struct(">dBBH")
-_STAMP = struct.Struct(">dBB")  # the body's fields before the topic length
-_TLEN = struct.Struct(">H")
-MAX_RECORD = 64 * 1024 * 1024
-RETAIN, DUP = 1, 2
 TOPIC_CACHE = 10_000
 RESERVE = 4 * 1024 * 1024  # bytes mapped and allocated ahead of the records
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    """One archived message."""
-
-    index: int  # position in the archive, from 0 (corrupt records keep theirs: the writer's numbering)
-    offset: int  # byte offset of the record in the file
-    received: float
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    dup: bool
+_pack_header, _pack_fields, _crc32 = PACKED_HEADER.pack_into, FIELDS.pack, zlib.crc32
+FIX_NEW_FILE = "give the collector a new archive file (the run folder's telemetry.bin, or --archive FILE)"
 
 
 class ArchiveWriter:
@@ -70,7 +73,6 @@ class ArchiveWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._topics: dict[str, bytes] = {}  # topic length and bytes: each device repeats its own
         self._map: mmap.mmap | None = None
@@ -79,32 +81,53 @@ class ArchiveWriter:
         self._fd = -1
         self._end = self.count = 0
         self._closed_at: tuple[int, int] | None = None  # (inode, size) when this writer closed it
+        self.found: list[Damage] = []  # what the last open found and kept: damage, a torn record
         self.open()
 
     def open(self) -> ArchiveWriter:
-        """Open (again, after :meth:`close`) for appending after the last complete record."""
+        """Open (again, after :meth:`close`) for appending after the last record."""
         with self._lock:
             if self._fd >= 0:
                 return self
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open_file()
             try:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    raise ConfigError(f"{self.path}: another collector is writing this archive",
-                                      fix="give each collector its own archive file") from None
+                    raise ArchiveError(f"{self.path}: another collector is writing this archive",
+                                       fix="give each collector its own archive file") from None
                 st = os.fstat(fd)
+                note = None
                 if self._closed_at != (st.st_ino, st.st_size):  # not as this writer left it: look
-                    self._end, self.count = _resume(fd, self.path, st.st_size)
+                    note = self._resume(fd, st.st_size)
             except BaseException:
                 os.close(fd)
                 raise
             self._fd = fd
+            if note is not None:  # first, right after the bytes it names
+                try:
+                    self._put(note, zlib.crc32(note), self.count)
+                except BaseException:  # e.g. the disk is full: not open, rather than open without it
+                    self._release()
+                    raise
             return self
+
+    def _open_file(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArchiveError(f"{self.path.parent}: cannot create the archive's folder: {exc.strerror}",
+                               fix=FIX_NEW_FILE) from None
+        return open_file(self.path, write=True)[0]
+
+    def found_summary(self, most: int = 5) -> str:
+        """What the last open found and kept ('' if the archive was whole), the first ``most`` of it."""
+        more = len(self.found) - most
+        return "; ".join([d.describe() for d in self.found[:most]] + ([f"and {more} more"] if more > 0 else []))
 
     def append(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False, dup: bool = False,
                received: float | None = None) -> int:
-        """Write one record; return its index in the archive."""
+        """Write one record; return its number in the archive."""
         return self.write(topic, payload, qos, (RETAIN if retain else 0) | (DUP if dup else 0),
                           time.time() if received is None else received)
 
@@ -113,25 +136,33 @@ class ArchiveWriter:
         t = self._topics.get(topic)
         if t is None:
             encoded = topic.encode()
-            t = _TLEN.pack(len(encoded)) + encoded
+            t = TLEN.pack(len(encoded)) + encoded
             if len(self._topics) < TOPIC_CACHE:
                 self._topics[topic] = t
-        body = _STAMP.pack(received, qos, flags) + t + payload
-        size = len(body)
-        if size > MAX_RECORD:
-            raise ValueError(f"{self.path}: a {size}-byte record is over the archive's limit of {MAX_RECORD}")
+        if not 0.0 <= received <= MAX_TIME:  # NaN too
+            raise ValueError(f"{self.path}: receive time {received!r} is not a time (Unix seconds); not archived")
+        body = STAMP.pack(received, qos, flags) + t + payload
+        if len(body) > MAX_RECORD:
+            raise ValueError(f"{self.path}: a {len(body)}-byte record is over the archive's limit of {MAX_RECORD}")
         crc = zlib.crc32(body)
         with self._lock:
-            at = self._end - self._base
-            if at + 8 + size > self._room:
-                at = self._grow(8 + size)
-            m = self._map
-            assert m is not None
-            m[at + 8:at + 8 + size] = body  # the body first: a header means a whole record
-            _HEAD.pack_into(m, at, size, crc)
-            self._end += 8 + size
-            self.count += 1
-            return self.count - 1
+            index = self.count
+            self._put(body, crc, index)
+            self.count = index + 1
+            return index
+
+    def _put(self, body: bytes, crc: int, index: int) -> None:
+        """Copy one record into the map (lock held): the body first, so that a header means a whole
+        record; the header's CRC last, so that a torn header does not check."""
+        size = len(body)
+        at = self._end - self._base
+        if at + HEADER + size > self._room:
+            at = self._grow(HEADER + size)
+        m = self._map
+        assert m is not None
+        m[at + HEADER:at + HEADER + size] = body
+        _pack_header(m, at, SYNC, size, index, crc, _crc32(_pack_fields(size, index, crc), SYNC_CRC))
+        self._end += HEADER + size
 
     def _grow(self, need: int) -> int:
         """Map (and allocate) the next stretch of the file from the end of the records; return
@@ -156,6 +187,42 @@ class ArchiveWriter:
         self._base, self._room = base, room
         return self._end - base
 
+    def _resume(self, fd: int, size: int) -> bytes | None:
+        """Set where to append and the next record number in the archive opened as ``fd``, cutting
+        off only a writer's reserved zeros (or writing MAGIC into an empty file); return the body of
+        the control record to write first, if the archive ends in bytes kept as they are."""
+        self.found = []
+        if size < len(MAGIC):
+            data = os.pread(fd, size, 0)
+            if MAGIC.startswith(data):  # empty, or cut inside MAGIC: complete it
+                if data:
+                    self.found = [Damage(0, size, "the file ended inside the archive's header (cut short); "
+                                                  "completed the header")]
+                os.pwrite(fd, MAGIC[size:], size)
+                self._end, self.count = len(MAGIC), 0
+                return None
+        src, scan = Source(fd, size, self.path), ArchiveScan()
+        try:
+            for _ in walk(src, scan, bodies=False):
+                pass
+        except ArchiveError as exc:
+            raise ArchiveError(f"{exc.message}; not appending to it", fix=FIX_NEW_FILE) from None
+        if scan.version != 2:
+            raise ArchiveError(f"{self.path}: an archive of format 1 (written by an older harness, {MAGIC_V1!r}); "
+                               "not appending to it (hil telemetry show reads it)", fix=FIX_NEW_FILE)
+        self.found = list(scan.damaged)
+        self._end, self.count = scan.end, scan.next_index
+        if scan.end == size or (scan.unclosed and not scan.torn_tail):
+            os.ftruncate(fd, scan.end)  # only zeros follow the records: the space a writer reserved
+            return None
+        what = TORN if scan.torn_tail else UNREADABLE
+        if scan.torn_tail:
+            self.found.append(Damage(scan.end, size - scan.end, f"the last record, torn when its writer stopped "
+                                     f"({scan.torn_tail} bytes) and the zeros after it"))
+        self._end = size  # keep them all, and continue after them
+        return encode_body(time.time(), 0, CONTROL, RESUMED.encode(),
+                           RESUME.pack(scan.end, size - scan.end, src.crc(scan.end, size), what))
+
     def fsync(self) -> None:
         """Make the records durable against a kernel crash or power loss too."""
         with self._lock:
@@ -172,95 +239,21 @@ class ArchiveWriter:
             if self._map is not None:
                 self._map.close()
                 self._map = None
-            self._base = self._room = 0
             os.ftruncate(self._fd, self._end)
             self._closed_at = (os.fstat(self._fd).st_ino, self._end)
-            os.close(self._fd)
-            self._fd = -1
+            self._release()
+
+    def _release(self) -> None:
+        """Unmap and close the file as it is (lock held)."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self._base = self._room = 0
+        os.close(self._fd)
+        self._fd = -1
 
     def __enter__(self) -> ArchiveWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _resume(fd: int, path: Path, size: int) -> tuple[int, int]:
-    """(end of the records, their count) of an archive opened for appending, after cutting the file
-    to its records (or writing MAGIC into an empty one). Walks the record headers only."""
-    data = os.pread(fd, size, 0)
-    if MAGIC.startswith(data):  # empty, or a writer died before MAGIC was whole
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, MAGIC, 0)
-        return len(MAGIC), 0
-    if not data.startswith(MAGIC):
-        raise ConfigError(f"{path}: not a telemetry archive (bad magic {data[:8]!r}); not appending to it",
-                          fix="give the collector a new archive file, or the telemetry.bin a collector wrote")
-    pos, count, unpack = len(MAGIC), 0, _HEAD.unpack_from
-    while pos + _HEAD.size <= size:
-        length = unpack(data, pos)[0]
-        if length == 0 or pos + _HEAD.size + length > size:
-            break
-        pos += _HEAD.size + length
-        count += 1
-    if data.count(0, pos) != size - pos:
-        log.warning("%s: cutting off an incomplete last record (%d bytes) before appending",
-                    path, len(data[pos:].rstrip(b"\0")))
-    os.ftruncate(fd, pos)
-    return pos, count
-
-
-@dataclass
-class ArchiveScan:
-    """What reading an archive found besides its records."""
-
-    records: int = 0
-    corrupt: list[int] = field(default_factory=list)  # offsets of records whose CRC failed
-    torn_tail: int = 0  # bytes of an incomplete last record (0 when the records end cleanly)
-    end: int = 0  # where the records end (and an incomplete one or the unwritten zeros begin)
-    unclosed: bool = False  # zeros follow the records: the writer is running, or died
-
-
-def read_archive(path: Path, scan: ArchiveScan | None = None) -> Iterator[RawRecord]:
-    """Yield every complete record; fill ``scan`` with corrupt and torn ones."""
-    scan = scan if scan is not None else ArchiveScan()
-    data = Path(path).read_bytes()
-    if not data.startswith(MAGIC):
-        if MAGIC.startswith(data):  # crashed before the header was complete, or empty
-            scan.torn_tail = len(data)
-            return
-        raise ConfigError(f"{path}: not a telemetry archive (bad magic {data[:8]!r})",
-                          fix="give a file written by the collector (telemetry.bin in a run folder)")
-    pos, index, size = len(MAGIC), 0, len(data)
-    while pos < size:
-        scan.end = pos
-        if pos + _HEAD.size > size:
-            scan.torn_tail = size - pos
-            return
-        length, crc = _HEAD.unpack_from(data, pos)
-        if length == 0:  # no record starts so: the writer's unwritten space, perhaps after a torn body
-            scan.unclosed = True
-            if data.count(0, pos) != size - pos:
-                scan.torn_tail = len(data[pos:].rstrip(b"\0"))
-            return
-        end = pos + _HEAD.size + length
-        if length < _BODY.size or length > MAX_RECORD or end > size:
-            if end > size or length > MAX_RECORD:
-                scan.torn_tail = size - pos
-                return
-            scan.corrupt.append(pos)
-            pos, index = end, index + 1
-            continue
-        body = data[pos + _HEAD.size:end]
-        if zlib.crc32(body) != crc:
-            scan.corrupt.append(pos)
-            pos, index = end, index + 1
-            continue
-        received, qos, flags, tlen = _BODY.unpack_from(body)
-        topic = body[_BODY.size:_BODY.size + tlen].decode(errors="replace")
-        payload = body[_BODY.size + tlen:]
-        yield RawRecord(index, pos, received, topic, payload, qos, bool(flags & RETAIN), bool(flags & DUP))
-        scan.records += 1
-        index += 1
-        pos = end
-    scan.end = pos

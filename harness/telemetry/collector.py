@@ -84,6 +84,7 @@ class Collector:
         self.gaps: list[Gap] = []
         self.unarchived = 0  # messages that could not be written to the archive
         self.archive_error: str | None = None  # the first reason
+        self.archive_found = ""  # damage or a torn record the archive held when opened (kept; appended after)
         self._connected = False
         self._subscribed = False
         self._stopping = False
@@ -119,6 +120,11 @@ class Collector:
         if self._writer is None:
             self._writer = ArchiveWriter(self.archive_path)
         self._archive = self._writer.open()  # again after stop(): appends without reading it back
+        found = self._writer.found_summary()
+        if found and found != self.archive_found:
+            self.archive_found = found
+            log.warning("collector: the archive %s held bytes that are not records, kept as they are; "
+                        "appending after them: %s", self.archive_path, found)
         self._stopping = False
         self._last_refusal = None
         self._client.connect_async(self.host, self.port, keepalive=self._keepalive)

@@ -113,14 +113,18 @@ def test_broker_prints_credentials_then_messages_and_stops_cleanly(tmp_path: Pat
 
 
 def test_show_reports_a_torn_archive_and_undecodable_records(tmp_path: Path) -> None:
-    from harness.telemetry.archive import ArchiveWriter
+    from harness.telemetry.archive import ArchiveWriter, read_archive
+    from harness.telemetry.archive_format import HEADER
 
     path = tmp_path / "t.bin"
     with ArchiveWriter(path) as w:
         w.append(security_topic("dev-a"), VECTOR, qos=1)
         w.append(security_topic("dev-a"), b"\xff\xff", qos=1)
         w.append(security_topic("dev-a"), VECTOR, qos=1)
-    path.write_bytes(path.read_bytes()[:-10])
+        left = bytearray(path.read_bytes())  # as a killed writer leaves it: unclosed, zeros after the records
+    last = [r.offset for r in read_archive(path)][-1]
+    left[last:last + HEADER] = bytes(HEADER)  # killed after the last body, before its header
+    path.write_bytes(left)
     shown = hil("telemetry", "show", str(path))
     assert shown.returncode == 0
     lines = shown.stdout.splitlines()

@@ -1,6 +1,6 @@
 """The agent under QEMU (fast preset: first collection 1 s, NetworkActivity every 2 s,
-SystemInformation and Heartbeat every 6 s): what reaches the broker, and flows checked against the
-board link's pcap."""
+SystemInformation and Heartbeat every 6 s), console lines as a stock image has them (none): what
+reaches the broker, and flows checked against the board link's pcap."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from scapy.utils import rdpcap
 from harness.telemetry.model import Flow, NetworkActivity, PayloadType, Protocol
 from harness.traffic import ping, tcp_echo
 
-from .conftest import NEEDS, AgentBoard
+from .conftest import NEEDS, STOCK_CONSOLE, AgentBoard
 
 pytestmark = [pytest.mark.needs(*NEEDS)]
 
@@ -35,7 +35,7 @@ FlowKey = tuple[str, str, int, int, Protocol]
 
 @pytest.fixture(scope="module")
 def board(agent_board_factory: Callable[..., AbstractContextManager[AgentBoard]]) -> Iterator[AgentBoard]:
-    with agent_board_factory(DEVICE) as b:
+    with agent_board_factory(DEVICE, STOCK_CONSOLE) as b:
         yield b
 
 
@@ -212,3 +212,13 @@ def test_a_burst_of_more_than_64_flows(board: AgentBoard) -> None:
     first = recorded[ports[order[0]]]
     assert first.bytes_in == 24, f"first burst flow: bytes in {first.bytes_in} (a second datagram counted?)"
     assert first.bytes_out in (0, 24)
+
+
+@pytest.mark.timeout(120)
+def test_a_stock_image_prints_none_of_the_modules_lines(board: AgentBoard) -> None:
+    mark = board.collector.mark()
+    board.collector.expect_events(DEVICE, 1, within=20, kind=PayloadType.HEARTBEAT, since=mark)
+    text = board.console.text
+    assert "mqtt: connected" in text, "the console was not read"
+    for word in ("Security Module", "security message", "Security Message"):
+        assert word not in text, f"{word!r} on the console of a stock image:\n{text}"

@@ -53,6 +53,24 @@ def test_unknown_knob_names_the_known_ones(tmp_path: Path) -> None:
     assert "TEST_PUBLSH" in str(info.value) and "TEST_PUBLISH" in str(info.value)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.needs("arm-gcc")
+@pytest.mark.parametrize(("knob", "value", "words"), [
+    ("ECHO_PORT", "70000", "ECHO_PORT=70000 must be a port number from 1 to 65535"),
+    ("MQTT_STORE_BYTES", "10", "MQTT_STORE_BYTES=10 must be a byte count"),
+    ("IP_FRAGMENT_ENABLE", "yes", "IP_FRAGMENT_ENABLE=yes must be 0 or 1"),
+    ("ASC_LOG_LEVEL", "9", "ASC_LOG_LEVEL=9 must be 0"),
+    ("THREADX_VERSION", "6", "THREADX_VERSION=6 must be major.minor"),
+])
+def test_a_knob_value_the_build_refuses_is_a_usage_error(tmp_path: Path, knob: str, value: str,
+                                                         words: str) -> None:
+    """Refused before anything is built, naming the knob and what it takes (exit 2, not 3)."""
+    with pytest.raises(UsageError) as info:
+        build_reference("mps2-an385", {knob: value}, None, tmp_path / "x")
+    assert words in str(info.value)
+    assert not (tmp_path / "x" / "build.log").exists()
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.needs("arm-gcc", "qemu")
 def test_an386_build_boots(tmp_path: Path, state: StateDir) -> None:

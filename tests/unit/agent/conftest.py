@@ -91,16 +91,26 @@ class Publish:
 
 
 def ipv4_packet(
-    src: str, dst: str, proto: str, *, sport: int = 0, dport: int = 0, payload: int = 0, options: int = 0
+    src: str,
+    dst: str,
+    proto: str,
+    *,
+    sport: int = 0,
+    dport: int = 0,
+    payload: int = 0,
+    options: int = 0,
+    icmp_type: int = 8,
+    total: int | None = None,
 ) -> bytes:
-    """An IPv4 datagram: header (+ `options` words of options), transport header, `payload` bytes."""
+    """An IPv4 datagram: header (+ `options` words of options), transport header, `payload` bytes;
+    `total` overrides the header's total length (a reassembled datagram keeps its first fragment's)."""
     ihl = 5 + options
-    total = ihl * 4 + TRANSPORT_HEADER[proto] + payload
+    length = ihl * 4 + TRANSPORT_HEADER[proto] + payload
     header = struct.pack(
         "!BBHHHBBH4s4s",
         0x40 | ihl,
         0,
-        total,
+        length if total is None else total,
         0,
         0,
         64,
@@ -110,7 +120,7 @@ def ipv4_packet(
         IPv4Address(dst).packed,
     ) + b"\x01" * (4 * options)
     if proto == "icmp":
-        transport = struct.pack("!BBHHH", 8, 0, 0, 1, 1)
+        transport = struct.pack("!BBHHH", icmp_type, 0, 0, 1, 1)
     elif proto == "udp":
         transport = struct.pack("!HHHH", sport, dport, 8 + payload, 0)
     else:
@@ -129,8 +139,7 @@ class HostAgent:
         lib.host_publish_payload.restype = ctypes.POINTER(ctypes.c_uint8)
         lib.host_publish_payload.argtypes = [ctypes.c_uint, ctypes.POINTER(ctypes.c_uint32)]
         lib.host_publish_time.restype = ctypes.c_uint32
-        lib.host_push_random.argtypes = [ctypes.c_uint64]
-        lib.host_set_broadcast.argtypes = [ctypes.c_uint32]
+        lib.host_push_random.argtypes = [ctypes.c_uint32]
         lib.host_tick.argtypes = [ctypes.c_uint32]
         lib.agent_on_ipv4_packet.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint16]
         lib.asc_ser_buffer.restype = ctypes.POINTER(ctypes.c_uint8)
@@ -160,12 +169,14 @@ class HostAgent:
     def set_device_id(self, device_id: str) -> None:
         self.lib.host_set_device_id(device_id.encode())
 
-    def set_broadcast(self, address: str) -> None:
-        self.lib.host_set_broadcast(struct.unpack("=I", IPv4Address(address).packed)[0])
-
     def push_random(self, *values: int) -> None:
+        """The next platform_rand() results (32 bits each), in order."""
         for v in values:
             assert self.lib.host_push_random(v) == 0
+
+    @property
+    def random_calls(self) -> int:
+        return int(self.lib.host_random_calls())
 
     # ---- agent side
     def init(self) -> None:
@@ -177,6 +188,8 @@ class HostAgent:
 
     def run_until(self, unix_time: int, *, each: Callable[[int], None] | None = None) -> None:
         """Tick every second after the last tick up to `unix_time`, calling `each(t)` first."""
+        if self.now == 0:
+            raise AssertionError("run_until() needs a first tick(t) to start from")
         for t in range(self.now + 1, unix_time + 1):
             if each is not None:
                 each(t)

@@ -1,8 +1,7 @@
 /*
  * host_platform.c - the platform_* half of agent_port.h for running the security agent on the
  * host (as a shared library driven from Python with ctypes): it records publishes and console
- * lines and lets the test set the hub connection, the publish result, the random numbers and the
- * subnet broadcast address.
+ * lines and lets the test set the hub connection, the publish result and the random numbers.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,18 +31,15 @@ static int connected;
 static int publish_rc;
 static uint32_t now;
 static char device_id[256] = "hil-device-1";
-static uint64_t randoms[MAX_RANDOM];
+static uint32_t randoms[MAX_RANDOM];
 static unsigned n_randoms, next_random;
-static uint32_t subnet_broadcast = 0xffffffffu;
 
 /* ---- control and read-out, for the test -------------------------------------------------- */
 
 void host_set_connected(int on) { connected = on; }
 void host_set_publish_rc(int rc) { publish_rc = rc; }
 void host_set_device_id(const char *id) { snprintf(device_id, sizeof device_id, "%s", id); }
-void host_set_broadcast(uint32_t addr_be) { subnet_broadcast = addr_be; }
-
-int host_push_random(uint64_t value)
+int host_push_random(uint32_t value)
 {
     if (n_randoms == MAX_RANDOM) {
         return -1;
@@ -97,16 +93,13 @@ const char *platform_device_id(void)
     return device_id;
 }
 
-int platform_ipv4_is_broadcast(uint32_t addr_be)
+/* the pushed values in order, then a fixed value */
+uint32_t platform_rand(void)
 {
-    const uint8_t *b = (const uint8_t *)&addr_be;
-    return addr_be == 0xffffffffu || addr_be == subnet_broadcast || (b[0] >= 224 && b[0] <= 239);
+    return next_random < n_randoms ? randoms[next_random++] : 0x89abcdefu;
 }
 
-uint64_t platform_random64(void)
-{
-    return next_random < n_randoms ? randoms[next_random++] : 0x0123456789abcdefull;
-}
+unsigned host_random_calls(void) { return next_random; }
 
 void platform_log(const char *fmt, ...)
 {

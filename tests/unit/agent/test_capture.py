@@ -23,7 +23,6 @@ def _started(make_agent: MakeAgent, knobs: dict[str, str] | None = None) -> Any:
     """An agent enabled at T0 with a connected hub; the first collection (fast preset) is at T0+1."""
     agent = make_agent(knobs)
     agent.set_connected(True)
-    agent.set_broadcast("192.168.1.255")
     agent.init()
     agent.tick(T0)
     return agent
@@ -43,7 +42,7 @@ def test_in_and_out_aggregate_into_one_record_per_five_tuple(make_agent: MakeAge
     agent = _started(make_agent)
     agent.packet(True, packet(BOARD, PEER, "tcp", sport=49152, dport=8883, payload=100))  # 20+100
     agent.packet(False, packet(PEER, BOARD, "tcp", sport=8883, dport=49152, payload=10))  # 20+10
-    agent.packet(False, packet(PEER, BOARD, "tcp", sport=8883, dport=49152, options=2))  # 20, IHL 7
+    agent.packet(False, packet(PEER, BOARD, "tcp", sport=8883, dport=49152))  # 20
     agent.packet(True, packet(BOARD, PEER, "icmp", payload=56))  # 8+56
     agent.packet(False, packet(PEER, BOARD, "icmp", payload=56))
     agent.packet(True, packet(BOARD, PEER, "udp", sport=5000, dport=7, payload=12))  # 8+12
@@ -69,20 +68,82 @@ def test_windows_do_not_mix(make_agent: MakeAgent, packet: Packet) -> None:
     assert [[f.bytes_out for f in flows] for flows in _flows(agent)] == [[10], [12]]
 
 
-def test_unicast_rule(make_agent: MakeAgent, packet: Packet) -> None:
-    """Outbound broadcast/multicast is not captured; inbound is taken as the stack accepted it."""
+def test_outbound_broadcast_and_multicast_count_like_unicast(make_agent: MakeAgent, packet: Packet) -> None:
+    """The module counts at NetX Duo's IP packet filter, which sees every outbound datagram: DHCP
+    from 0.0.0.0:68 to the limited broadcast, subnet broadcasts and multicast are flows like any
+    other (the agent once dropped them, as if the filter saw unicast only)."""
     agent = _started(make_agent)
-    agent.packet(True, packet(BOARD, "255.255.255.255", "udp", sport=68, dport=67, payload=300))
+    agent.packet(True, packet("0.0.0.0", "255.255.255.255", "udp", sport=68, dport=67, payload=300))
+    agent.packet(True, packet("0.0.0.0", "255.255.255.255", "udp", sport=68, dport=67, payload=310))
     agent.packet(True, packet(BOARD, "192.168.1.255", "udp", sport=137, dport=137, payload=50))
     agent.packet(True, packet(BOARD, "224.0.0.251", "udp", sport=5353, dport=5353, payload=40))
     agent.packet(False, packet("192.168.1.1", "255.255.255.255", "udp", sport=67, dport=68, payload=300))
-    agent.packet(True, packet(BOARD, PEER, "udp", sport=1, dport=2))
     agent.tick(T0 + 1)
     (flows,) = _flows(agent)
-    assert sorted((str(f.local_address), f.local_port, f.bytes_in, f.bytes_out) for f in flows) == [
-        ("192.168.1.10", 1, 0, 8),
-        ("255.255.255.255", 68, 308, 0),
+    records = sorted(
+        (str(f.local_address), f.local_port, str(f.remote_address), f.bytes_in, f.bytes_out) for f in flows
+    )
+    assert records == [
+        ("0.0.0.0", 68, "255.255.255.255", 0, 308 + 318),
+        ("192.168.1.10", 137, "192.168.1.255", 0, 58),
+        ("192.168.1.10", 5353, "224.0.0.251", 0, 48),
+        ("255.255.255.255", 68, "192.168.1.1", 308, 0),
     ]
+
+
+def test_inbound_ip_options_count_outbound_header_does_not(make_agent: MakeAgent, packet: Packet) -> None:
+    """NetX Duo strips inbound IP options before the receive hooks and keeps the total length, so
+    an inbound datagram counts total length - 20; outbound counts total length - IHL * 4."""
+    agent = _started(make_agent)
+    agent.packet(False, packet(PEER, BOARD, "udp", sport=7, dport=4000, payload=10, options=3))  # 12+8+10
+    agent.packet(True, packet(BOARD, PEER, "udp", sport=4000, dport=7, payload=10, options=3))  # 8+10
+    agent.packet(False, packet(PEER, BOARD, "icmp", payload=4, options=1))  # 4+8+4
+    agent.tick(T0 + 1)
+    (flows,) = _flows(agent)
+    assert {(f.protocol, f.local_port): (f.bytes_in, f.bytes_out) for f in flows} == {
+        (Protocol.UDP, 4000): (30, 18),
+        (Protocol.ICMP, 0): (16, 0),
+    }
+
+
+def test_icmp_of_every_type_is_one_record_per_address_pair(make_agent: MakeAgent, packet: Packet) -> None:
+    agent = _started(make_agent)
+    for icmp_type in (8, 0, 3, 11, 5, 13, 14, 17):  # echo, reply, unreachable, time exceeded, ...
+        agent.packet(True, packet(BOARD, PEER, "icmp", icmp_type=icmp_type, payload=icmp_type))
+        agent.packet(False, packet(PEER, BOARD, "icmp", icmp_type=icmp_type, payload=1))
+    agent.tick(T0 + 1)
+    (flows,) = _flows(agent)
+    assert [(f.protocol, f.local_port, f.remote_port, f.bytes_in, f.bytes_out) for f in flows] == [
+        (Protocol.ICMP, 0, 0, 8 * 9, 8 * 8 + (8 + 0 + 3 + 11 + 5 + 13 + 14 + 17))
+    ]
+
+
+def test_loopback_counts_out_and_in(make_agent: MakeAgent, packet: Packet) -> None:
+    agent = _started(make_agent)
+    agent.packet(True, packet("127.0.0.1", "127.0.0.1", "udp", sport=5000, dport=7, payload=3))
+    agent.packet(False, packet("127.0.0.1", "127.0.0.1", "udp", sport=5000, dport=7, payload=3))
+    agent.packet(True, packet(BOARD, BOARD, "tcp", sport=6000, dport=7))
+    agent.packet(False, packet(BOARD, BOARD, "tcp", sport=6000, dport=7))
+    agent.tick(T0 + 1)
+    (flows,) = _flows(agent)
+    records = {(str(f.local_address), f.local_port, f.remote_port): (f.bytes_in, f.bytes_out) for f in flows}
+    assert records == {
+        ("127.0.0.1", 5000, 7): (0, 11),  # out: local = source
+        ("127.0.0.1", 7, 5000): (11, 0),  # in: local = destination
+        (BOARD, 6000, 7): (0, 20),
+        (BOARD, 7, 6000): (20, 0),
+    }
+
+
+def test_a_reassembled_datagram_counts_its_first_fragments_length(make_agent: MakeAgent, packet: Packet) -> None:
+    """Where the stack reassembles, NetX Duo hands the hooks the datagram with its first fragment's
+    header: a 3,000-byte ping counts 1,480 in (and 3,008 out for the reply, sent whole)."""
+    agent = _started(make_agent)
+    agent.packet(False, packet(PEER, BOARD, "icmp", payload=3000, total=1500))
+    agent.packet(True, packet(BOARD, PEER, "icmp", icmp_type=0, payload=3000))
+    agent.tick(T0 + 1)
+    (flows,) = _flows(agent)
+    assert [(f.bytes_in, f.bytes_out) for f in flows] == [(1480, 3008)]
 
 
 def test_other_protocols_and_malformed_packets_are_ignored(make_agent: MakeAgent, packet: Packet) -> None:
@@ -183,7 +244,7 @@ def test_capture_starts_at_enable(make_agent: MakeAgent, packet: Packet) -> None
 
 
 def test_a_message_over_the_page_is_dropped_and_the_next_one_sent(make_agent: MakeAgent, packet: Packet) -> None:
-    agent = make_agent({"PRESET": "fast", "ASC_FLOW_CAP": "100"}, ("-DASC_PAGE_SIZE=2000",))
+    agent = make_agent({"PRESET": "fast", "ASC_FLOW_CAP": "100"}, ("-DASC_PAGE_TABLES_BYTES=2000",))
     agent.set_connected(True)
     agent.init()
     agent.tick(T0)

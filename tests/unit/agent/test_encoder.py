@@ -176,7 +176,7 @@ def test_defaults_are_left_out_like_flatcc(make_agent: MakeAgent) -> None:
 
 
 def test_a_message_larger_than_the_page_is_refused(make_agent: MakeAgent) -> None:
-    agent = make_agent(extra_cflags=("-DASC_PAGE_SIZE=600",))
+    agent = make_agent(extra_cflags=("-DASC_PAGE_TABLES_BYTES=600",))
     lib = agent.lib
     assert lib.asc_ser_begin(MODULE_ID, VERSION_354) == 0
     assert lib.asc_ser_network_activity_begin(_uuid(1), T, 10) == 0

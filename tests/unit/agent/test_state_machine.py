@@ -1,7 +1,8 @@
 """The host-built agent's state machine: PENDING, ACTIVE, SUSPENDED, retries and the upstream leak.
 
 Knobs: first collection 1 s after enabling, NetworkActivity every 10 s, SystemInformation and
-Heartbeat every 30 s, 20 s pending time; the state machine's checks and retries every 3 s.
+Heartbeat every 30 s, 20 s pending time; the state machine's checks and retries every 3 s. The
+module's console lines are on (ASC_LOG_LEVEL=4, NX_AZURE_IOT_LOG_LEVEL=2) to see the states.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ KNOBS = {
     "ASC_HIGH_INTERVAL_S": "10",
     "ASC_LOW_INTERVAL_S": "30",
     "ASC_PENDING_TIME_S": "20",
+    "ASC_LOG_LEVEL": "4",
+    "NX_AZURE_IOT_LOG_LEVEL": "2",
 }
 LEAKY = {**KNOBS, "UPSTREAM_SUSPEND_LEAK": "1"}
 PENDING, ACTIVE, SUSPENDED = 1, 2, 3
+STATE_LINE = "INFO [core.c/_security_module_state_cb:{}] Security Module inserted to '{}' state"
+PENDING_LINE = STATE_LINE.format(286, "Pending")
+CONNECTED_LINE = STATE_LINE.format(276, "Connected")
+SUSPENDED_LINE = STATE_LINE.format(290, "Suspended")
 KIND = {NetworkActivity: "NA", SystemInformation: "SI", Heartbeat: "HB"}
 
 
@@ -59,8 +66,8 @@ def test_enable_starts_pending_and_a_connected_hub_makes_it_active(make_agent: M
     agent = _enable(make_agent, KNOBS, connected=True)
     assert agent.logs[:3] == [
         "[INFO] Azure IoT Security Module has been enabled, status=0",
-        "[INFO] Security Module inserted to 'Pending' state",
-        "[INFO] Security Module inserted to 'Connected' state",
+        PENDING_LINE,
+        CONNECTED_LINE,
     ]
     assert agent.state == ACTIVE
     assert agent.logs[3] == "[INFO] Azure IoT Security Module message is empty"  # nothing collected yet
@@ -113,7 +120,7 @@ def test_active_to_pending_when_no_hub_at_a_send(make_agent: MakeAgent, packet: 
     assert agent.state == ACTIVE  # nothing noticed until the next send
     agent.run_until(T0 + 11, each=traffic)
     assert agent.state == PENDING
-    assert _state_lines(agent)[-1] == "[INFO] Security Module inserted to 'Pending' state"
+    assert _state_lines(agent)[-1] == PENDING_LINE
     assert [p.time for p in agent.publishes] == [T0 + 1]
     agent.set_connected(True)
     agent.run_until(T0 + 15)
@@ -136,7 +143,7 @@ def test_pending_becomes_suspended_after_the_pending_time(make_agent: MakeAgent,
     agent = _enable(make_agent, KNOBS, connected=False)
     suspended_at = _suspend(agent, packet)
     assert T0 + 20 < suspended_at <= T0 + 20 + 3  # more than 20 s in PENDING, seen by a 3 s check
-    assert _state_lines(agent)[-1] == "[INFO] Security Module inserted to 'Suspended' state"
+    assert _state_lines(agent)[-1] == SUSPENDED_LINE
     # collectors stopped: nothing is captured, no collection runs, the pool stays full
     logs_before = len(agent.logs)
     agent.run_until(suspended_at + 60, each=_traffic(agent, packet))
@@ -159,7 +166,7 @@ def test_suspended_to_active_restarts_the_collectors(make_agent: MakeAgent, pack
             break
     assert agent.state == ACTIVE
     active_at = agent.now
-    assert _state_lines(agent)[-1] == "[INFO] Security Module inserted to 'Connected' state"
+    assert _state_lines(agent)[-1] == CONNECTED_LINE
     agent.run_until(active_at + 21, each=traffic)
     pubs = [(p.time, _kinds(p.payload)) for p in agent.publishes]
     # all collectors were overdue: collected at the next second; then every 10 s again
@@ -182,8 +189,8 @@ def test_outbound_packets_while_suspended(make_agent: MakeAgent, packet: Packet,
     assert agent.pool_free == 64
     for i in range(40):
         agent.packet(True, packet(BOARD, PEER, "tcp", sport=50000 + i, dport=8883))
-    agent.packet(True, packet(BOARD, "255.255.255.255", "udp", sport=68, dport=67))  # not unicast
-    assert agent.pool_free == (24 if leaky else 64)
+    agent.packet(True, packet(BOARD, "255.255.255.255", "udp", sport=68, dport=67))  # broadcasts too
+    assert agent.pool_free == (23 if leaky else 64)
     for i in range(40):
         agent.packet(True, packet(BOARD, PEER, "tcp", sport=51000 + i, dport=8883))
     assert agent.pool_free == (0 if leaky else 64)
@@ -216,6 +223,19 @@ def test_a_short_suspension_sends_the_kept_message(make_agent: MakeAgent, packet
     ]
 
 
+def _flows_after_reconnecting(agent: Any, packet: Packet) -> int:
+    """Reconnect, send 60 flows' worth of datagrams in one window: how many the window records."""
+    agent.set_connected(True)
+    agent.run_until(agent.now + 5)
+    for i in range(60):
+        agent.packet(True, packet(BOARD, PEER, "udp", sport=3000 + i, dport=2))
+    agent.run_until(agent.now + 10)
+    na = [e.payload for p in agent.publishes for e in decode(p.payload).events
+          if isinstance(e.payload, NetworkActivity)]
+    assert na, "no NetworkActivity after reconnecting"
+    return len(na[-1].ipv4)
+
+
 def test_the_leak_counts_packets_not_time(make_agent: MakeAgent, packet: Packet) -> None:
     agent = _enable(make_agent, LEAKY, connected=False)
     _suspend(agent, packet)
@@ -223,12 +243,57 @@ def test_the_leak_counts_packets_not_time(make_agent: MakeAgent, packet: Packet)
     for _ in range(10):
         agent.packet(True, packet(BOARD, PEER, "udp", sport=1, dport=2))  # same flow: 10 objects
     assert agent.pool_free == 54
+    assert _flows_after_reconnecting(agent, packet) == 54  # the pool is 10 objects short for good
+
+
+def test_leaks_add_up_over_suspensions(make_agent: MakeAgent, packet: Packet) -> None:
+    """Partial leaks lower the cap for good, and a second suspension leaks on top of the first."""
+    agent = _enable(make_agent, LEAKY, connected=False)
+    _suspend(agent, packet)
+    for i in range(10):
+        agent.packet(True, packet(BOARD, f"10.2.0.{i + 1}", "icmp", icmp_type=0))
     agent.set_connected(True)
-    agent.run_until(agent.now + 5)
-    for i in range(60):
-        agent.packet(True, packet(BOARD, PEER, "udp", sport=3000 + i, dport=2))
-    agent.run_until(agent.now + 10)
-    na = [
-        e.payload for p in agent.publishes for e in decode(p.payload).events if isinstance(e.payload, NetworkActivity)
-    ]
-    assert na and len(na[-1].ipv4) == 54  # the pool is 10 objects short for good
+    agent.run_until(agent.now + 12)
+    assert agent.state == ACTIVE and agent.pool_free == 54
+    agent.set_connected(False)
+    _suspend(agent, packet)
+    for _ in range(15):
+        agent.packet(True, packet("0.0.0.0", "255.255.255.255", "udp", sport=68, dport=67))
+    assert agent.pool_free == 39
+    assert _flows_after_reconnecting(agent, packet) == 39
+
+
+def test_the_leak_after_boot_when_the_hub_never_connects(make_agent: MakeAgent, packet: Packet) -> None:
+    """Module defaults (pending time 300 s): never connected, SUSPENDED 301-303 s after enabling;
+    from then on outbound datagrams leak."""
+    agent = make_agent({"ASC_FIRST_COLLECTION_S": "1", "UPSTREAM_SUSPEND_LEAK": "1"})
+    agent.init()
+    agent.tick(T0)
+    agent.run_until(T0 + 300)
+    assert agent.state == PENDING
+    agent.packet(True, packet(BOARD, PEER, "udp", sport=1, dport=2))
+    agent.run_until(T0 + 303)
+    assert agent.state == SUSPENDED
+    assert agent.pool_free == 64
+    for _ in range(5):
+        agent.packet(True, packet(BOARD, PEER, "udp", sport=1, dport=2))
+        agent.packet(False, packet(PEER, BOARD, "udp", sport=2, dport=1))
+    assert agent.pool_free == 59
+
+
+def test_a_stock_build_prints_nothing(make_agent: MakeAgent, packet: Packet) -> None:
+    """Without the log knobs: no line through enable, PENDING, ACTIVE, failed sends, an empty
+    window and SUSPENDED (the module's lines are compiled out of stock images)."""
+    agent = make_agent({k: v for k, v in KNOBS.items() if "LOG" not in k})
+    agent.init()
+    agent.tick(T0)
+    agent.run_until(T0 + 5, each=_traffic(agent, packet))
+    agent.set_connected(True)
+    agent.set_publish_rc(3)
+    agent.run_until(T0 + 15, each=_traffic(agent, packet))
+    agent.set_publish_rc(0)
+    agent.run_until(T0 + 25)
+    agent.set_connected(False)
+    _suspend(agent, packet)
+    assert [p.rc for p in agent.publishes][:2] == [3, 3]
+    assert agent.logs == []

@@ -1,5 +1,6 @@
-"""Archive records survive a crash: complete records read back, a torn tail is detected and skipped,
-and a reopened archive continues after its last complete record."""
+"""Archive records survive a crash: complete records read back, a torn last record is told apart
+from damage, and a reopened archive continues after its last record without removing a byte.
+(Damage, resynchronisation and bad files: test_archive_damage.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from hypothesis import strategies as st
 
 import harness.telemetry.archive as archive_module
 from harness.errors import ConfigError, InfrastructureError
-from harness.telemetry.archive import MAGIC, ArchiveScan, ArchiveWriter, read_archive
+from harness.telemetry.archive import MAGIC, ArchiveError, ArchiveScan, ArchiveWriter, read_archive
+from harness.telemetry.archive_format import HEADER
 
 RECORDS = [("devices/a/messages/events/", b"\x00\x01payload", 1, False, False),
            ("devices/b/messages/events/x", b"", 0, True, True),
@@ -47,7 +49,9 @@ def test_append_to_existing_archive_keeps_one_header(tmp_path: Path) -> None:
     assert len(list(read_archive(path))) == 6
 
 
-def test_every_torn_length_of_the_last_record_is_detected(tmp_path: Path) -> None:
+def test_every_cut_inside_the_last_record_of_a_closed_archive_is_damage_named_at_that_record(tmp_path: Path) -> None:
+    """The writer never leaves a record cut short (it writes a body before its header), so a closed
+    archive that ends inside one was cut (a copy stopped early): damage, not a torn record."""
     path = tmp_path / "t.bin"
     ends = write(path)
     whole = path.read_bytes()
@@ -56,7 +60,9 @@ def test_every_torn_length_of_the_last_record_is_detected(tmp_path: Path) -> Non
         scan = ArchiveScan()
         got = list(read_archive(path, scan))
         assert len(got) == 2, cut
-        assert scan.torn_tail == cut - ends[1], cut
+        assert scan.torn_tail == 0 and [(d.offset, d.length) for d in scan.damaged] == [(ends[1], cut - ends[1])], cut
+        if cut >= ends[1] + HEADER:  # its header is whole: its number is known
+            assert "cut short" in scan.damaged[0].reason and scan.damaged[0].lost == (2, 2), cut
 
 
 def test_corrupt_record_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> None:
@@ -69,16 +75,19 @@ def test_corrupt_record_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> 
     got = list(read_archive(path, scan))
     assert [r.topic for r in got] == [RECORDS[0][0], RECORDS[2][0]]
     assert [r.index for r in got] == [0, 2]  # the writer's numbering, which the collector logs
-    assert scan.corrupt == [ends[0]]
+    assert scan.corrupt == [ends[0]] and scan.damaged[0].lost == (1, 1) and "checksum" in scan.damaged[0].reason
     with ArchiveWriter(path) as w:
         assert w.append("devices/d/messages/events/", b"") == 3
 
 
-def test_header_only_and_torn_header(tmp_path: Path) -> None:
+def test_header_only_and_a_header_cut_short(tmp_path: Path) -> None:
     path = tmp_path / "t.bin"
-    path.write_bytes(MAGIC[:3])
+    path.write_bytes(MAGIC)
     scan = ArchiveScan()
-    assert list(read_archive(path, scan)) == [] and scan.torn_tail == 3
+    assert list(read_archive(path, scan)) == [] and not scan.damage and scan.version == 2
+    path.write_bytes(MAGIC[:3])  # the writer writes its 8 bytes at once: 3 of them is a file cut short
+    scan = ArchiveScan()
+    assert list(read_archive(path, scan)) == [] and [(d.offset, d.length) for d in scan.damaged] == [(0, 3)]
 
 
 def test_not_an_archive(tmp_path: Path) -> None:
@@ -99,6 +108,10 @@ def test_any_truncation_yields_a_prefix(tmp_path_factory: pytest.TempPathFactory
             w.append(topic, payload)
     data = path.read_bytes()
     path.write_bytes(data[:min(cut, len(data))])
+    if cut == 0:
+        with pytest.raises(ArchiveError, match=r"t\.bin: empty \(0 bytes\): not a telemetry archive"):
+            list(read_archive(path))
+        return
     got = [(r.topic, r.payload) for r in read_archive(path)]
     assert got == msgs[:len(got)]
     if cut >= len(data):
@@ -115,9 +128,10 @@ def test_append_returns_the_index_and_topics_past_the_cache_bound_are_kept(
     assert [(r.topic, r.payload) for r in read_archive(tmp_path / "t.bin")] == [(t, t.encode()) for t in topics]
 
 
-def killed_writer(path: Path, count: int, *, tear_last: bool = False) -> None:
+def killed_writer(path: Path, count: int, *, tear_last: bool = False) -> bytes:
     """A child process appends ``count`` records and is SIGKILLed without closing the archive; with
-    ``tear_last``, the last record's header is zeroed first (killed between its body and its header)."""
+    ``tear_last``, the last record's header is zeroed first (killed between its body and its header).
+    Returns the file's bytes as the writer left them."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the child)
         try:
@@ -126,12 +140,13 @@ def killed_writer(path: Path, count: int, *, tear_last: bool = False) -> None:
                 w.append("devices/k/messages/events/", i.to_bytes(4, "big") * 40, qos=1)
             if tear_last:
                 assert w._map is not None
-                at = w._end - w._base - (8 + 12 + 26 + 160)
-                w._map[at:at + 8] = bytes(8)
+                at = w._end - w._base - (HEADER + 12 + 26 + 160)
+                w._map[at:at + HEADER] = bytes(HEADER)
         finally:
             os.kill(os.getpid(), signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    return path.read_bytes()
 
 
 def test_a_sigkilled_writer_leaves_every_record_and_unwritten_zeros(tmp_path: Path) -> None:
@@ -141,24 +156,32 @@ def test_a_sigkilled_writer_leaves_every_record_and_unwritten_zeros(tmp_path: Pa
     scan = ArchiveScan()
     got = [int.from_bytes(r.payload[:4], "big") for r in read_archive(path, scan)]
     assert got == list(range(500))
-    assert scan.unclosed and scan.torn_tail == 0 and not scan.corrupt
-    with ArchiveWriter(path) as w:  # reopened: continues after the last record, cuts the zeros
+    assert scan.unclosed and scan.torn_tail == 0 and not scan.damage
+    with ArchiveWriter(path) as w:  # reopened: continues after the last record, cuts the zeros it reserved
+        assert w.found == []
         assert w.append("devices/k/messages/events/", b"next") == 500
     scan = ArchiveScan()
     assert [r.payload for r in read_archive(path, scan)][-1] == b"next"
     assert scan.records == 501 and not scan.unclosed and path.stat().st_size == scan.end
 
 
-def test_a_body_without_its_header_is_a_torn_tail_and_is_cut_on_reopening(tmp_path: Path) -> None:
+def test_a_body_without_its_header_is_a_torn_tail_kept_byte_for_byte_on_reopening(tmp_path: Path) -> None:
     path = tmp_path / "t.bin"
-    killed_writer(path, 10, tear_last=True)
+    left = killed_writer(path, 10, tear_last=True)
     scan = ArchiveScan()
     assert len(list(read_archive(path, scan))) == 9
-    assert scan.torn_tail == 8 + 12 + 26 + 160 and scan.unclosed and not scan.corrupt
+    assert scan.torn_tail == HEADER + 12 + 26 + 160 and scan.unclosed and not scan.damage
+    torn_at = scan.end
     with ArchiveWriter(path) as w:
-        assert w.append("devices/k/messages/events/", b"after") == 9
+        assert [(d.offset, d.length) for d in w.found] == [(torn_at, len(left) - torn_at)]
+        assert "torn" in w.found_summary()
+        assert w.append("devices/k/messages/events/", b"after") == 9  # the torn record's number was never given
+    assert path.read_bytes()[:len(left)] == left  # every byte kept, the torn record and the zeros after it
     scan = ArchiveScan()
-    assert [r.payload for r in read_archive(path, scan)][9:] == [b"after"] and scan.torn_tail == 0
+    got = list(read_archive(path, scan))
+    assert [r.payload for r in got][9:] == [b"after"] and [r.index for r in got] == list(range(10))
+    assert scan.torn_tail == 0 and not scan.damage  # a torn record a writer found and kept is not damage
+    assert [(d.offset, d.length) for d in scan.kept] == [(torn_at, len(left) - torn_at)]
 
 
 def test_records_larger_than_the_reserve_and_across_its_boundaries(tmp_path: Path,
@@ -233,6 +256,13 @@ def test_a_full_disk_fails_the_write_and_a_later_write_tries_again(tmp_path: Pat
     got = list(read_archive(path))
     assert got[-1].payload == b"after" and got[-1].index == index == len(got) - 1
     assert path.read_bytes()[:8] == MAGIC and len(got) >= 2
+
+
+@pytest.mark.parametrize("when", [float("nan"), float("inf"), -1.0, 1e300])
+def test_a_receive_time_that_is_not_a_time_is_refused(tmp_path: Path, when: float) -> None:
+    with ArchiveWriter(tmp_path / "t.bin") as w, pytest.raises(ValueError, match="is not a time"):
+        w.append("devices/d/messages/events/", b"x", received=when)
+    assert list(read_archive(tmp_path / "t.bin")) == []
 
 
 def test_a_record_over_the_limit_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
