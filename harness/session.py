@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from harness.board.board import Board, BoardState
-from harness.board.kinds import BoardSite, factory_for
+from harness.board.kinds import BoardSite, factory_for, network_mode
 from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker, parse_mqtt_url
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.firmware import FirmwareBuild
@@ -59,6 +59,7 @@ class NetworkPlace:
     broker_host: str
     time_server: str
     handle: Any = None  # the object a board kind attaches to (the TapNetwork of the emulated network)
+    routed: bool = True  # the harness reaches its boards' addresses (not so behind QEMU's user NAT)
 
 
 class RunSession:
@@ -137,13 +138,25 @@ class RunSession:
         if self.broker is not None:
             raise UsageError(f"board {config.name} is on network {name!r}, which this session did not prepare",
                              fix="name every board when the session starts (RunSession(lab, boards=[...]))")
-        place = self._emulated_network() if name == EMULATED else self._lab_network(self.lab.network(name))
+        place = self._emulated_network(config) if name == EMULATED else self._lab_network(self.lab.network(name))
         self.networks[name] = place
-        self.policy.allow_created(f"{self.run_id}:{name}", place.subnet)
+        if place.routed:  # QEMU's user network is not reachable from here: traffic must not go there
+            self.policy.allow_created(f"{self.run_id}:{name}", place.subnet)
         self.log.record("network", network=name, subnet=str(place.subnet), harness=str(place.harness_address))
         return place
 
-    def _emulated_network(self) -> NetworkPlace:
+    def _emulated_network(self, config: BoardConfig) -> NetworkPlace:
+        """The harness's own network for emulated boards: a tap network (DHCP, DNS and NTP of its
+        own; root), or QEMU user networking (no root; the broker on loopback through a forward;
+        no time server), as the session's boards' kind says. One session uses one of the two."""
+        boards = [self.lab.board(n) for n in self.board_names] or [config]
+        modes = {network_mode(b) for b in boards if b.network.test_network == EMULATED}
+        if modes == {"user"}:
+            return NetworkPlace(EMULATED, ipaddress.IPv4Network("10.0.2.0/24"), ipaddress.IPv4Address("127.0.0.1"),
+                                "10.0.2.100", "time.invalid", _UserNetwork(self), routed=False)
+        if len(modes) > 1:
+            raise UsageError(f"the emulated boards of one session share one network: these want {sorted(modes)}",
+                             fix="give every emulated board of the run the same qemu.network")
         from harness.emulation.tap_network import TapNetwork
 
         net = self._stack.enter_context(TapNetwork(self.run_dir / "net"))
@@ -252,6 +265,19 @@ class RunSession:
         if b.telemetry is not None:
             b.telemetry.restart()
         return b
+
+
+class _UserNetwork:
+    """What a board on QEMU user networking is wired to: the broker's port on loopback."""
+
+    def __init__(self, session: RunSession) -> None:
+        self._session = session
+
+    @property
+    def broker_port(self) -> int:
+        if self._session.broker is None:
+            raise UsageError("the session's broker is not started")
+        return parse_mqtt_url(self._session.broker.url)[1]
 
 
 def _require_local(address: ipaddress.IPv4Address, net: TestNetwork) -> None:

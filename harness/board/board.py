@@ -159,13 +159,21 @@ class Board:
             self.log.record("provision", board=self.name, outcome="skipped",
                             reason=f"the build's identity is {self.build.manifest.identity.provisioning!r}")
             return None
-        sector = self.run_dir / f"{self.name}-provisioning.bin"
-        sector.write_bytes(record.encode_sector())
-        with self.log.step("provision", board=self.name, address=f"0x{address:08x}", device=record.device_id):
-            if not force and self._holds(sector, "bin", address):
+        return self.write_block(record.encode_sector(), address, what="provision", force=force,
+                                device=record.device_id)
+
+    def write_block(self, data: bytes, address: int, *, what: str = "block", force: bool = False,
+                    **details: object) -> FlashResult | None:
+        """Program ``data`` at ``address`` (verified by read-back, through the ladder); None when the
+        flash already holds it (unless ``force``)."""
+        self._refuse_if_broken()
+        block = self.run_dir / f"{self.name}-{what}-0x{address:08x}.bin"
+        block.write_bytes(data)
+        with self.log.step(what, board=self.name, address=f"0x{address:08x}", **details):
+            if not force and self._holds(block, "bin", address):
                 return None
-            result = self.ladder.run(self, lambda opts: self.parts.probe.program(sector, "bin", address, options=opts),
-                                     what="provision")
+            result = self.ladder.run(self, lambda opts: self.parts.probe.program(block, "bin", address, options=opts),
+                                     what=what)
         self.flash_results.append(result)
         return result
 

@@ -47,6 +47,17 @@ DefaultBuild = Callable[["BoardConfig", Path], Path]
 DEFAULT_BUILDS: Registry[DefaultBuild] = Registry("default build")
 
 
+#: How a kind's board joins the harness's emulated network: "tap" (a network of its own, with
+#: DHCP, DNS and NTP: root) or "user" (QEMU user networking: no root, no NTP, the broker through a
+#: forward). Kinds without an entry do not go on the emulated network.
+NETWORK_MODES: Registry[Callable[[BoardConfig], str]] = Registry("network mode")
+
+
+def network_mode(config: BoardConfig) -> str | None:
+    load_kinds()
+    return NETWORK_MODES.get(config.kind)(config) if config.kind in NETWORK_MODES else None
+
+
 def load_kinds() -> None:
     """Import every installed kind module (each registers itself); idempotent."""
     board_kinds()

@@ -15,17 +15,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from harness.board.kinds import BOARD_FACTORIES, DEFAULT_BUILDS, BoardSite
+from harness.board.kinds import BOARD_FACTORIES, DEFAULT_BUILDS, NETWORK_MODES, BoardSite
 from harness.board.parts import BoardParts
 from harness.board.pyocd_kind import probe_for
 from harness.config import StrictModel
-from harness.errors import ConfigError, UsageError
+from harness.errors import ConfigError
 from harness.lab import BOARD_KINDS, BoardConfig, BoardKind
 
 if TYPE_CHECKING:
     from harness.console import Console
     from harness.emulation.qemu import Machine
-    from harness.emulation.tap_network import TapNetwork
+    from harness.emulation.tap_network import TapAttachment, TapNetwork
 
 
 class QemuSettings(StrictModel):
@@ -36,6 +36,7 @@ class QemuSettings(StrictModel):
     memory: str | None = None
 
 
+NETWORK_MODES.add("qemu", lambda config: str(config.settings.network))
 BOARD_KINDS.add("qemu", BoardKind(
     "qemu", QemuSettings, "an emulated board: a QEMU machine flashed by pyOCD through the emu: probe plugin",
     requires_console_url=False))
@@ -70,24 +71,39 @@ class LeaseAddress:
         return self.network.wait_for_lease(self.mac, timeout)
 
 
+class FixedAddress:
+    """User networking: QEMU's DHCP always gives the board 10.0.2.15 (reached from the harness only
+    through forwarded TCP ports)."""
+
+    def address(self, console: Callable[[], Console], timeout: float) -> ipaddress.IPv4Address:
+        from harness.emulation.network import USER_GUEST
+
+        return ipaddress.IPv4Address(USER_GUEST)
+
+
 @BOARD_FACTORIES.register("qemu")
 def qemu_board(config: BoardConfig, site: BoardSite) -> BoardParts:
+    from harness.emulation.network import UserAttachment
+    from harness.emulation.qemu import Machine  # QEMU only when an emulated board is brought up
+
     settings = config.settings
-    if settings.network != "tap":
-        raise UsageError(
-            f"board {config.name}: bring-up needs the tap network (the firmware needs DHCP, DNS and NTP); "
-            f"it has network: {settings.network}",
-            fix=f"set 'qemu: {{network: tap}}' in {config.source} and run as root")
     if config.probe.id.lower() != f"emu:{config.name}".lower():
         raise ConfigError(f"{config.source}: field probe.id: {config.probe.id!r} does not name this board's machine",
                           fix=f"write probe: {{id: 'emu:{config.name}'}}")
     if config.power.kind == "command":
         raise ConfigError(f"{config.source}: field power.kind: an emulated board's power is its machine's",
                           fix="remove the power section, or write power: {kind: emulated}")
-    from harness.emulation.qemu import Machine  # QEMU only when an emulated board is brought up
-
-    network: TapNetwork = site.network
-    attachment = network.attach(config.name)
+    address: LeaseAddress | FixedAddress
+    if settings.network == "tap":
+        network: TapNetwork = site.network
+        attachment: TapAttachment | UserAttachment = network.attach(config.name)
+        address = LeaseAddress(network, attachment.mac)
+        where = {"network": str(network.subnet), "namespace": attachment.namespace}
+    else:  # user networking: the broker (on loopback) through a forward at 10.0.2.100
+        port = site.network.broker_port
+        attachment = UserAttachment.create(config.name, guest_services={port: port})
+        address = FixedAddress()
+        where = {"network": "user", "broker_forward": f"10.0.2.100:{port} -> 127.0.0.1:{port}"}
     # The board's flash outlives the run, as a real board's does: the next run (or `hil console`)
     # boots what was last programmed, and programming the same image again is skipped.
     machine = Machine(config.name, settings.machine, flash_file=site.state.root / "flash" / f"{config.name}.flash",
@@ -99,11 +115,10 @@ def qemu_board(config: BoardConfig, site: BoardSite) -> BoardParts:
         machine.stop()
         raise
     return BoardParts(probe=probe, console_url=lambda: machine.console_url, power=MachinePower(machine),
-                      address=LeaseAddress(network, attachment.mac), reset_kind=config.reset.method, close=machine.stop,
+                      address=address, reset_kind=config.reset.method, close=machine.stop,
                       release=lambda: machine.resume() if machine.status() != "running" else None,
                       link_capture=lambda: machine.pcaps[-1] if machine.pcaps else None, mac=attachment.mac,
-                      details={"machine": settings.machine, "network": str(network.subnet),
-                               "namespace": attachment.namespace})
+                      details={"machine": settings.machine, **where})
 
 
 @DEFAULT_BUILDS.register("qemu")

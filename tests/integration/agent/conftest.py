@@ -28,18 +28,19 @@ from scapy.packet import Packet
 from scapy.sendrecv import sendp
 from scapy.utils import rdpcap
 
-from harness.broker import Broker, BrokerOptions, open_broker, parse_mqtt_url
+from harness.broker import Broker, parse_mqtt_url
 from harness.console import Console
-from harness.emulation.flash_file import FlashFile
 from harness.emulation.gdbremote import GdbRemote
 from harness.emulation.process import pid_alive
 from harness.emulation.qemu import Machine
 from harness.emulation.tap_network import TapAttachment, TapNetwork
+from harness.firmware import load_build
 from harness.firmware_build import IMAGE_STEM, build_reference
-from harness.provisioning import PROVISIONING_ADDRESS, ProvisioningRecord
-from harness.state import resolve_state_dir
+from harness.netpolicy import TargetPolicy
+from harness.session import RunSession
 from harness.telemetry.collector import Collector
 from harness.telemetry.model import Flow, NetworkActivity, PayloadType
+from tests.boards import emulated_board, private_lab
 
 NEEDS = ("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip")
 FIRST_MESSAGE_TIMEOUT = 60.0
@@ -60,6 +61,7 @@ class AgentBoard:
     collector: Collector
     run: Path
     build: Path
+    policy: TargetPolicy
 
     @property
     def address(self) -> str:
@@ -185,46 +187,23 @@ def wait_until(condition: Callable[[], bool], within: float, what: str) -> None:
 
 @contextmanager
 def _agent_board(build: Path, run: Path, device: str, logged: bool) -> Iterator[AgentBoard]:
-    os.environ.setdefault("HIL_STATE", str(run / "state"))
-    state = resolve_state_dir()
-    with (
-        TapNetwork(run / "net") as net,
-        open_broker("mosquitto", run / "broker", BrokerOptions(bind=str(net.harness_address))) as broker,
-    ):
-        creds = broker.add_device(device)
-        record = ProvisioningRecord(
-            device_id=device,
-            broker_host="broker.hil.test",
-            broker_port=parse_mqtt_url(broker.url)[1],
-            user_name=creds.username,
-            secret=creds.password,
-            time_server="time.hil.test",
-        )
-        flash = FlashFile(run / f"{device}.flash")
-        flash.erase()
-        flash.program(0, (build / f"{IMAGE_STEM}.bin").read_bytes())
-        flash.program(PROVISIONING_ADDRESS, record.encode_sector())
-        with Collector.from_endpoint(broker.endpoint(), run / "telemetry.bin") as collector:
-            attachment = net.attach(device)
-            machine = Machine(device, "mps2-an385", flash_file=flash.path, run_dir=run, network=attachment, state=state)
-            pid: int | None = None
-            try:
-                machine.start(run=True)
-                pid = machine.pid
-                # the machine's relay writes {device}-console.log; this reader keeps its own copy
-                console = Console(machine.console_url, run / f"{device}-console-read.log", name=f"{device} console")
-                try:
-                    board = AgentBoard(device, machine, console, net, attachment, broker, collector, run, build)
-                    if logged:
-                        console.expect(ENABLED_LINE, timeout=FIRST_MESSAGE_TIMEOUT)
-                    collector.expect_event(device, PayloadType.HEARTBEAT, within=FIRST_MESSAGE_TIMEOUT)
-                    yield board
-                finally:
-                    console.close()
-            finally:
-                machine.stop()
-                if pid is not None:
-                    assert not pid_alive(pid), f"QEMU pid {pid} still running after stop()"
+    """The board brought up on the harness's one path: a private lab with one emulated board named
+    after the device, its RunSession (tap network, mosquitto, collector), pyOCD flashing image and
+    provisioning block through the emu: probe, boot, address."""
+    lab = private_lab(run / "lab", [emulated_board(device, device)])
+    with RunSession(lab, boards=[device], run_dir=run / "run", broker_kind="mosquitto") as session:
+        board = session.bring_up(device, load_build(build))
+        machine = board.parts.power.machine  # type: ignore[attr-defined]
+        pid = machine.pid
+        net = session.networks["emulated"].handle
+        assert session.broker is not None and session.collector is not None
+        agent = AgentBoard(device, machine, board.console, net, net.attachments[device], session.broker,
+                           session.collector, session.run_dir, build, session.policy)
+        if logged:
+            board.console.expect(ENABLED_LINE, timeout=FIRST_MESSAGE_TIMEOUT)
+        session.collector.expect_event(device, PayloadType.HEARTBEAT, within=FIRST_MESSAGE_TIMEOUT)
+        yield agent
+    assert not pid_alive(pid), f"QEMU pid {pid} still running after the session closed"
 
 
 @pytest.fixture(scope="session")

@@ -164,7 +164,7 @@ def test_with_reassembly_a_datagram_counts_its_first_fragment_and_a_fragmented_r
     with agent_board_factory("hil-agent-reass-1", {**STOCK_CONSOLE, "IP_FRAGMENT_ENABLE": 1}) as b:
         host = str(b.net.harness_address)
         mark = b.collector.mark()
-        assert ping(b.address, 1, size=3000, timeout=5).replies == 1
+        assert ping(b.address, 1, size=3000, timeout=5, policy=b.policy).replies == 1
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind((host, 0))
             sock.settimeout(5)

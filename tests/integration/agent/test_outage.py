@@ -42,10 +42,10 @@ def _timings(board: AgentBoard, name: str, **seconds: float) -> None:
     print(f"timings {name}: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
 
 
-def _ping_burst(address: str, count: int) -> None:
+def _ping_burst(board: AgentBoard, count: int) -> None:
     """`count` echo requests without waiting for replies (each reply is an outbound packet), paced
     for the emulated controller's receive FIFO."""
-    ping(address, count, size=0, wait=False, interval=0.005)
+    ping(board.address, count, size=0, wait=False, interval=0.005, policy=board.policy)
 
 
 def _outage(board: AgentBoard, during_suspension: Callable[[], None] | None = None) -> int:
@@ -83,7 +83,7 @@ def test_outage_pending_suspended_and_back(
 ) -> None:
     with agent_board_factory("hil-agent-outage-1") as board:
         before = len(board.collector.events(board.device))
-        mark = _outage(board, lambda: _ping_burst(board.address, 80))
+        mark = _outage(board, lambda: _ping_burst(board, 80))
         got = board.collector.expect_events(board.device, 2, within=20, kind=PayloadType.SYSTEM_INFORMATION, since=mark)
         assert got, "collectors not restarted"
         board.collector.expect_event(board.device, PayloadType.NETWORK_ACTIVITY, within=10, since=mark)
@@ -96,7 +96,7 @@ def test_upstream_suspend_leak_keeps_network_activity_away(
 ) -> None:
     with agent_board_factory("hil-agent-leak-1", {"UPSTREAM_SUSPEND_LEAK": 1}) as board:
         board.collector.expect_event(board.device, PayloadType.NETWORK_ACTIVITY, within=10)
-        mark = _outage(board, lambda: _ping_burst(board.address, 80))
+        mark = _outage(board, lambda: _ping_burst(board, 80))
         # SystemInformation/Heartbeat come back; NetworkActivity does not, although the board talks
         # (its publishes and their acknowledgements would make a flow in every 2 s window). The
         # outage outlasted every interval, so all collectors were overdue at the restart and no

@@ -1,4 +1,6 @@
-"""Fixtures for the reference firmware on emulated boards: builds, flash files, consoles."""
+"""Fixtures for the reference firmware on emulated boards: builds, and boards booted through the
+harness's one path (RunSession, Board, pyOCD through the emu: probe) with a provisioning block
+of the test's choosing (a good one, a damaged one, none)."""
 
 from __future__ import annotations
 
@@ -8,17 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.console import Console
-from harness.emulation.flash_file import FlashFile
-from harness.emulation.network import Attachment
+from harness.board.board import Board
 from harness.emulation.process import pid_alive
-from harness.emulation.qemu import Machine
-from harness.firmware_build import IMAGE_STEM, build_reference
-from harness.provisioning import PROVISIONING_ADDRESS
-from harness.state import StateDir, resolve_state_dir
+from harness.firmware import FirmwareBuild, load_build
+from harness.firmware_build import build_reference
+from harness.provisioning import PROVISIONING_ADDRESS, SECTOR_SIZE
+from harness.session import RunSession
 
 TEST_VERSION = "9.8.7"
 TEST_BUILD_ID = "itest"
+ERASED_BLOCK = b"\xff" * SECTOR_SIZE
 
 
 @pytest.fixture(scope="session")
@@ -29,54 +30,19 @@ def ref_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                           "BUILD_ID": TEST_BUILD_ID}, None, out)
 
 
-@pytest.fixture
-def state(tmp_path: Path) -> StateDir:
-    """A private lab state folder (machine records and name locks) for this test."""
-    return resolve_state_dir(tmp_path / "state")
-
-
-def write_flash(path: Path, image: bytes, sector: bytes | None) -> Path:
-    """A flash file with the image at 0 and, when given, the provisioning sector at 0x003FF000."""
-    flash = FlashFile(path)
-    flash.erase()
-    flash.program(0, image)
-    if sector is not None:
-        flash.program(PROVISIONING_ADDRESS, sector)
-    return path
-
-
-def image_bytes(build: Path) -> bytes:
-    return (build / f"{IMAGE_STEM}.bin").read_bytes()
-
-
-class Board:
-    """A started machine with its console."""
-
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
-        self.console = Console(machine.console_url, machine.run_dir / f"{machine.name}-console-read.log",
-                               name=f"{machine.name} console")
-
-
 @contextmanager
-def boot(name: str, run_dir: Path, image: bytes, sector: bytes | None, network: Attachment,
-         state: StateDir, machine_type: str = "mps2-an385") -> Iterator[Board]:
-    """Power on a machine from a fresh flash file; on exit stop it and prove QEMU is gone."""
-    flash = write_flash(run_dir / f"{name}.flash", image, sector)
-    machine = Machine(name, machine_type, flash_file=flash, run_dir=run_dir, network=network,
-                      state=state)
-    pid: int | None = None
+def boot(session: RunSession, name: str, build: Path | FirmwareBuild, sector: bytes | None) -> Iterator[Board]:
+    """Flash ``build`` into the session's board ``name`` through pyOCD, write ``sector`` as its
+    provisioning block (None: erased), reset it; on exit close it and prove its QEMU is gone."""
+    board = session.board(name)
+    machine = board.parts.power.machine  # type: ignore[attr-defined]
     try:
-        machine.start(run=True)
-        pid = machine.pid
-        board = Board(machine)
-        try:
-            yield board
-        finally:
-            board.console.close()
+        board.flash(build if isinstance(build, FirmwareBuild) else load_build(build))
+        board.write_block(sector if sector is not None else ERASED_BLOCK, PROVISIONING_ADDRESS, what="provision")
+        board.reset()
+        yield board
     finally:
-        machine.stop()
-        if pid is not None:
-            assert not pid_alive(pid), f"QEMU pid {pid} still running after stop()"
-
-
+        pid = machine.pid if machine.running else None
+        session.boards.pop(name, None)
+        board.close()
+        assert pid is None or not pid_alive(pid), f"QEMU pid {pid} still running after the board closed"

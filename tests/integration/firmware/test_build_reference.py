@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from harness.emulation.network import UserAttachment
 from harness.errors import UsageError
 from harness.firmware import load_build
 from harness.firmware_build import IMAGE_STEM, build_reference
 from harness.provisioning import PROVISIONING_ADDRESS, ProvisioningRecord
-from harness.state import StateDir
+from harness.session import RunSession
+from tests.boards import emulated_board, private_lab
 
-from .conftest import TEST_BUILD_ID, TEST_VERSION, boot, image_bytes
+from .conftest import TEST_BUILD_ID, TEST_VERSION, boot
 
 
 @pytest.mark.timeout(300)
@@ -73,13 +73,15 @@ def test_a_knob_value_the_build_refuses_is_a_usage_error(tmp_path: Path, knob: s
 
 @pytest.mark.timeout(300)
 @pytest.mark.needs("arm-gcc", "qemu")
-def test_an386_build_boots(tmp_path: Path, state: StateDir) -> None:
+def test_an386_build_boots(tmp_path: Path) -> None:
     out = build_reference("mps2-an386", {"VERSION": "4.5.6", "BUILD_ID": "m4", "ECHO_PORT": 7007},
                           None, tmp_path / "an386")
     assert load_build(out).manifest.targets == ("mps2_an386",)
     record = ProvisioningRecord(device_id="m4-board", broker_host="10.0.2.2", broker_port=1883,
                                 user_name="u", secret="p", time_server="10.0.2.2")
-    with boot("an386", tmp_path, image_bytes(out), record.encode_sector(), UserAttachment.create("an386"),
-              state, machine_type="mps2-an386") as board:
+    lab = private_lab(tmp_path / "lab", [emulated_board("an386", "m4-board", machine="mps2-an386", network="user")],
+                      broker_kind="embedded")
+    with RunSession(lab, boards=["an386"], run_dir=tmp_path / "run") as session, \
+            boot(session, "an386", out, record.encode_sector()) as board:
         board.console.expect(r"^HIL-REF 4\.5\.6 build m4 board mps2-an386$")
         board.console.expect(r"^services: tcp echo 7007, udp echo 7007, icmp echo$", timeout=15)

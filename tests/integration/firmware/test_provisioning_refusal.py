@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from scapy.utils import rdpcap
 
-from harness.emulation.network import UserAttachment
 from harness.provisioning import ProvisioningRecord
-from harness.state import StateDir
+from harness.session import RunSession
+from tests.boards import emulated_board, private_lab
 
-from .conftest import TEST_BUILD_ID, TEST_VERSION, boot, image_bytes
+from .conftest import TEST_BUILD_ID, TEST_VERSION, boot
 
 pytestmark = [pytest.mark.needs("qemu", "arm-gcc"), pytest.mark.timeout(240)]
 
@@ -44,31 +44,36 @@ CASES = {
 }
 
 
+def session_with(tmp_path: Path, name: str, device: str) -> RunSession:
+    """A session of one emulated board on QEMU user networking (no root needed)."""
+    lab = private_lab(tmp_path / "lab", [emulated_board(name, device, network="user")], broker_kind="embedded")
+    return RunSession(lab, boards=[name], run_dir=tmp_path / "run")
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_refused_block_stops_networking(case: str, ref_build: Path, tmp_path: Path,
-                                        state: StateDir) -> None:
+def test_refused_block_stops_networking(case: str, ref_build: Path, tmp_path: Path) -> None:
     sector, line = CASES[case]
     name = f"refuse-{case}"
-    network = UserAttachment.create(name)
-    with boot(name, tmp_path, image_bytes(ref_build), sector, network, state) as board:
+    with session_with(tmp_path, name, RECORD.device_id) as session, \
+            boot(session, name, ref_build, sector) as board:
         board.console.expect(rf"^HIL-REF {TEST_VERSION} build {TEST_BUILD_ID} board mps2-an385$")
         board.console.expect(line)
         board.console.expect(r"provisioning: networking stopped")
         text = board.console.observe(NO_TRAFFIC_WINDOW_S)
         assert "net:" not in text and "mqtt:" not in text
-        pcap = board.machine.pcaps[-1]
+        pcap = board.parts.link_capture()
+    assert pcap is not None
     packets = rdpcap(str(pcap)) if pcap.stat().st_size > 24 else []
     assert len(packets) == 0, f"{case}: the board sent or received {len(packets)} frames ({pcap})"
 
 
-def test_good_block_does_start_networking(ref_build: Path, tmp_path: Path, state: StateDir) -> None:
+def test_good_block_does_start_networking(ref_build: Path, tmp_path: Path) -> None:
     """The control for the refusals: the same image with a good block sends DHCP at once."""
     record = dataclasses.replace(RECORD, device_id="accepted-1")
-    network = UserAttachment.create("accept-1")
-    with boot("accept-1", tmp_path, image_bytes(ref_build), record.encode_sector(), network,
-              state) as board:
+    with session_with(tmp_path, "accept-1", record.device_id) as session, \
+            boot(session, "accept-1", ref_build, record.encode_sector()) as board:
         board.console.expect(r"^provisioning: v1 device accepted-1 broker 10\.0\.2\.2:1883 "
                              r"time 10\.0\.2\.2 address dhcp$")
         board.console.expect(r"^net: address 10\.0\.2\.15 ", timeout=15)
-        pcap = board.machine.pcaps[-1]
-    assert len(rdpcap(str(pcap))) > 0
+        pcap = board.parts.link_capture()
+    assert pcap is not None and len(rdpcap(str(pcap))) > 0

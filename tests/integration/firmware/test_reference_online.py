@@ -22,14 +22,17 @@ from scapy.layers.l2 import Ether
 from scapy.sendrecv import srp1
 from scapy.utils import rdpcap
 
-from harness.broker import Broker, BrokerOptions, open_broker, parse_mqtt_url
+from harness.board.board import Board
+from harness.broker import Broker, parse_mqtt_url
 from harness.emulation.tap_network import TapAttachment, TapNetwork
 from harness.firmware_build import build_reference
+from harness.netpolicy import TargetPolicy
 from harness.provisioning import ProvisioningRecord
-from harness.state import StateDir, resolve_state_dir
+from harness.session import RunSession
 from harness.traffic import ping, tcp_echo
+from tests.boards import emulated_board, private_lab
 
-from .conftest import TEST_BUILD_ID, TEST_VERSION, Board, boot, image_bytes
+from .conftest import TEST_BUILD_ID, TEST_VERSION, boot
 
 pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip")]
 
@@ -40,18 +43,27 @@ ECHO_PORT = 7
 @dataclass
 class Online:
     board: Board
+    session: RunSession
     net: TapNetwork
     attachment: TapAttachment
     broker: Broker
     messages: queue.Queue[mqtt.MQTTMessage]
     boot_lines: dict[str, str]
-    run: Path
-    state: StateDir
-    image: bytes
+    build: Path
+
+    @property
+    def policy(self) -> TargetPolicy:
+        return self.session.policy
+
+    def record(self, name: str, **changes: object) -> ProvisioningRecord:
+        """The run's provisioning record for board ``name``, with ``changes``."""
+        import dataclasses
+
+        return dataclasses.replace(self.session.provisioning_for(self.session.board(name)), **changes)
 
 
 def _subscribe(broker: Broker, topic: str) -> tuple[mqtt.Client, queue.Queue[mqtt.MQTTMessage]]:
-    creds = broker.collector_credentials
+    creds = broker.add_service("online-test-reader")
     host, port, _ = parse_mqtt_url(broker.url)
     got: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
     subscribed: queue.Queue[bool] = queue.Queue()
@@ -66,35 +78,33 @@ def _subscribe(broker: Broker, topic: str) -> tuple[mqtt.Client, queue.Queue[mqt
     return client, got
 
 
+BOARDS = {"online-1": DEVICE, "online-2": "hil-ref-online-2", "static-1": "hil-ref-static",
+          "notime-1": "hil-ref-notime", "ka2-1": "hil-ref-ka2"}
+
+
 @pytest.fixture(scope="module")
 def online(ref_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Online]:
     run = tmp_path_factory.mktemp("online")
-    state: StateDir = resolve_state_dir(run / "state")
-    with TapNetwork(run / "net") as net:
-        options = BrokerOptions(bind=str(net.harness_address))
-        with open_broker("mosquitto", run / "broker", options) as broker:
-            creds = broker.add_device(DEVICE)
-            _, port, _ = parse_mqtt_url(broker.url)
-            client, messages = _subscribe(broker, f"devices/{DEVICE}/messages/events/#")
-            record = ProvisioningRecord(device_id=DEVICE, broker_host="broker.hil.test",
-                                        broker_port=port, user_name=creds.username,
-                                        secret=creds.password, time_server="time.hil.test")
-            att = net.attach("online-1")
-            try:
-                with boot("online-1", run, image_bytes(ref_build), record.encode_sector(), att,
-                          state) as board:
-                    lines = {
-                        "banner": board.console.expect(r"^HIL-REF .*$").group(0),
-                        "net": board.console.expect(r"^net: address .*$", timeout=20).group(0),
-                        "time": board.console.expect(r"^time: unix \d+ .*$", timeout=30).group(0),
-                        "mqtt": board.console.expect(r"^mqtt: connected .*$", timeout=30).group(0),
-                        "test": board.console.expect(r"^test: publish .*$", timeout=10).group(0),
-                    }
-                    yield Online(board, net, att, broker, messages, lines, run, state,
-                                 image_bytes(ref_build))
-            finally:
-                client.loop_stop()
-                client.disconnect()
+    lab = private_lab(run / "lab", [emulated_board(name, device) for name, device in BOARDS.items()])
+    with RunSession(lab, boards=list(BOARDS), run_dir=run / "run") as session:
+        assert session.broker is not None
+        net = session.networks["emulated"].handle
+        client, messages = _subscribe(session.broker, f"devices/{DEVICE}/messages/events/#")
+        try:
+            board = session.board("online-1")
+            with boot(session, "online-1", ref_build, session.provisioning_for(board).encode_sector()) as board:
+                lines = {
+                    "banner": board.console.expect(r"^HIL-REF .*$").group(0),
+                    "net": board.console.expect(r"^net: address .*$", timeout=20).group(0),
+                    "time": board.console.expect(r"^time: unix \d+ .*$", timeout=30).group(0),
+                    "mqtt": board.console.expect(r"^mqtt: connected .*$", timeout=30).group(0),
+                    "test": board.console.expect(r"^test: publish .*$", timeout=10).group(0),
+                }
+                yield Online(board, session, net, net.attachments["online-1"], session.broker, messages, lines,
+                             ref_build)
+        finally:
+            client.loop_stop()
+            client.disconnect()
 
 
 @pytest.mark.timeout(180)
@@ -119,7 +129,7 @@ def test_test_message_arrives_with_qos1_and_netx_framing(online: Online) -> None
     assert f'"device":"{DEVICE}"'.encode() in msg.payload
     _, port, _ = parse_mqtt_url(online.broker.url)
     publishes = _publishes_on_wire(online, port)
-    assert publishes, f"no PUBLISH to port {port} in {online.board.machine.pcaps[-1]}"
+    assert publishes, f"no PUBLISH to port {port} in {online.board.parts.link_capture()}"
     for head, remaining, body in publishes:
         assert head[0] == 0x32, f"fixed header {head[0]:#04x}, expected 0x32 (PUBLISH, QoS 1)"
         assert all(b & 0x80 for b in head[1:4]) and not head[4] & 0x80, (
@@ -135,7 +145,7 @@ def _publishes_on_wire(online: Online, port: int) -> list[tuple[bytes, int, byte
     from the TCP payload in the machine's pcap (the board sends each PUBLISH in one segment here)."""
     board_ip = str(online.attachment.address)
     found = []
-    for pkt in rdpcap(str(online.board.machine.pcaps[-1])):
+    for pkt in rdpcap(str(online.board.parts.link_capture())):
         if IP in pkt and TCP in pkt and pkt[IP].src == board_ip and pkt[TCP].dport == port:
             data = bytes(pkt[TCP].payload)
             if data[:1] == b"\x32" and len(data) >= 5:
@@ -147,7 +157,7 @@ def _publishes_on_wire(online: Online, port: int) -> list[tuple[bytes, int, byte
 @pytest.mark.timeout(120)
 def test_tcp_echo(online: Online) -> None:
     payload = os.urandom(3000)  # more than one segment
-    got = tcp_echo(str(online.attachment.address), ECHO_PORT, payload).reply
+    got = tcp_echo(str(online.attachment.address), ECHO_PORT, payload, policy=online.policy).reply
     assert len(got) == len(payload), f"echo closed after {len(got)} of {len(payload)} bytes"
     assert got == payload
 
@@ -164,7 +174,7 @@ def test_udp_echo(online: Online) -> None:
 
 @pytest.mark.timeout(120)
 def test_icmp_echo(online: Online) -> None:
-    result = ping(str(online.attachment.address), payload=b"hil-ping-payload", timeout=5)
+    result = ping(str(online.attachment.address), payload=b"hil-ping-payload", timeout=5, policy=online.policy)
     assert result.replies == 1 and result.reply_bytes == 8 + len(b"hil-ping-payload")
 
 
@@ -197,13 +207,9 @@ def test_closed_tcp_port_answers_rst(online: Online) -> None:
 @pytest.mark.timeout(120)
 def test_wrong_secret_is_refused_and_retried_with_back_off(online: Online) -> None:
     _, port, _ = parse_mqtt_url(online.broker.url)
-    creds = online.broker.add_device("hil-ref-online-2")
-    record = ProvisioningRecord(device_id="hil-ref-online-2", broker_host="broker.hil.test",
-                                broker_port=port, user_name=creds.username,
-                                secret=creds.password + "-wrong", time_server="time.hil.test")
-    att = online.net.attach("online-2")
-    with boot("online-2", online.run, online.image, record.encode_sector(), att,
-              online.state) as board:
+    record = online.record("online-2")
+    record = online.record("online-2", secret=record.secret + "-wrong")
+    with boot(online.session, "online-2", online.build, record.encode_sector()) as board:
         refused = rf"^mqtt: connection refused by broker\.hil\.test:{port}, CONNACK return code 5$"
         board.console.expect(refused, timeout=30)
         board.console.expect(rf"^mqtt: connection to broker\.hil\.test:{port} failed \(refused\), "
@@ -215,20 +221,13 @@ def test_wrong_secret_is_refused_and_retried_with_back_off(online: Online) -> No
 
 @pytest.mark.timeout(120)
 def test_static_address_from_provisioning(online: Online) -> None:
-    _, port, _ = parse_mqtt_url(online.broker.url)
-    creds = online.broker.add_device("hil-ref-static")
     subnet = online.net.subnet
     assert subnet is not None
     address = subnet.network_address + 150  # outside the fixed leases (101…) and the pool (200…)
-    record = ProvisioningRecord(device_id="hil-ref-static", broker_host="broker.hil.test",
-                                broker_port=port, user_name=creds.username, secret=creds.password,
-                                time_server=str(online.net.services_address), address_mode="static",
-                                address=str(address), netmask=str(subnet.netmask),
-                                gateway=str(online.net.harness_address),
-                                dns=str(online.net.services_address))
-    att = online.net.attach("static-1")
-    with boot("static-1", online.run, online.image, record.encode_sector(), att,
-              online.state) as board:
+    record = online.record("static-1", time_server=str(online.net.services_address), address_mode="static",
+                           address=str(address), netmask=str(subnet.netmask), gateway=str(online.net.harness_address),
+                           dns=str(online.net.services_address))
+    with boot(online.session, "static-1", online.build, record.encode_sector()) as board:
         board.console.expect(rf"^net: address {address} netmask {subnet.netmask} "
                              rf"gateway {online.net.harness_address} dns {online.net.services_address} "
                              r"\(static\)$", timeout=15)
@@ -244,14 +243,8 @@ def test_static_address_from_provisioning(online: Online) -> None:
 def test_no_time_no_hub_connection(online: Online) -> None:
     """A time server that never answers: the board keeps asking and neither connects nor starts
     the agent (the middleware cannot start without the time)."""
-    _, port, _ = parse_mqtt_url(online.broker.url)
-    creds = online.broker.add_device("hil-ref-notime")
-    record = ProvisioningRecord(device_id="hil-ref-notime", broker_host="broker.hil.test",
-                                broker_port=port, user_name=creds.username, secret=creds.password,
-                                time_server=str(online.net.harness_address))  # no NTP server there
-    att = online.net.attach("notime-1")
-    with boot("notime-1", online.run, online.image, record.encode_sector(), att,
-              online.state) as board:
+    record = online.record("notime-1", time_server=str(online.net.harness_address))  # no NTP server there
+    with boot(online.session, "notime-1", online.build, record.encode_sector()) as board:
         board.console.expect(rf"^time: asking {online.net.harness_address} \(SNTP\)$", timeout=15)
         text = board.console.observe(4.0)  # longer than the 3 s the first request waits for an answer
         assert "time: unix" not in text
@@ -263,16 +256,10 @@ def test_keep_alive_pings_hold_the_connection(online: Online, tmp_path: Path) ->
     build = build_reference("mps2-an385", {"MQTT_KEEPALIVE_S": 2, "BUILD_ID": "ka2"}, None,
                             tmp_path / "ka2")
     _, port, _ = parse_mqtt_url(online.broker.url)
-    creds = online.broker.add_device("hil-ref-ka2")
-    record = ProvisioningRecord(device_id="hil-ref-ka2", broker_host="broker.hil.test",
-                                broker_port=port, user_name=creds.username, secret=creds.password,
-                                time_server="time.hil.test")
-    att = online.net.attach("ka2-1")
-    with boot("ka2-1", online.run, image_bytes(build), record.encode_sector(), att,
-              online.state) as board:
+    with boot(online.session, "ka2-1", build, online.record("ka2-1").encode_sector()) as board:
         board.console.expect(r"^mqtt: connected to .* as hil-ref-ka2$", timeout=30)
         text = board.console.observe(7.0)  # 3 keep-alive periods past the connection
-        pcap = board.machine.pcaps[-1]
+        pcap = board.parts.link_capture()
     assert "mqtt: disconnected" not in text
     pings = pongs = 0
     for pkt in rdpcap(str(pcap)):
