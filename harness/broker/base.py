@@ -36,10 +36,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENDPOINT_FILE = "broker-endpoint.json"
-# The largest MQTT packet a local broker accepts (its Remaining Length and fixed header included): a
-# PUBLISH any larger carries a message the archive could not hold (a record is the message, its
-# topic and a few fields, at most MAX_RECORD bytes), so the broker refuses it by closing the
-# connection instead of acknowledging it. 64 bytes leave room for the record's own fields.
+# The largest MQTT packet a local broker accepts, counted as mosquitto's max_packet_size counts it
+# (the type byte and the Remaining Length's value, not the bytes encoding it): a PUBLISH any larger
+# carries a message the archive could not hold (a record is the message, its topic and a few fields,
+# at most MAX_RECORD bytes), so the broker refuses it by closing the connection instead of
+# acknowledging it. 64 bytes leave room for the record's own fields.
 MAX_PACKET = MAX_RECORD - 64
 
 

@@ -190,3 +190,28 @@ def brokers(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
 
 
 TLS_ERRORS = (ssl.SSLError, ConnectionError)
+
+
+def publish_outcome(url: str, creds: DeviceCredentials, topic: str, payload: bytes, *, packet_id: int = 1) -> str:
+    """CONNECT and one QoS 1 PUBLISH (NetX framing); ``"acknowledged"`` on a PUBACK, ``"closed"`` when the
+    broker closed the connection instead."""
+    host, port, _ = parse_mqtt_url(url)
+    with socket.create_connection((host, port), timeout=60) as sock:
+        sock.sendall(connect_packet(creds.client_id, creds.username, creds.password))
+        assert _read_exact(sock, 4) == b"\x20\x02\x00\x00", "CONNACK refused"
+        var = _utf8(topic) + struct.pack(">H", packet_id)
+        try:
+            sock.sendall(bytes([0x32]) + remaining_length_4(len(var) + len(payload)) + var)
+            sock.sendall(payload)
+            answer = _read_exact(sock, 4)
+        except (ConnectionError, BrokenPipeError):
+            return "closed"
+        assert answer == bytes([0x40, 0x02]) + struct.pack(">H", packet_id), f"not a PUBACK: {answer.hex()}"
+        sock.sendall(b"\xe0\x00")
+        return "acknowledged"
+
+
+def publish_size(topic: str, size: int) -> int:
+    """The payload size that makes a QoS 1 PUBLISH to ``topic`` ``size`` bytes long as mosquitto's
+    max_packet_size counts (type byte + Remaining Length: topic, packet id, payload)."""
+    return size - 1 - (2 + len(topic.encode())) - 2
