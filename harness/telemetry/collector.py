@@ -244,10 +244,11 @@ class Collector:
             self._cond.notify_all()
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
-        if msg.topic == self._canary_topic:  # the collector's own: proof of receiving, not telemetry
+        topic = msg.topic  # paho decodes it at every access
+        if topic == self._canary_topic:  # the collector's own: proof of receiving, not telemetry
             self._canary.received(msg.payload)  # type: ignore[union-attr]
             return
-        self._ingest(msg.topic, msg.payload, msg.qos, msg.retain, msg.dup, time.time())  # paho's flags are bools
+        self._ingest(topic, msg.payload, msg.qos, msg.retain, msg.dup, time.time())  # paho's flags are bools
 
     def _fault(self, what: str) -> None:
         """Integrity lost: record and log it, and end every pending wait (their evidence may be gone)."""
