@@ -20,7 +20,6 @@ Imported only when an embedded broker starts (amqtt is slow to import).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -131,9 +130,17 @@ class HubBroker(AmqttBroker):
         super().__init__(config, loop=loop)
         self._table = table
         self._max_packet = max_packet
+        self._closing = False
+        self._connections: set[asyncio.Task[Any]] = set()
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
+        if self._closing:
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
         w = StreamWriterAdapter(writer)
         peer = w.get_peer_info()
         where = f"{peer[0]}:{peer[1]}" if peer else "a client"
@@ -147,8 +154,37 @@ class HubBroker(AmqttBroker):
         except Exception as exc:  # a client's packet must never take the listener down with a traceback
             log.warning("embedded broker: connection from %s ended by %r", where, exc)
         finally:
-            with contextlib.suppress(Exception):
-                await w.close()
+            self._connections.discard(task)  # type: ignore[arg-type]
+            try:
+                await asyncio.wait_for(w.close(), 2.0)
+            except BaseException:  # a peer that reads nothing, or the loop stopping: drop it
+                writer.transport.abort()
+
+    async def shutdown(self) -> None:
+        """End every client's connection first (amqtt would wait for each before it lets its listeners
+        go, and a client reconnecting meanwhile would keep it waiting), then amqtt's own shutdown."""
+        self._closing = True
+        open_now = list(self._connections)
+        for task in open_now:
+            task.cancel()
+        await asyncio.gather(*open_now, return_exceptions=True)
+        await super().shutdown()
+
+    async def stop_all(self, timeout: float) -> None:
+        """:meth:`shutdown` within ``timeout``; then, whatever happened, the listeners closed and every
+        task of the loop ended, so the port is free and nothing is left to complain at the loop's close."""
+        try:
+            await asyncio.wait_for(self.shutdown(), timeout)
+        except Exception as exc:
+            log.warning("embedded broker: shutdown did not finish (%r); closing what is left", exc)
+        finally:
+            for server in self._servers.values():
+                if isinstance(server.instance, asyncio.Server):
+                    server.instance.close()
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
 
     async def _admit(self, guarded: GuardedReader, writer: WriterAdapter) -> bool:
         """Read and check the CONNECT; refuse it here, or leave it for amqtt to read again."""

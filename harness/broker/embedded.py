@@ -32,7 +32,7 @@ from harness.broker.tls import make_run_pki
 from harness.errors import InfrastructureError
 
 if TYPE_CHECKING:
-    from amqtt.broker import Broker as AmqttBroker
+    from harness.broker.amqtt_front import HubBroker
 
 log = logging.getLogger(__name__)  # routed to the broker's log file too
 
@@ -80,7 +80,7 @@ class EmbeddedBroker(LocalBroker):
         self._key = f"t{next(_keys)}"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._broker: AmqttBroker | None = None
+        self._broker: HubBroker | None = None
         self._log_handler: logging.Handler | None = None
 
     @property
@@ -106,6 +106,7 @@ class EmbeddedBroker(LocalBroker):
         asyncio.set_event_loop(loop)
         loop.set_exception_handler(_loop_exception)
         loop.run_forever()
+        loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
 
     def _call(self, coro: Any, timeout: float) -> Any:
@@ -132,7 +133,7 @@ class EmbeddedBroker(LocalBroker):
                                         name="embedded-broker", daemon=True)
         self._thread.start()
 
-        async def make_and_start() -> AmqttBroker:
+        async def make_and_start() -> HubBroker:
             broker = HubBroker(self._config(), table=self.identities, max_packet=MAX_PACKET,
                                loop=asyncio.get_running_loop())
             await broker.start()
@@ -150,11 +151,12 @@ class EmbeddedBroker(LocalBroker):
         loop, thread = self._loop, self._thread
         if loop is None:
             return
+        timeout = 10.0 if graceful else 3.0
         try:
             if broker is not None:
-                self._call(broker.shutdown(), 10.0 if graceful else 3.0)
+                self._call(broker.stop_all(timeout), timeout + 5.0)
         except Exception as exc:  # the loop is stopped below in any case
-            log.warning("embedded broker shutdown: %s", exc)
+            log.warning("embedded broker shutdown: %r", exc)
         finally:
             loop.call_soon_threadsafe(loop.stop)
             if thread is not None:

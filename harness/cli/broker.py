@@ -14,7 +14,8 @@ first line of standard output is one JSON object (``url``, ``tls_url``, ``ca_pat
 every later line is one JSON object per message.
 
 Exit 0 when stopped with everything intact; 3 when the collector lost its session or stopped
-receiving (said at once on standard error, and again at the end): what it printed may be incomplete.
+receiving (said at once on standard error, and again at the end: what it printed may be incomplete),
+or when the broker was found dead at the end.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from types import FrameType
 
 from harness.broker import BROKER_KINDS, Broker, BrokerOptions, default_kind, open_broker
 from harness.broker.credentials import DEFAULT_HUB, validate_hub
-from harness.errors import ConfigError, UsageError
+from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.lab import Board, Lab, load_lab
 from harness.state import ENV_LAB, default_lab_dir, resolve_state_dir
 from harness.telemetry.collector import Collector
@@ -219,6 +220,7 @@ def run_broker(args: argparse.Namespace) -> int:
             with collector:
                 emit(_banner(broker, archive, chosen.lab, args.json))
                 stop.wait()
+                health = broker.health()  # before stopping it: did it stay up?
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -226,6 +228,9 @@ def run_broker(args: argparse.Namespace) -> int:
     if problems:
         print(f"hil broker: {problems}", file=sys.stderr)
     collector.require_intact()  # exit 3: what was shown may be incomplete
+    if not health.ok:
+        raise InfrastructureError(f"the {broker.kind} broker failed during the run: {health.detail}",
+                                  evidence=broker.log_path)
     return 0
 
 

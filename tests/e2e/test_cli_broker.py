@@ -71,6 +71,27 @@ class Running:
             raise AssertionError(f"no output line within {timeout} s; stderr: {err}") from None
 
 
+class ErrorLines:
+    """A process's standard error, line by line, on a queue; ``until`` waits for a line, ``text`` is all of it."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._seen: list[str] = []
+        self._thread = threading.Thread(target=lambda: [self._lines.put(x) for x in proc.stderr], daemon=True)  # type: ignore[union-attr]
+        self._thread.start()
+
+    def until(self, needle: str, timeout: float = 30) -> None:
+        while not any(needle in line for line in self._seen):
+            self._seen.append(self._lines.get(timeout=timeout))
+
+    def text(self) -> str:
+        self._thread.join(10)
+        while not self._lines.empty():
+            self._seen.append(self._lines.get())
+        return "".join(self._seen)
+
+
 def publish_as(url: str, creds: dict[str, str], device: str, payload: bytes) -> None:
     host, port, _ = parse_mqtt_url(url)
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=creds["client_id"])
@@ -285,11 +306,8 @@ def test_broker_exits_3_when_its_collector_stops_receiving(tmp_path: Path) -> No
     hb = subprocess.Popen([sys.executable, "-c", OLD_FAULT, "broker", "--kind", "embedded", "--json",
                            "--no-lab-devices", "--device", "dev-a", "--run-dir", str(tmp_path / "run")],
                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert hb.stdout is not None and hb.stderr is not None
-    errors: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [errors.put(x) for x in hb.stderr], daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    said = []
+    assert hb.stdout is not None
+    errors = ErrorLines(hb)
     try:
         head = json.loads(hb.stdout.readline())
         collector = json.loads(Path(head["endpoint"]).read_text())["collector"]
@@ -298,15 +316,11 @@ def test_broker_exits_3_when_its_collector_stops_receiving(tmp_path: Path) -> No
             sock.sendall(connect_packet(collector["client_id"], collector["username"], "wrong"))
             assert sock.recv(4) == b"\x20\x02\x00\x05"
         publish_as(head["url"], head["devices"]["dev-a"], "dev-a", VECTOR)  # acknowledged, never delivered
-        while not any("collector stopped receiving" in line for line in said):  # said at once, not at the end
-            said.append(errors.get(timeout=30))
+        errors.until("collector stopped receiving")  # said at once, not only at the end
     finally:
         hb.send_signal(signal.SIGTERM)
         hb.wait(30)
-        reader.join(10)
-    while not errors.empty():
-        said.append(errors.get())
-    err = "".join(said)
+    err = errors.text()
     assert hb.returncode == 3, err
     assert "ERROR harness.telemetry.collector: collector stopped receiving" in err
     assert "hil: error: collector integrity lost" in err and "Traceback" not in err
@@ -376,3 +390,23 @@ def drop_clients(host: str, port: int, tls_port: int, ca: str, good: bytes, refu
     reset(tls)  # TLS session reset
     with contextlib.suppress(ssl.SSLError, OSError), socket.create_connection((host, tls_port), timeout=10) as sock:
         ssl.create_default_context().wrap_socket(sock, server_hostname="localhost")  # does not trust the run's CA
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.needs("mosquitto")
+def test_broker_exits_3_when_its_mosquitto_died(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    hb = Running("--kind", "mosquitto", "--json", "--no-lab-devices", "--run-dir", str(run_dir))
+    errors = ErrorLines(hb.proc)
+    try:
+        json.loads(hb.line())
+        (pid,) = processes_using(run_dir / "mosquitto")
+        os.kill(pid, signal.SIGKILL)
+        errors.until("collector lost the broker")  # it is gone
+    finally:
+        hb.proc.send_signal(signal.SIGTERM)
+        hb.proc.wait(30)
+    err = errors.text()
+    assert hb.proc.returncode == 3, err
+    assert "hil: error: the mosquitto broker failed during the run: mosquitto exited with -9" in err
+    assert "Traceback" not in err
