@@ -36,11 +36,13 @@ from types import FrameType
 
 from harness.broker import BROKER_KINDS, Broker, BrokerOptions, default_kind, open_broker
 from harness.broker.credentials import DEFAULT_HUB, validate_hub
+from harness.cli import output_folder
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.lab import Board, Lab, load_lab
 from harness.state import ENV_LAB, default_lab_dir, resolve_state_dir
 from harness.telemetry.collector import Collector
 from harness.telemetry.streams import Received, brief_event
+from harness.userfiles import read_user_file
 
 
 def _banner(broker: Broker, archive: Path, lab: Lab | None, as_json: bool) -> str:
@@ -168,6 +170,15 @@ def board_secret(board: Board) -> str | None:
     return None
 
 
+def _ca_file(text: str) -> str:
+    """An argument type: a CA file that exists and can be read (as PEM text, at most 1 MiB)."""
+    try:
+        read_user_file(text, what="CA certificate", limit=1 << 20, error=UsageError)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
+
+
 def _run_dir(args: argparse.Namespace, lab: Lab | None) -> Path:
     if not args.run_dir:
         state = lab.state if lab is not None else resolve_state_dir()
@@ -261,6 +272,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    "(also when the lab's broker.tls is true)")
     p.add_argument("--url", help="external kind: the lab broker, mqtt[s]://[user:password@]host:port "
                    "(default: the lab's broker.url)")
-    p.add_argument("--ca", metavar="FILE", help="external kind: CA certificate to trust for mqtts")
-    p.add_argument("--run-dir", metavar="DIR", help="run folder (default: a new one in the lab's state folder)")
+    p.add_argument("--ca", metavar="FILE", type=_ca_file, help="external kind: CA certificate to trust for mqtts")
+    p.add_argument("--run-dir", metavar="DIR", type=output_folder("run folder"),
+                   help="run folder (default: a new one in the lab's state folder)")
     p.set_defaults(func=run_broker)

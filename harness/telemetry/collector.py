@@ -442,6 +442,8 @@ class Collector:
             parts += [g.describe() for g in self.gaps]
             if self.unarchived:
                 parts.append(f"{self.unarchived} message(s) NOT ARCHIVED ({self.archive_error})")
+            if self.archive_found:
+                parts.append(f"the archive held damage when opened (kept, appended after): {self.archive_found}")
         if parts:
             parts.append(f"archive {self.archive_path}")
         return "; ".join(parts)

@@ -235,7 +235,7 @@ def test_a_run_dir_that_is_a_file_exits_2_and_leaves_it_alone(tmp_path: Path) ->
     taken.write_text("keep me")
     result = hil("broker", "--kind", "embedded", "--run-dir", str(taken))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"--run-dir {taken}: exists and is not a folder" in result.stderr
+    assert f"--run-dir: run folder {taken} is a file, not a folder" in result.stderr
     assert taken.read_text() == "keep me"
 
 
