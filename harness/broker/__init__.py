@@ -11,7 +11,7 @@ while the broker runs: a mosquitto process is told to die with the thread that s
 
     with open_broker(None, run_dir, BrokerOptions(bind="10.77.0.1")) as broker:   # or 127.0.0.1
         creds = broker.add_device("board-1")   # DeviceCredentials(client_id, username, password);
-                                               # also while running (mosquitto reloads its files)
+                                               # also while running: in force when it returns
         broker.url                             # mqtt://10.77.0.1:<a free port it verified>
         broker.health()                        # BrokerHealth(ok, detail)
         broker.restart(graceful=False)         # SIGKILL and start again on the same port
@@ -25,8 +25,12 @@ Any other process (pytest-xdist workers, a board's provisioning step) reads the 
 Devices are IoT Hub identities: client id = device id, user name
 ``{hub}/{device id}/?api-version=…``, a password generated for the run. A device may publish only
 to its own ``devices/{id}/[modules/{m}/]messages/events/…`` and read only its own ``devicebound``
-topics; unknown clients and wrong secrets are refused. The collector identity reads every device's
-events; ``add_service`` makes another such reader. ``BrokerOptions(tls=True)`` adds a TLS listener
+topics; unknown clients, wrong secrets and any identity's login under another client id are refused
+at CONNECT, before a session is touched (mosquitto: the harness's plugin ``mosquitto_auth.c``;
+embedded: :mod:`harness.broker.amqtt_front`). The collector identity reads every device's events;
+``add_service`` makes another such reader. Every service identity also owns its canary topic
+(:mod:`harness.broker.canary`). A packet over :data:`~harness.broker.base.MAX_PACKET` (a message the
+archive could not hold) is refused, not acknowledged. ``BrokerOptions(tls=True)`` adds a TLS listener
 (``tls_url``) with a CA and server certificate made for the run (``ca_path``).
 """
 

@@ -28,6 +28,7 @@ from harness.broker.credentials import (
 )
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.registry import Registry
+from harness.telemetry.archive import MAX_RECORD
 
 if TYPE_CHECKING:
     from harness.broker.tls import TlsFiles
@@ -35,6 +36,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENDPOINT_FILE = "broker-endpoint.json"
+# The largest MQTT packet a local broker accepts, counted as mosquitto's max_packet_size counts it
+# (the type byte and the Remaining Length's value, not the bytes encoding it): a PUBLISH any larger
+# carries a message the archive could not hold (a record is the message, its topic and a few fields,
+# at most MAX_RECORD bytes), so the broker refuses it by closing the connection instead of
+# acknowledging it. 64 bytes leave room for the record's own fields.
+MAX_PACKET = MAX_RECORD - 64
 
 
 @dataclass
@@ -260,8 +267,9 @@ class Broker(ABC):
                                       evidence=self.log_path)
 
     def add_device(self, device_id: str, *, password: str | None = None, **username_params: str) -> DeviceCredentials:
-        """Register a device for this run (also while running) and return what it connects with
-        (``password``: the device's own secret; default: one made for the run)."""
+        """Register a device for this run (also while running) and return what it connects with; the
+        broker enforces it when this returns. ``password``: the device's own secret (default: one
+        made for the run)."""
         with self._lock:
             known = self.identities.get(device_id) is not None
             ident = self.identities.add_device(device_id, password=password, **username_params)
@@ -273,7 +281,8 @@ class Broker(ABC):
     def add_service(self, client_id: str, *, subscribe: tuple[str, ...] = COLLECTOR_SUBSCRIBE,
                     publish: tuple[str, ...] = ()) -> DeviceCredentials:
         """Register a non-device identity (another reader such as a benchmark's or a tool's); its
-        user name is its client id. By default it reads every device's events, like the collector."""
+        user name is its client id. By default it reads every device's events, like the collector,
+        and its own canary topic. The broker enforces it when this returns."""
         with self._lock:
             known = self.identities.get(client_id) is not None
             ident = self.identities.add_service(client_id, subscribe=subscribe, publish=publish)

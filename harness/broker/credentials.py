@@ -2,22 +2,22 @@
 
 Each device is an IoT Hub identity: client id = device id, user name
 ``{hub}/{device id}/?api-version=…`` and a secret generated for the run. The collector is a service
-identity that reads every device's telemetry. Every broker kind enforces the same policy from the
-:class:`IdentityTable`: the embedded broker asks :meth:`IdentityTable.authenticate` and
-:meth:`IdentityTable.allowed` directly; the mosquitto kind renders the table into its password and
-ACL files.
+identity that reads every device's telemetry. Every identity may connect only with its own client
+id. Every broker kind enforces the same policy from the :class:`IdentityTable`: the embedded broker
+asks :meth:`IdentityTable.authenticate` and :meth:`IdentityTable.allowed` directly; the mosquitto
+kind writes the table to a file (:mod:`harness.broker.identity_file`) that the harness's own
+mosquitto plugin (``mosquitto_auth.c``) enforces with the same rules.
+
+A service identity may also publish to and read its own canary topic (:func:`canary_topic`): the
+collector sends itself a message there now and then, to prove that it still receives.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import secrets
 import threading
 from dataclasses import dataclass, field
 from enum import Enum
-
-from paho.mqtt.client import topic_matches_sub
 
 from harness.errors import UsageError
 from harness.telemetry.topic import UserNameError, compose_username, parse_username
@@ -29,6 +29,12 @@ COLLECTOR_CLIENT_ID = "hil-collector"
 DEVICE_PUBLISH = ("devices/{d}/messages/events/#", "devices/{d}/modules/+/messages/events/#")
 DEVICE_SUBSCRIBE = ("devices/{d}/messages/devicebound/#", "devices/{d}/modules/+/messages/devicebound/#")
 COLLECTOR_SUBSCRIBE = ("devices/+/messages/events/#", "devices/+/modules/+/messages/events/#")
+CANARY_TOPIC = "hil/canary/{c}"  # {c}: the service identity's client id
+
+
+def canary_topic(client_id: str) -> str:
+    """The topic only the service identity ``client_id`` may publish to and read."""
+    return CANARY_TOPIC.format(c=client_id)
 
 
 class Access(Enum):
@@ -71,16 +77,28 @@ def new_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
-def validate_device_id(device_id: str) -> str:
+def validate_client_id(client_id: str, what: str = "device id") -> str:
     """IoT Hub device ids: up to 128 chars of ASCII letters, digits and ``-.+%_#*?!(),:=@$'``; no MQTT
-    wildcards or separators here since they become topic levels."""
-    bad = set("/+#\0 ") & set(device_id)
-    if not device_id or len(device_id) > 128 or bad or not device_id.isascii():
+    wildcards or separators here since they become topic levels. Service client ids follow the same rule."""
+    bad = set("/+#\0 ") & set(client_id)
+    if not client_id or len(client_id) > 128 or bad or not client_id.isascii() or not client_id.isprintable():
         raise UsageError(
-            f"device id {device_id!r} cannot be a broker identity",
-            fix="use 1-128 ASCII characters without '/', '+', '#', spaces",
+            f"{what} {client_id!r} cannot be a broker identity",
+            fix="use 1-128 printable ASCII characters without '/', '+', '#', spaces",
         )
-    return device_id
+    return client_id
+
+
+def validate_device_id(device_id: str) -> str:
+    return validate_client_id(device_id, "device id")
+
+
+def validate_hub(hub: str) -> str:
+    """A hub is a host name: it becomes the first part of device user names."""
+    if not hub or len(hub) > 253 or not hub.isascii() or any(c in hub for c in "/?&%# \t\r\n\0"):
+        raise UsageError(f"hub {hub!r} is not a host name",
+                         fix="give the IoT Hub host name, e.g. lab-hub.azure-devices.net")
+    return hub
 
 
 @dataclass
@@ -90,6 +108,9 @@ class IdentityTable:
     hub: str = DEFAULT_HUB
     _by_client: dict[str, Identity] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        validate_hub(self.hub)
 
     def add_device(self, device_id: str, *, password: str | None = None, **params: str) -> Identity:
         """Register a device (idempotent: the same id returns its existing identity)."""
@@ -116,13 +137,16 @@ class IdentityTable:
 
     def add_service(self, client_id: str, *, subscribe: tuple[str, ...] = COLLECTOR_SUBSCRIBE,
                     publish: tuple[str, ...] = (), password: str | None = None) -> Identity:
-        """Register a non-device identity (the collector) whose user name equals its client id."""
+        """Register a non-device identity (the collector) whose user name equals its client id. It may
+        also publish to and read its own canary topic."""
+        validate_client_id(client_id, "service client id")
         with self._lock:
             existing = self._by_client.get(client_id)
             if existing is not None:
                 return existing
             creds = DeviceCredentials(client_id, client_id, password or new_secret())
-            ident = Identity(credentials=creds, publish=publish, subscribe=subscribe)
+            canary = (canary_topic(client_id),)
+            ident = Identity(credentials=creds, publish=publish + canary, subscribe=subscribe + canary)
             self._by_client[client_id] = ident
             return ident
 
@@ -140,7 +164,7 @@ class IdentityTable:
         if not client_id or username is None or password is None:
             return None
         ident = self.get(client_id)
-        if ident is None or not secrets.compare_digest(ident.credentials.password, password):
+        if ident is None or not secrets.compare_digest(ident.credentials.password.encode(), password.encode()):
             return None
         if ident.device_id is None:
             return ident if username == ident.credentials.username else None
@@ -163,8 +187,8 @@ class IdentityTable:
 
 
 def _filter_within(topic: str, pattern: str) -> bool:
-    if "+" not in topic and "#" not in topic:
-        return topic_matches_sub(pattern, topic)
+    """Is ``topic`` (a topic, or a filter whose own wildcards count literally) within ``pattern``? The
+    rule mosquitto_auth.c's ``within`` applies too."""
     t_levels, p_levels = topic.split("/"), pattern.split("/")
     for i, p in enumerate(p_levels):
         if p == "#":
@@ -174,10 +198,3 @@ def _filter_within(topic: str, pattern: str) -> bool:
         if p != "+" and p != t_levels[i]:
             return False
     return len(t_levels) == len(p_levels)
-
-
-def mosquitto_password_hash(password: str, *, salt: bytes | None = None, iterations: int = 101) -> str:
-    """A password-file entry in mosquitto 2.0's ``$7$`` format (PBKDF2-HMAC-SHA512)."""
-    salt = salt or secrets.token_bytes(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, dklen=64)
-    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"

@@ -45,11 +45,12 @@ class ExternalBroker(Broker):
     def collector_credentials(self) -> DeviceCredentials:
         return DeviceCredentials(self.options.collector_id, self._user, self._password)
 
-    def add_device(self, device_id: str, **username_params: str) -> DeviceCredentials:
-        super().add_device(device_id, **username_params)
+    def add_device(self, device_id: str, *, password: str | None = None, **username_params: str) -> DeviceCredentials:
+        """The lab's account (the URL's password), unless the device has a secret of its own."""
+        super().add_device(device_id, password=password, **username_params)
         ident = self.identities.get(device_id)
         assert ident is not None
-        return DeviceCredentials(device_id, ident.credentials.username, self._password)
+        return DeviceCredentials(device_id, ident.credentials.username, password or self._password)
 
     def _start(self) -> None:
         if not port_accepts(self._host, self._port, timeout=3.0):

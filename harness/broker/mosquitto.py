@@ -1,15 +1,22 @@
 """The ``mosquitto`` broker kind: a mosquitto 2.0 process owned by the harness.
 
-Everything lives in ``<run dir>/mosquitto/``: ``mosquitto.conf``, ``passwd`` and ``acl`` rendered
-from the identity table (per-user topic rules, so a device's credentials reach only its own topics
-whatever client id it claims), the persistence database, ``mosquitto.log`` (its standard error,
-copied line by line by a reader thread that also lets us wait on log lines without polling) and,
-with TLS, the run's CA and server certificate. Queues are unlimited (``max_queued_messages 0``,
-``max_inflight_messages 0``): the defaults drop messages in a burst.
+Everything lives in ``<run dir>/mosquitto/``: ``mosquitto.conf``, ``identities`` (the identity
+table, read by the harness's own authentication plugin, see below), the persistence database,
+``mosquitto.log`` (its standard error, copied line by line by a reader thread that also lets us
+wait on log lines without polling) and, with TLS, the run's CA and server certificate. Queues are
+unlimited (``max_queued_messages 0``, ``max_inflight_messages 0``): the defaults drop messages in a
+burst. ``max_packet_size`` refuses (by closing the connection, before any PUBACK) a packet whose
+message the archive could not hold (:data:`harness.broker.base.MAX_PACKET`).
 
-Limits of this kind (the embedded kind has neither): mosquitto compares user names as strings, so a
-device must connect with the user name ``add_device`` returned (pass its query parameters to
-``add_device``); and it does not tie the client id to the user name.
+Identities are enforced by ``mosquitto_auth.c``, a plugin built on first use
+(:mod:`harness.broker.plugin_build`): the same rules as the embedded kind, from the same
+:class:`~harness.broker.credentials.IdentityTable`. A client id is bound to its identity (a login
+under another client id is refused before mosquitto looks for that client's session), device user
+names are parsed (any api-version and query parameters), and the plugin reads ``identities`` again
+at every CONNECT, so an identity added is in force when ``add_device`` returns: no SIGHUP, no reload
+to race with. (mosquitto's own password and ACL files compare user names as strings and do not
+bind client ids; its dynamic-security plugin binds client ids on 2.0.11 but compares user names as
+strings too, and cannot grow the SAS-token sign-in a later issue needs.)
 """
 
 from __future__ import annotations
@@ -27,8 +34,9 @@ import threading
 import time
 from pathlib import Path
 
-from harness.broker.base import BROKER_KINDS, BrokerOptions, LocalBroker, free_port, port_accepts
-from harness.broker.credentials import Access, mosquitto_password_hash
+from harness.broker.base import BROKER_KINDS, MAX_PACKET, BrokerOptions, LocalBroker, free_port, port_accepts
+from harness.broker.identity_file import write_identities
+from harness.broker.plugin_build import plugin_path
 from harness.broker.tls import make_run_pki
 from harness.errors import InfrastructureError
 
@@ -36,9 +44,7 @@ log = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
-RELOAD_TIMEOUT = 5.0
 _RUNNING = re.compile(r"mosquitto version \S+ running")
-_RELOADED = re.compile(r"Reloading config")
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -116,6 +122,7 @@ class MosquittoBroker(LocalBroker):
         self.folder = run_dir / "mosquitto"
         self._proc: subprocess.Popen[bytes] | None = None
         self._pump: _LogPump | None = None
+        self._plugin: Path | None = None
 
     # -- paths and urls ------------------------------------------------------------------------
     @property
@@ -133,8 +140,10 @@ class MosquittoBroker(LocalBroker):
             "# written by the harness for one run",
             "per_listener_settings false",
             "allow_anonymous false",
-            f"password_file {f / 'passwd'}",
-            f"acl_file {f / 'acl'}",
+            f"plugin {self._plugin}",
+            f"plugin_opt_identities {self.identities_path}",
+            "auth_plugin_deny_special_chars false",  # the plugin substitutes nothing into its filters
+            f"max_packet_size {MAX_PACKET}",
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
             "persistence true",
             f"persistence_location {f}/",
@@ -165,28 +174,17 @@ class MosquittoBroker(LocalBroker):
         conf.write_text("\n".join(lines) + "\n")
         return conf
 
-    def _render_identities(self) -> None:
-        """Write ``passwd`` and ``acl`` atomically from the identity table."""
-        passwd, acl = [], []
-        for ident in self.identities.identities():
-            creds = ident.credentials
-            passwd.append(f"{creds.username}:{mosquitto_password_hash(creds.password)}")
-            acl.append(f"user {creds.username}")
-            acl += [f"topic {Access.PUBLISH.value} {t}" for t in ident.publish]
-            acl += [f"topic {Access.SUBSCRIBE.value} {t}" for t in ident.subscribe]
-            acl.append("")
-        for name, text in (("passwd", passwd), ("acl", acl)):
-            tmp = self.folder / f".{name}.tmp"
-            tmp.touch(mode=0o600)
-            tmp.write_text("\n".join(text) + "\n")
-            tmp.replace(self.folder / name)
+    @property
+    def identities_path(self) -> Path:
+        return self.folder / "identities"
 
     # -- process -------------------------------------------------------------------------------
     def _start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._plugin = plugin_path()
         if self.options.tls and self._tls is None:
             self._tls = make_run_pki(self.folder / "tls", [self.options.bind, "localhost", self.options.hub])
-        self._render_identities()
+        write_identities(self.identities_path, self.identities)
         auto = not self.options.port
         for attempt in range(3):
             if auto and (attempt or not self._port):
@@ -259,17 +257,8 @@ class MosquittoBroker(LocalBroker):
         return None if rc is None else f"mosquitto exited with {rc}; see {self.log_path}"
 
     def _identities_changed(self) -> None:
-        """Rewrite the files and SIGHUP; wait until mosquitto says it reloaded."""
-        self._render_identities()
-        if self._proc is None or self._pump is None:
-            return
-        mark = self._pump.mark()
-        os.kill(self._proc.pid, signal.SIGHUP)
-        if self._pump.wait_for(_RELOADED, mark, RELOAD_TIMEOUT) is None:
-            raise InfrastructureError(
-                "mosquitto did not confirm reloading its password and ACL files",
-                expected=f"a log line matching {_RELOADED.pattern!r} within {RELOAD_TIMEOUT:.0f} s",
-                actual=self._pump.tail(5), evidence=self.log_path)
+        """Replace the identities file: the plugin reads it at the next CONNECT."""
+        write_identities(self.identities_path, self.identities)
 
     def wait_log(self, pattern: str, timeout: float, since: int = 0) -> str | None:
         """Wait for a mosquitto log line (regex) — for tests and diagnostics."""

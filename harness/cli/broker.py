@@ -1,38 +1,62 @@
 """`hil broker`: run the stand-in IoT Hub broker with the collector attached, for bench work.
 
+The broker is the lab's (``lab.yaml`` ``broker:``: kind, hub, bind address, TLS, URL for the
+external kind; options override each), its run folder is a new one in the lab's state folder, and
+every board of the lab is registered as a device (its ``identity.device_id``, with the secret its
+``identity.credentials`` name, else one made for the run) unless ``--no-lab-devices``; ``--device``
+adds more. Without a lab folder (no ``--lab``, no ``$HIL_LAB`` and no ``./boards``) the defaults
+apply.
+
 Prints the broker URL and each device's credentials, then one line per security message as it
 arrives, until SIGINT or SIGTERM stops everything (broker process included). With ``--json`` the
 first line of standard output is one JSON object (``url``, ``tls_url``, ``ca_path``, ``archive``,
-``endpoint``, ``devices``: id -> ``username``, ``password``, ``client_id``), and every later line is
-one JSON object per message.
+``endpoint``, ``lab``, ``hub``, ``devices``: id -> ``username``, ``password``, ``client_id``), and
+every later line is one JSON object per message.
+
+Exit 0 when stopped with everything intact; 3 when the collector lost its session or stopped
+receiving (said at once on standard error, and again at the end: what it printed may be incomplete),
+or when the broker was found dead at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import errno
+import ipaddress
 import json
+import os
 import signal
+import socket
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from harness.broker import BROKER_KINDS, Broker, BrokerOptions, default_kind, open_broker
-from harness.state import resolve_state_dir
+from harness.broker.credentials import DEFAULT_HUB, validate_hub
+from harness.cli import output_folder
+from harness.errors import ConfigError, InfrastructureError, UsageError
+from harness.lab import Board, Lab, load_lab
+from harness.state import ENV_LAB, default_lab_dir, resolve_state_dir
 from harness.telemetry.collector import Collector
 from harness.telemetry.streams import Received, brief_event
+from harness.userfiles import read_user_file
 
 
-def _banner(broker: Broker, archive: Path, as_json: bool) -> str:
+def _banner(broker: Broker, archive: Path, lab: Lab | None, as_json: bool) -> str:
     ep = broker.endpoint()
     devices = {d: {"client_id": c.client_id, "username": c.username, "password": c.password}
                for d, c in ep.devices.items()}
+    where = str(lab.root.resolve()) if lab is not None else None
     if as_json:
         return json.dumps({"url": ep.url, "tls_url": ep.tls_url, "ca_path": ep.ca_path, "kind": ep.kind,
-                           "archive": str(archive), "endpoint": str(broker.endpoint_path), "devices": devices})
+                           "archive": str(archive), "endpoint": str(broker.endpoint_path), "lab": where,
+                           "hub": ep.hub, "devices": devices})
     lines = [f"{ep.kind} broker at {ep.url}" + (f" and {ep.tls_url} (CA {ep.ca_path})" if ep.tls_url else ""),
-             f"archive: {archive}", f"endpoint: {broker.endpoint_path}"]
+             f"archive: {archive}", f"endpoint: {broker.endpoint_path}",
+             f"lab: {where or 'none (defaults)'}; hub {ep.hub}"]
     lines += [f"device {d}: client id {v['client_id']}, user name {v['username']}, password {v['password']}"
               for d, v in devices.items()]
     lines.append("waiting for telemetry; Ctrl-C stops")
@@ -58,15 +82,130 @@ def _line(item: Received, as_json: bool) -> str | None:
     return f"{stamp} {item.device_id} {text}{dup}"
 
 
-def run_broker(args: argparse.Namespace) -> int:
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+# -- settings -------------------------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    """What `hil broker` runs: the lab's broker settings with the command line's overrides."""
+
+    kind: str
+    options: BrokerOptions
+    lab: Lab | None
+
+
+def _lab(args: argparse.Namespace) -> Lab | None:
+    """The lab, or None when none was named and ./boards does not exist."""
+    if args.lab is None and not os.environ.get(ENV_LAB) and not default_lab_dir().exists():
+        return None
+    return load_lab(args.lab)
+
+
+def check_bind(address: str, where: str = "--bind") -> str:
+    """An address of this host to listen on, or a UsageError that says so (never a traceback)."""
+    fix = "give one of this host's addresses, e.g. 127.0.0.1 (`ip -brief address` lists them)"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise UsageError(f"{where} {address!r} is not an IP address", fix=fix) from None
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((address, 0))
+    except OSError as exc:
+        why = "is not an address of this host" if exc.errno == errno.EADDRNOTAVAIL else f"cannot be bound ({exc})"
+        raise UsageError(f"{where} {address}: {why}", fix=fix) from None
+    return address
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    lab = _lab(args)
+    lab_broker = lab.settings.broker if lab is not None else None
+    where = f"{lab.root / 'lab.yaml'}: field broker.kind" if lab is not None else "--kind"
+    kind = args.kind or (lab_broker.kind if lab_broker is not None else default_kind())
+    if kind not in BROKER_KINDS.names():
+        raise ConfigError(f"{where}: unknown broker kind {kind!r}",
+                          fix=f"use one of: {', '.join(BROKER_KINDS.names())}")
+    lab_file = f"{lab.root / 'lab.yaml'}: field broker" if lab is not None else ""
+    if args.bind:
+        bind = check_bind(args.bind)
+    elif lab_broker is not None and lab_broker.bind is not None:
+        bind = str(lab_broker.bind) if kind == "external" else check_bind(str(lab_broker.bind), f"{lab_file}.bind")
     else:
-        run_dir = resolve_state_dir(lab_dir=Path(args.lab) if args.lab else None).new_run_dir()
+        bind = "127.0.0.1"
+    hub = args.hub or (lab_broker.hub if lab_broker is not None else DEFAULT_HUB)
+    try:
+        validate_hub(hub)
+    except UsageError as exc:
+        raise ConfigError(f"{'--hub' if args.hub else lab_file + '.hub'}: {exc.message}", fix=exc.fix) from None
+    options = BrokerOptions(
+        bind=bind, port=args.port, tls=args.tls or bool(lab_broker and lab_broker.tls), hub=hub,
+        url=args.url or (lab_broker.url if lab_broker is not None else None),
+        ca_path=Path(args.ca) if args.ca else None)
+    return Settings(kind, options, lab)
+
+
+def board_secret(board: Board) -> str | None:
+    """The secret a board's ``identity.credentials`` names (None: make one for the run)."""
+    creds = board.identity.credentials
+    source = board.source or Path(f"{board.name}.yaml")
+    if creds.source == "file":
+        assert creds.path is not None
+        path = creds.path if creds.path.is_absolute() else source.parent / creds.path
+        try:
+            secret = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: field identity.credentials.path: cannot read {path} ({exc})",
+                              fix="point it at a readable file holding the device's secret") from None
+        if not secret:
+            raise ConfigError(f"{source}: field identity.credentials.path: {path} is empty",
+                              fix="write the device's secret into it")
+        return secret
+    if creds.source == "env":
+        assert creds.variable is not None
+        secret = os.environ.get(creds.variable, "")
+        if not secret:
+            raise ConfigError(f"{source}: field identity.credentials.variable: ${creds.variable} is not set",
+                              fix=f"export {creds.variable}=<the device's secret>, or use source: generated")
+        return secret
+    return None
+
+
+def _ca_file(text: str) -> str:
+    """An argument type: a CA file that exists and can be read (as PEM text, at most 1 MiB)."""
+    try:
+        read_user_file(text, what="CA certificate", limit=1 << 20, error=UsageError)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
+
+
+def _run_dir(args: argparse.Namespace, lab: Lab | None) -> Path:
+    if not args.run_dir:
+        state = lab.state if lab is not None else resolve_state_dir()
+        try:
+            return state.new_run_dir()
+        except OSError as exc:
+            raise ConfigError(f"state folder {state.root}: cannot make a run folder in it ({exc.strerror})",
+                              fix="set the lab's state_dir (or $HIL_STATE) to a folder you may write to, "
+                                  "or give --run-dir") from None
+    run_dir = Path(args.run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"--run-dir {run_dir}: exists and is not a folder",
+                         fix="give a folder (it is made if missing)") from None
+    except OSError as exc:
+        raise UsageError(f"--run-dir {run_dir}: cannot make it ({exc.strerror})",
+                         fix="give a folder you may write to") from None
+    return run_dir
+
+
+# -- running --------------------------------------------------------------------------------------
+
+def run_broker(args: argparse.Namespace) -> int:
+    chosen = settings(args)
+    run_dir = _run_dir(args, chosen.lab)
     archive = Path(args.archive) if args.archive else run_dir / "telemetry.bin"
-    options = BrokerOptions(bind=args.bind, port=args.port, tls=args.tls, url=args.url,
-                            ca_path=Path(args.ca) if args.ca else None)
     stop = threading.Event()
     out_lock = threading.Lock()
 
@@ -78,37 +217,62 @@ def run_broker(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    broker = open_broker(chosen.kind, run_dir, chosen.options)
+    if chosen.lab is not None and not args.no_lab_devices:
+        for board in chosen.lab.boards.values():
+            broker.add_device(board.identity.device_id, password=board_secret(board))
+    for device in args.device:
+        broker.add_device(device)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        broker = open_broker(args.kind, run_dir, options)
-        for device in args.device:
-            broker.add_device(device)
         with broker:
-            collector = Collector.from_endpoint(broker.endpoint(), archive, tls=args.tls)
+            collector = Collector.from_endpoint(broker.endpoint(), archive, tls=chosen.options.tls)
             collector.on_received(lambda item: emit(_line(item, args.json)))
             with collector:
-                emit(_banner(broker, archive, args.json))
+                emit(_banner(broker, archive, chosen.lab, args.json))
                 stop.wait()
-            problems = collector.problems()
-        if problems:
-            print(f"hil broker: {problems}", file=sys.stderr)
+                health = broker.health()  # before stopping it: did it stay up?
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    problems = collector.problems()
+    if problems:
+        print(f"hil broker: {problems}", file=sys.stderr)
+    collector.require_intact()  # exit 3: what was shown may be incomplete
+    if not health.ok:
+        raise InfrastructureError(f"the {broker.kind} broker failed during the run: {health.detail}",
+                                  evidence=broker.log_path)
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535; 0 picks a free one)")
+    return port
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("broker", help="run the stand-in IoT Hub broker and collector until interrupted")
     p.add_argument("--kind", default=None, choices=BROKER_KINDS.names(),
-                   help=f"broker kind (default here: {default_kind()})")
+                   help=f"broker kind (default: the lab's, else {default_kind()} here)")
     p.add_argument("--device", action="append", default=[], metavar="ID", help="register a device (repeatable)")
+    p.add_argument("--no-lab-devices", action="store_true", help="do not register the lab's boards as devices")
     p.add_argument("--archive", metavar="FILE", help="raw telemetry archive (default: RUN_DIR/telemetry.bin)")
     p.add_argument("--json", action="store_true", help="JSON lines: a first line with URL and credentials")
-    p.add_argument("--bind", default="127.0.0.1", metavar="ADDR", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    p.add_argument("--tls", action="store_true", help="add a TLS listener with a CA made for this run")
-    p.add_argument("--url", help="external kind: the lab broker, mqtt[s]://[user:password@]host:port")
-    p.add_argument("--ca", metavar="FILE", help="external kind: CA certificate to trust for mqtts")
-    p.add_argument("--run-dir", metavar="DIR", help="run folder (default: a new one in the lab state folder)")
+    p.add_argument("--bind", default=None, metavar="ADDR",
+                   help="address to listen on (default: the lab's broker.bind, else 127.0.0.1)")
+    p.add_argument("--port", type=_port, default=0, help="port (default: a free one)")
+    p.add_argument("--hub", default=None, metavar="HOST", help="IoT Hub host name in device user names "
+                   "(default: the lab's broker.hub)")
+    p.add_argument("--tls", action="store_true", help="add a TLS listener with a CA made for this run "
+                   "(also when the lab's broker.tls is true)")
+    p.add_argument("--url", help="external kind: the lab broker, mqtt[s]://[user:password@]host:port "
+                   "(default: the lab's broker.url)")
+    p.add_argument("--ca", metavar="FILE", type=_ca_file, help="external kind: CA certificate to trust for mqtts")
+    p.add_argument("--run-dir", metavar="DIR", type=output_folder("run folder"),
+                   help="run folder (default: a new one in the lab's state folder)")
     p.set_defaults(func=run_broker)

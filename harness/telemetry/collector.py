@@ -9,6 +9,16 @@ redelivery are recognised by event id and counted once; undecodable messages are
 ``DecodeError``; application telemetry is kept apart. Disconnections are recorded as
 :class:`~harness.telemetry.streams.Gap` s; paho reconnects by itself.
 
+Integrity: a collector that cannot vouch for what it received makes every verdict suspect, so two
+faults are watched and reported as infrastructure errors, never as a device's failure. Its session
+lost (a reconnection's CONNACK without the session it had: whatever devices sent meanwhile is gone),
+and receiving stopped while connected (its :class:`~harness.broker.canary.Canary`, a message it sends
+itself every few seconds, did not come back and nothing else arrived). Either one is logged at once,
+listed first by :meth:`Collector.problems`, ends every pending wait with
+:class:`CollectorIntegrityError` (an :class:`~harness.errors.InfrastructureError`, exit 3), and
+turns a later wait's timeout into one too: a wait that times out after evidence may have been lost
+says so instead of blaming the device. :meth:`Collector.require_intact` raises it on demand.
+
 Waits are event driven and all take a deadline: each registers a check that the network thread
 runs as the device's messages arrive, and the waiting thread blocks on an Event until the check is
 satisfied or the deadline passes (no polling, no wake-up per message). ``since`` is a
@@ -33,12 +43,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from harness.broker.base import BrokerEndpoint, parse_mqtt_url
+from harness.broker.canary import CANARY_INTERVAL, CANARY_TIMEOUT, Canary
 from harness.broker.client import lean_client
 from harness.broker.credentials import COLLECTOR_SUBSCRIBE, DeviceCredentials
 from harness.errors import CheckFailed, HarnessError, InfrastructureError, WaitTimeout
@@ -46,8 +57,9 @@ from harness.telemetry.archive import DUP, RETAIN, ArchiveWriter
 from harness.telemetry.codec import DecodeError, decode
 from harness.telemetry.flowmatch import FlowMatch, FlowSpec, default_background, match_flows
 from harness.telemetry.model import Event, NetworkActivity, PayloadType
-from harness.telemetry.streams import Arrival, Cadence, DeviceStream, Gap, Received
+from harness.telemetry.streams import Cadence, DeviceStream, Gap, Received
 from harness.telemetry.topic import TopicError, parse_topic
+from harness.telemetry.waits import Cursor, Watch
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +78,19 @@ GC_FREEZE_BURST = 0.05  # 100 messages in 50 ms: 2,000 a second, a flood, not a 
 TOPIC_CACHE = 10_000
 
 
+class CollectorIntegrityError(InfrastructureError):
+    """The collector lost its session or stopped receiving: what it holds may be incomplete."""
+
+
 class Collector:
-    """Subscribes, archives, decodes, and answers waits. Use as a context manager."""
+    """Subscribes, archives, decodes, and answers waits. Use as a context manager.
+
+    ``canary``: send itself a message every ``canary_interval`` s to prove it still receives (the
+    identity must own its canary topic: every service identity of a local broker does)."""
 
     def __init__(self, url: str, credentials: DeviceCredentials, archive: Path, *,
-                 ca_path: Path | str | None = None, keepalive: int = 30) -> None:
+                 ca_path: Path | str | None = None, keepalive: int = 30, canary: bool = True,
+                 canary_interval: float = CANARY_INTERVAL, canary_timeout: float = CANARY_TIMEOUT) -> None:
         self.url = url
         self.host, self.port, tls = parse_mqtt_url(url)
         self.archive_path = Path(archive)
@@ -92,9 +112,11 @@ class Collector:
         self._keepalive = keepalive
         self._on_received: list[Callable[[Received], None]] = []
         self._topics: dict[str, tuple[str, str | None, bool]] = {}
-        self._watches: dict[str, list[_Watch[Any]]] = {}  # pending waits by device
+        self._watches: dict[str, list[Watch[Any]]] = {}  # pending waits by device
         self._froze = False
         self._batch_start = -GC_FREEZE_BURST  # when the last GC_FREEZE_EVERY messages began
+        self.faults: list[str] = []  # integrity lost: session lost, receiving stopped (with the time)
+        self._had_session = False  # subscribed once: from then on the broker must keep the session
 
         c = lean_client(CallbackAPIVersion.VERSION2, client_id=credentials.client_id, clean_session=False,
                         protocol=mqtt.MQTTv311, deliver=self._on_message)
@@ -106,11 +128,19 @@ class Collector:
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
         self._client = c
+        self._canary = Canary(c, credentials.client_id, on_stall=self._fault, progress=self.mark,
+                              interval=canary_interval, timeout=canary_timeout) if canary else None
+        self._canary_topic = self._canary.topic if self._canary is not None else None
+        self._subscriptions = [(t, 1) for t in COLLECTOR_SUBSCRIBE] + (
+            [(self._canary_topic, 1)] if self._canary_topic else [])
 
     @classmethod
-    def from_endpoint(cls, endpoint: BrokerEndpoint, archive: Path, *, tls: bool = False) -> Collector:
+    def from_endpoint(cls, endpoint: BrokerEndpoint, archive: Path, *, tls: bool = False,
+                      **options: Any) -> Collector:
+        """A collector for the run's broker; no canary on an external broker (its accounts are the lab's)."""
         url = endpoint.tls_url if tls and endpoint.tls_url else endpoint.url
-        return cls(url, endpoint.collector, archive, ca_path=endpoint.ca_path)
+        options.setdefault("canary", endpoint.kind != "external")
+        return cls(url, endpoint.collector, archive, ca_path=endpoint.ca_path, **options)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = CONNECT_TIMEOUT) -> Collector:
@@ -129,6 +159,8 @@ class Collector:
         self._last_refusal = None
         self._client.connect_async(self.host, self.port, keepalive=self._keepalive)
         self._client.loop_start()
+        if self._canary is not None:
+            self._canary.start()
         deadline = time.monotonic() + timeout
         with self._cond:
             while not self._subscribed:
@@ -147,6 +179,8 @@ class Collector:
 
     def stop(self) -> None:
         self._stopping = True
+        if self._canary is not None:
+            self._canary.stop()
         self._client.disconnect()
         self._client.loop_stop()
         if self._archive is not None:
@@ -180,6 +214,7 @@ class Collector:
             log.error("collector: %s", self._last_refusal)
             return
         now = time.time()
+        lost = self._had_session and not flags.session_present
         with self._cond:
             self._connected = True
             if self.gaps and self.gaps[-1].end is None:
@@ -187,18 +222,26 @@ class Collector:
                 self.gaps[-1] = Gap(g.start, now, g.reason, bool(flags.session_present))
                 log.warning("collector reconnected: %s", self.gaps[-1].describe())
             self._cond.notify_all()
-        client.subscribe([(t, 1) for t in COLLECTOR_SUBSCRIBE])
+        if lost:
+            self._fault("lost its session: the broker no longer held it when the collector connected again, so "
+                        "whatever devices sent while it was away was not kept for it")
+        client.subscribe(self._subscriptions)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: list[Any], props: Any) -> None:
         with self._cond:
-            failed = [str(c) for c in codes if c.is_failure]
+            failed = [f"{topic}: {c}" for (topic, _), c in zip(self._subscriptions, codes, strict=False)
+                      if c.is_failure]
             if failed:
                 self._last_refusal = f"broker refused the subscriptions: {failed}"
             else:
-                self._subscribed = True
+                self._subscribed = self._had_session = True
             self._cond.notify_all()
+        if not failed and self._canary is not None:
+            self._canary.resume()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if self._canary is not None:
+            self._canary.pause()
         with self._cond:
             self._connected = self._subscribed = False
             if not self._stopping and (not self.gaps or self.gaps[-1].end is not None):
@@ -207,7 +250,48 @@ class Collector:
             self._cond.notify_all()
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
-        self._ingest(msg.topic, msg.payload, msg.qos, msg.retain, msg.dup, time.time())  # paho's flags are bools
+        topic = msg.topic  # paho decodes it at every access
+        if topic == self._canary_topic:  # the collector's own: proof of receiving, not telemetry
+            self._canary.received(msg.payload)  # type: ignore[union-attr]
+            return
+        self._ingest(topic, msg.payload, msg.qos, msg.retain, msg.dup, time.time())  # paho's flags are bools
+
+    def _fault(self, what: str) -> None:
+        """Integrity lost: record and log it, and end every pending wait (their evidence may be gone)."""
+        stamp = time.strftime("%H:%M:%S", time.gmtime())
+        text = f"collector {what} (at {stamp} UTC)"
+        with self._cond:
+            self.faults.append(text)
+            pending = [w for ws in self._watches.values() for w in ws]
+            self._watches.clear()
+            self._cond.notify_all()
+        log.error("%s; evidence may be missing: the run's verdicts cannot be trusted", text)
+        for w in pending:
+            w.abort(self._integrity_error(f"waiting for {w.what} from device {w.device!r}"))
+
+    def _integrity_error(self, doing: str) -> CollectorIntegrityError:
+        return CollectorIntegrityError(
+            f"collector integrity lost while {doing}: an infrastructure fault, not the device's",
+            expected="a collector that kept its session and kept receiving",
+            actual="; ".join(self.faults), evidence=self.archive_path,
+            fix="see the broker log; a second client under the collector's client id, a broker restart "
+                "without persistence, or an overloaded machine can cause it")
+
+    @property
+    def canary(self) -> Canary | None:
+        """The canary proving it receives (None when made without one)."""
+        return self._canary
+
+    @property
+    def intact(self) -> bool:
+        """No integrity fault so far (see the module docstring)."""
+        return not self.faults
+
+    def require_intact(self) -> None:
+        """Raise :class:`CollectorIntegrityError` if the collector lost its session or stopped receiving."""
+        with self._cond:
+            if self.faults:
+                raise self._integrity_error("collecting")
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, dup: bool = False,
@@ -273,14 +357,14 @@ class Collector:
             self._froze = True
         self._batch_start = now
 
-    def _run_watches(self, watches: list[_Watch[Any]], stream: DeviceStream) -> None:
+    def _run_watches(self, watches: list[Watch[Any]], stream: DeviceStream) -> None:
         """In the network thread (the streams' only writer), outside the lock so that a predicate
         may call the collector: give each wait on this device a look at what just arrived."""
         for w in watches:
             if w.run(stream):
                 self._unwatch(w)
 
-    def _unwatch(self, watch: _Watch[Any]) -> None:
+    def _unwatch(self, watch: Watch[Any]) -> None:
         with self._lock:
             pending = self._watches.get(watch.device)
             if pending is not None and watch in pending:
@@ -319,9 +403,9 @@ class Collector:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     gaps = "; ".join(g.describe() for g in self.gaps) or "none"
-                    raise WaitTimeout(f"collector not reconnected to {self.url} within {timeout:g} s",
-                                      expected="CONNACK and SUBACK", actual=f"gaps: {gaps}",
-                                      evidence=self.archive_path)
+                    raise CollectorIntegrityError(f"collector not reconnected to {self.url} within {timeout:g} s",
+                                                  expected="CONNACK and SUBACK", actual=f"gaps: {gaps}",
+                                                  evidence=self.archive_path)
                 self._cond.wait(left)
 
     def devices(self) -> list[str]:
@@ -346,9 +430,10 @@ class Collector:
             return [m for s in self._streams.values() for m in s.undecodable]
 
     def problems(self) -> str:
-        """One line on undecodable messages, unparsed topics and connection gaps ('' if none)."""
+        """One line on integrity faults (first), undecodable messages, unparsed topics and connection
+        gaps ('' if none)."""
         with self._cond:
-            parts = []
+            parts = [f"INTEGRITY LOST: {f}" for f in self.faults]
             bad = sum(len(s.undecodable) for s in self._streams.values())
             if bad:
                 parts.append(f"{bad} undecodable message(s)")
@@ -357,6 +442,8 @@ class Collector:
             parts += [g.describe() for g in self.gaps]
             if self.unarchived:
                 parts.append(f"{self.unarchived} message(s) NOT ARCHIVED ({self.archive_error})")
+            if self.archive_found:
+                parts.append(f"the archive held damage when opened (kept, appended after): {self.archive_found}")
         if parts:
             parts.append(f"archive {self.archive_path}")
         return "; ".join(parts)
@@ -368,7 +455,7 @@ class Collector:
         """Register ``check``; the network thread runs it when a message from ``device`` brings a new
         event (or when ``need`` events are there, where the check says how many it needs), so a
         waiter wakes once, when satisfied, not per message; this thread blocks on an Event until then."""
-        watch: _Watch[T] = _Watch(device, check, need)
+        watch: Watch[T] = Watch(device, check, need, what)
         with self._cond:
             stream = self._streams.get(device)
             if stream is not None and watch.run(stream):
@@ -383,7 +470,8 @@ class Collector:
             self._unwatch(watch)
         return watch.outcome()
 
-    def _timeout(self, device: str, what: str, timeout: float, since: int, detail: str | None) -> WaitTimeout:
+    def _timeout(self, device: str, what: str, timeout: float, since: int,
+                 detail: str | None) -> WaitTimeout | CollectorIntegrityError:
         stream = self._streams.get(device)
         got = stream.messages_since(since) if stream is not None else []
         app = [m for m in stream.application if m.seq > since] if stream is not None else []
@@ -406,6 +494,10 @@ class Collector:
             state += f"; {self.unarchived} message(s) NOT ARCHIVED ({self.archive_error})"
         gaps = "; ".join(g.describe() for g in self.gaps)
         actual += f"\n    collector {state}" + (f"; gaps: {gaps}" if gaps else "")
+        if self.faults:
+            error = self._integrity_error(f"waiting {timeout:g} s for {what} from device {device!r}")
+            error.actual = "; ".join(self.faults) + "\n    " + actual
+            return error
         return WaitTimeout(f"timed out after {timeout:g} s waiting for {what} from device {device!r}",
                            expected=what, actual=actual, evidence=self.archive_path)
 
@@ -415,7 +507,7 @@ class Collector:
 
         The predicate runs in the collector's network thread as each message arrives: keep it quick.
         If it raises, the wait ends and the exception is raised here."""
-        cursor = _Cursor(since)
+        cursor = Cursor(since)
 
         def check(stream: DeviceStream) -> Event | None:
             return next((a.event for a in cursor.new(stream) if predicate(a.event)), None)
@@ -429,7 +521,7 @@ class Collector:
     def expect_events(self, device: str, count: int, within: float, *, kind: PayloadType | None = None,
                       since: int = 0) -> list[Event]:
         """Wait until ``count`` unique events (of ``kind``, if given) arrived; return them all."""
-        cursor, got = _Cursor(since), []
+        cursor, got = Cursor(since), []
 
         def check(stream: DeviceStream) -> list[Event] | None:
             if kind is None:
@@ -449,7 +541,7 @@ class Collector:
         """Wait until every expected flow is matched by the device's flows summed over the windows
         since ``since``; return the match (with extra and background flows) for the test to report."""
         bg = tuple(background) if background is not None else default_background((self.port,))
-        cursor, reported = _Cursor(since), []
+        cursor, reported = Cursor(since), []
         last = [match_flows(flows, [], bg)]
 
         def check(stream: DeviceStream) -> FlowMatch | None:
@@ -484,63 +576,10 @@ class Collector:
     def expect_cadence(self, device: str, kind: PayloadType, count: int, within: float, *,
                        since: int = 0) -> Cadence:
         """Wait for ``count`` events of ``kind`` and return the measured intervals."""
-        cursor, got = _Cursor(since), []
+        cursor, got = Cursor(since), []
 
         def check(stream: DeviceStream) -> Cadence | None:
             got.extend(a for a in cursor.new(stream) if a.event.kind == kind)
             return Cadence.of(kind, got) if len(got) >= count else None
 
         return self._wait(device, f"{count} {kind.name} events", within, since, check)
-
-
-class _Watch(Generic[T]):
-    """One pending wait: its check, and the Event the waiting thread blocks on."""
-
-    def __init__(self, device: str, check: Callable[[DeviceStream], T | None],
-                 need: Callable[[DeviceStream], int] | None = None) -> None:
-        self.device = device
-        self.check = check
-        self._need = need
-        self.need = 0  # run the check once the device's stream holds this many unique events
-        self.done = threading.Event()
-        self.result: T | None = None
-        self.error: BaseException | None = None
-
-    def run(self, stream: DeviceStream) -> bool:
-        """Run the check (a predicate's exception ends the wait and is raised in the waiter)."""
-        try:
-            self.result = self.check(stream)
-            if self.result is None:  # every check reads events: wait for more of them
-                self.need = max(len(stream.events) + 1, self._need(stream) if self._need else 0)
-        except Exception as exc:
-            self.error = exc
-        if self.result is None and self.error is None:
-            return False
-        self.done.set()
-        return True
-
-    def outcome(self) -> T:
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
-
-
-class _Cursor:
-    """Where a wait has read up to in one device's events, so each wake-up looks only at new ones."""
-
-    def __init__(self, since: int) -> None:
-        self.since = since
-        self.first: int | None = None
-        self.pos: int | None = None
-
-    def start(self, stream: DeviceStream) -> int:
-        """Index of the first event after the mark (fixed once found)."""
-        if self.first is None:
-            self.first = stream.event_index(self.since)
-        return self.first
-
-    def new(self, stream: DeviceStream) -> list[Arrival]:
-        start = stream.event_index(self.since) if self.pos is None else self.pos
-        self.pos = len(stream.events)
-        return stream.events[start:]

@@ -48,13 +48,32 @@ def _read_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
+def connect_packet(client_id: str, username: str | None, password: str | None, *, clean: bool = True) -> bytes:
+    """An MQTT 3.1.1 CONNECT (4-byte Remaining Length, as NetX writes it)."""
+    flags = (0x80 if username is not None else 0) | (0x40 if password is not None else 0) | (0x02 if clean else 0)
+    body = _utf8("MQTT") + bytes([4, flags]) + struct.pack(">H", 60) + _utf8(client_id)
+    body += (_utf8(username) if username is not None else b"") + (_utf8(password) if password is not None else b"")
+    return bytes([0x10]) + remaining_length_4(len(body)) + body
+
+
+def raw_connect(url: str, client_id: str, username: str | None, password: str | None, *,
+                clean: bool = True) -> int:
+    """One CONNECT on a socket of its own; the CONNACK's return code (0 accepted, 4/5 refused)."""
+    host, port, _ = parse_mqtt_url(url)
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(connect_packet(client_id, username, password, clean=clean))
+        connack = _read_exact(sock, 4)
+        assert connack[:2] == b"\x20\x02", f"not a CONNACK: {connack.hex()}"
+        if connack[3] == 0:
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+        return connack[3]
+
+
 def raw_publish(url: str, creds: DeviceCredentials, topic: str, payload: bytes, packet_id: int = 1) -> None:
     """CONNECT, then one QoS 1 PUBLISH with a 4-byte Remaining Length; wait for the PUBACK."""
     host, port, _ = parse_mqtt_url(url)
     with socket.create_connection((host, port), timeout=10) as sock:
-        body = (_utf8("MQTT") + bytes([4, 0x80 | 0x40 | 0x02]) + struct.pack(">H", 60)
-                + _utf8(creds.client_id) + _utf8(creds.username) + _utf8(creds.password))
-        sock.sendall(bytes([0x10]) + remaining_length_4(len(body)) + body)
+        sock.sendall(connect_packet(creds.client_id, creds.username, creds.password))
         connack = _read_exact(sock, 4)
         assert connack[0] == 0x20 and connack[3] == 0, f"CONNACK {connack.hex()}"
         var = _utf8(topic) + struct.pack(">H", packet_id)
@@ -77,6 +96,7 @@ class DeviceClient:
         self.reason: object = None
         self.received: list[mqtt.MQTTMessage] = []
         self.got_message = threading.Event()
+        self._arrived = threading.Condition()
         self.disconnected = threading.Event()
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *args: self.disconnected.set()
@@ -89,8 +109,15 @@ class DeviceClient:
         self.connack.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self.received.append(msg)
+        with self._arrived:
+            self.received.append(msg)
+            self._arrived.notify_all()
         self.got_message.set()
+
+    def wait_message(self, payload: bytes, timeout: float = 10) -> bool:
+        """Block until a message with ``payload`` arrived (True) or the deadline passed (False)."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: any(m.payload == payload for m in self.received), timeout)
 
     def publish_settled(self, topic: str, payload: bytes, timeout: float = 5) -> bool:
         """Publish at QoS 1; True when PUBACKed, False when the broker dropped the connection instead."""
@@ -100,6 +127,15 @@ class DeviceClient:
         info = self.client.publish(topic, payload, qos=1)
         assert settled.wait(timeout), f"publish to {topic} neither acknowledged nor refused in {timeout} s"
         return info.is_published()
+
+    def subscribe_granted(self, filters: list[tuple[str, int]], timeout: float = 5) -> list[bool]:
+        """Subscribe; for each filter, whether the broker granted it."""
+        done = threading.Event()
+        codes: list[object] = []
+        self.client.on_subscribe = lambda c, u, mid, rcs, props: (codes.extend(rcs), done.set())
+        self.client.subscribe(filters)
+        assert done.wait(timeout), "no SUBACK"
+        return [not rc.is_failure for rc in codes]  # type: ignore[attr-defined]
 
     def connected(self, timeout: float = 5) -> bool:
         assert self.connack.wait(timeout), "no CONNACK"
@@ -154,3 +190,28 @@ def brokers(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
 
 
 TLS_ERRORS = (ssl.SSLError, ConnectionError)
+
+
+def publish_outcome(url: str, creds: DeviceCredentials, topic: str, payload: bytes, *, packet_id: int = 1) -> str:
+    """CONNECT and one QoS 1 PUBLISH (NetX framing); ``"acknowledged"`` on a PUBACK, ``"closed"`` when the
+    broker closed the connection instead."""
+    host, port, _ = parse_mqtt_url(url)
+    with socket.create_connection((host, port), timeout=60) as sock:
+        sock.sendall(connect_packet(creds.client_id, creds.username, creds.password))
+        assert _read_exact(sock, 4) == b"\x20\x02\x00\x00", "CONNACK refused"
+        var = _utf8(topic) + struct.pack(">H", packet_id)
+        try:
+            sock.sendall(bytes([0x32]) + remaining_length_4(len(var) + len(payload)) + var)
+            sock.sendall(payload)
+            answer = _read_exact(sock, 4)
+        except (ConnectionError, BrokenPipeError):
+            return "closed"
+        assert answer == bytes([0x40, 0x02]) + struct.pack(">H", packet_id), f"not a PUBACK: {answer.hex()}"
+        sock.sendall(b"\xe0\x00")
+        return "acknowledged"
+
+
+def publish_size(topic: str, size: int) -> int:
+    """The payload size that makes a QoS 1 PUBLISH to ``topic`` ``size`` bytes long as mosquitto's
+    max_packet_size counts (type byte + Remaining Length: topic, packet id, payload)."""
+    return size - 1 - (2 + len(topic.encode())) - 2

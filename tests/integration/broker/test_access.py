@@ -115,10 +115,12 @@ def test_tls_needs_the_run_ca(kind: str, brokers: Callable[..., Broker],
 def test_mosquitto_files_live_in_the_run_folder_and_health_reports_death(brokers: Callable[..., Broker]) -> None:
     b = brokers("mosquitto")
     folder = b.run_dir / "mosquitto"
-    for name in ("mosquitto.conf", "passwd", "acl", "mosquitto.log"):
+    for name in ("mosquitto.conf", "identities", "mosquitto.log"):
         assert (folder / name).exists(), name
+    assert (folder / "identities").stat().st_mode & 0o777 == 0o600
     conf = (folder / "mosquitto.conf").read_text()
     assert "max_queued_messages 0" in conf and "max_inflight_messages 0" in conf
+    assert f"plugin_opt_identities {folder / 'identities'}" in conf and "password_file" not in conf
     assert (b.run_dir / "broker-endpoint.json").exists()
     assert b.health().ok
     b._proc.kill()  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ import pytest
 from harness.broker.credentials import DeviceCredentials
 from harness.errors import CheckFailed, WaitTimeout
 from harness.telemetry import collector as collector_module
+from harness.telemetry import waits as waits_module
 from harness.telemetry.archive import ArchiveWriter, read_archive
 from harness.telemetry.codec import encode
 from harness.telemetry.collector import Collector
@@ -239,13 +240,13 @@ def test_the_history_is_frozen_out_of_the_gc_only_in_a_burst(col: Collector, mon
 def test_a_wait_is_checked_only_when_new_events_could_satisfy_it(col: Collector,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     runs: list[int] = []
-    run = collector_module._Watch.run
+    run = waits_module.Watch.run
 
-    def counting(self: collector_module._Watch[object], stream: DeviceStream) -> bool:
+    def counting(self: waits_module.Watch[object], stream: DeviceStream) -> bool:
         runs.append(len(stream.events))
         return run(self, stream)
 
-    monkeypatch.setattr(collector_module._Watch, "run", counting)
+    monkeypatch.setattr(waits_module.Watch, "run", counting)
     col.ingest(security_topic("a"), heartbeat(1))
     done = threading.Event()
     got: list[list[Event]] = []

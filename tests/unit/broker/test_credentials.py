@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 from harness.broker import BROKER_KINDS, BrokerEndpoint, open_broker, parse_mqtt_url
-from harness.broker.credentials import Access, IdentityTable, mosquitto_password_hash
+from harness.broker.credentials import Access, IdentityTable, canary_topic
 from harness.errors import ConfigError, UsageError
 from harness.telemetry.topic import compose_username, security_topic
 
@@ -92,20 +90,36 @@ def test_topic_policy(table: IdentityTable, cid: str, topic: str, access: Access
     assert table.allowed(ident, topic, access) is ok
 
 
-@pytest.mark.parametrize("bad", ["", "a/b", "a+", "a#", "a b", "x" * 129, "dév"])
+@pytest.mark.parametrize("bad", ["", "a/b", "a+", "a#", "a b", "x" * 129, "dév", "a\tb"])
 def test_bad_device_ids_are_refused(table: IdentityTable, bad: str) -> None:
     with pytest.raises(UsageError, match="device id"):
         table.add_device(bad)
 
 
-def test_mosquitto_hash_is_pbkdf2_sha512() -> None:
-    salt = b"0123456789ab"
-    entry = mosquitto_password_hash("s3cret", salt=salt)
-    _, seven, iterations, salt64, hash64 = entry.split("$")
-    assert (seven, iterations) == ("7", "101")
-    assert base64.b64decode(salt64) == salt
-    assert base64.b64decode(hash64) == hashlib.pbkdf2_hmac("sha512", b"s3cret", salt, 101, 64)
-    assert mosquitto_password_hash("s3cret") != mosquitto_password_hash("s3cret")  # fresh salt
+def test_a_service_owns_its_canary_topic_and_no_other(table: IdentityTable) -> None:
+    col, dev = table.get("hil-collector"), table.get("dev-a")
+    assert col is not None and dev is not None
+    mine, other = canary_topic("hil-collector"), canary_topic("hil-other")
+    assert table.allowed(col, mine, Access.PUBLISH) and table.allowed(col, mine, Access.SUBSCRIBE)
+    assert not table.allowed(col, other, Access.SUBSCRIBE) and not table.allowed(col, "hil/canary/+", Access.SUBSCRIBE)
+    assert not table.allowed(dev, mine, Access.PUBLISH) and not table.allowed(dev, mine, Access.SUBSCRIBE)
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "a+", "a#", "a b", "x" * 129, "dév", "a\nb"])
+def test_bad_service_client_ids_are_refused(table: IdentityTable, bad: str) -> None:
+    with pytest.raises(UsageError, match="service client id"):
+        table.add_service(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "a/b", "hub?x", "a b", "hüb.example"])
+def test_a_hub_must_be_a_host_name(bad: str) -> None:
+    with pytest.raises(UsageError, match="is not a host name"):
+        IdentityTable(hub=bad)
+
+
+def test_a_non_ascii_password_is_refused_not_an_error(table: IdentityTable) -> None:
+    cid, user, _ = creds(table, "dev-a")
+    assert table.authenticate(cid, user, "pässwörd") is None
 
 
 def test_endpoint_round_trips_through_json(tmp_path: Path, table: IdentityTable) -> None:

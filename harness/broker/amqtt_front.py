@@ -1,0 +1,209 @@
+"""The embedded broker's front door: amqtt behind a check of every CONNECT and every packet's size.
+
+amqtt (0.12) looks a CONNECT's client id up in its sessions *before* it authenticates: a clean
+session CONNECT deletes the session of that client id (its subscriptions go, its connection stays
+open and receives nothing), a persistent one takes the session over and overwrites its password.
+So one refused login under the collector's client id left the collector receiving nothing while
+devices still got PUBACKs. :class:`HubBroker` therefore reads the CONNECT itself, parses it with
+amqtt's own parser (so both see the same client id), asks the identity table, and refuses (CONNACK
+return code 5, session present 0) before amqtt sees anything; only an accepted CONNECT is handed to
+amqtt, replayed from the bytes read.
+
+:class:`GuardedReader` follows the MQTT framing of everything a client sends: a packet over
+``max_packet`` bytes (a message the archive could not hold) ends the connection when its length is
+read, before its body is, and so before any PUBACK: the device sees a refusal, as mosquitto's
+``max_packet_size`` gives it.
+
+Imported only when an embedded broker starts (amqtt is slow to import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from amqtt.adapters import BufferReader, ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
+from amqtt.broker import Broker as AmqttBroker
+from amqtt.mqtt.connect import ConnectPacket
+
+from harness.broker.credentials import IdentityTable
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0  # a client that does not finish its CONNECT in this time is dropped
+MAX_CONNECT = 256 * 1024  # a CONNECT is user name, password and a will: never this large
+CONNACK_NOT_AUTHORIZED = b"\x20\x02\x00\x05"
+_CONNECT = 0x10
+
+
+class TooLarge(Exception):
+    """A client sent a packet over the limit."""
+
+
+class GuardedReader(ReaderAdapter):
+    """Reads a client's bytes through, tracking packet boundaries; see the module docstring.
+
+    ``replay`` bytes (the CONNECT the front door read) are handed out first."""
+
+    def __init__(self, inner: ReaderAdapter, max_packet: int, peer: str = "") -> None:
+        self._inner = inner
+        self._peer = peer
+        self.max_packet = max_packet
+        self.replay = b""
+        self.refused: int | None = None  # the size of the packet that ended the connection
+        self._left = 0  # body bytes left in the current packet
+        self._in_length = False  # reading a Remaining Length
+        self._length = 0
+        self._length_bytes = 0
+
+    async def read(self, n: int = -1) -> bytes:
+        if self.refused is not None:
+            return b""
+        if self.replay:
+            take = len(self.replay) if n < 0 else n
+            data, self.replay = self.replay[:take], self.replay[take:]
+            return data
+        data = await self._inner.read(n)
+        try:
+            self._track(data)
+        except TooLarge:
+            log.warning("embedded broker: %s sent a %d-byte packet, over the limit of %d bytes: connection "
+                        "closed, nothing acknowledged", self._peer or "a client", self.refused, self.max_packet)
+            return b""
+        return data
+
+    def feed_eof(self) -> None:
+        self._inner.feed_eof()
+
+    def _track(self, data: bytes) -> None:
+        i, size = 0, len(data)
+        while i < size:
+            if self._left:
+                step = min(self._left, size - i)
+                self._left -= step
+                i += step
+                continue
+            byte = data[i]
+            i += 1
+            if not self._in_length:  # a packet's first byte
+                self._in_length, self._length, self._length_bytes = True, 0, 0
+                continue
+            self._length |= (byte & 0x7F) << (7 * self._length_bytes)
+            self._length_bytes += 1
+            if byte & 0x80 and self._length_bytes < 4:
+                continue
+            self._in_length = False
+            total = 1 + self._length  # as mosquitto's max_packet_size counts: the length bytes are not
+            if byte & 0x80 or total > self.max_packet:  # a fifth length byte is malformed: as good as too large
+                self.refused = total
+                raise TooLarge
+            self._left = self._length
+
+    async def read_connect(self) -> bytes:
+        """The client's first packet, raw, if it is a CONNECT within :data:`MAX_CONNECT` (else b'')."""
+        limit, self.max_packet = self.max_packet, MAX_CONNECT
+        try:
+            first = await self.read(1)
+            if first != bytes([_CONNECT]):
+                return b""
+            raw = bytearray(first)
+            while self._in_length:
+                byte = await self.read(1)
+                if not byte:
+                    return b""
+                raw += byte
+            return bytes(raw + await self.read(self._left)) if self._left else bytes(raw)
+        finally:
+            self.max_packet = limit
+
+
+def _text(value: str | bytes | bytearray | None) -> str | None:
+    return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else value
+
+
+class HubBroker(AmqttBroker):
+    """amqtt's broker, with the identity table checked at the door (see the module docstring)."""
+
+    def __init__(self, config: dict[str, Any], *, table: IdentityTable, max_packet: int,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(config, loop=loop)
+        self._table = table
+        self._max_packet = max_packet
+        self._closing = False
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               listener_name: str) -> None:
+        if self._closing:
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        w = StreamWriterAdapter(writer)
+        peer = w.get_peer_info()
+        where = f"{peer[0]}:{peer[1]}" if peer else "a client"
+        guarded = GuardedReader(StreamReaderAdapter(reader), self._max_packet, where)
+        try:
+            admitted = await asyncio.wait_for(self._admit(guarded, w), CONNECT_TIMEOUT)
+            if admitted:
+                await self.external_connected(guarded, w, listener_name)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
+            log.info("embedded broker: %s dropped before or during its CONNECT: %r", where, exc)
+        except Exception as exc:  # a client's packet must never take the listener down with a traceback
+            log.warning("embedded broker: connection from %s ended by %r", where, exc)
+        finally:
+            self._connections.discard(task)  # type: ignore[arg-type]
+            try:
+                await asyncio.wait_for(w.close(), 2.0)
+            except BaseException:  # a peer that reads nothing, or the loop stopping: drop it
+                writer.transport.abort()
+
+    async def shutdown(self) -> None:
+        """End every client's connection first (amqtt would wait for each before it lets its listeners
+        go, and a client reconnecting meanwhile would keep it waiting), then amqtt's own shutdown."""
+        self._closing = True
+        open_now = list(self._connections)
+        for task in open_now:
+            task.cancel()
+        await asyncio.gather(*open_now, return_exceptions=True)
+        await super().shutdown()
+
+    async def stop_all(self, timeout: float) -> None:
+        """:meth:`shutdown` within ``timeout``; then, whatever happened, the listeners closed and every
+        task of the loop ended, so the port is free and nothing is left to complain at the loop's close."""
+        try:
+            await asyncio.wait_for(self.shutdown(), timeout)
+        except Exception as exc:
+            log.warning("embedded broker: shutdown did not finish (%r); closing what is left", exc)
+        finally:
+            for server in self._servers.values():
+                if isinstance(server.instance, asyncio.Server):
+                    server.instance.close()
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+    async def _admit(self, guarded: GuardedReader, writer: WriterAdapter) -> bool:
+        """Read and check the CONNECT; refuse it here, or leave it for amqtt to read again."""
+        raw = await guarded.read_connect()
+        if not raw:
+            return False
+        try:
+            connect = await ConnectPacket.from_stream(BufferReader(raw))
+            payload = connect.payload
+            client_id = payload.client_id if payload is not None else None
+            username = _text(payload.username) if payload is not None else None
+            password = _text(payload.password) if payload is not None else None
+        except Exception as exc:  # malformed: amqtt would refuse it too, without a CONNACK
+            log.info("embedded broker: unreadable CONNECT (%r): connection closed", exc)
+            return False
+        if self._table.authenticate(client_id, username, password) is None:
+            log.info("embedded broker: refused client id %r user %r", client_id, username)
+            writer.write(CONNACK_NOT_AUTHORIZED)
+            await writer.drain()
+            return False
+        guarded.replay = raw
+        return True

@@ -1,0 +1,61 @@
+"""The identity table as the file the harness's mosquitto plugin reads (``mosquitto_auth.c``).
+
+The plugin reads the file again at every CONNECT; :func:`write_identities` replaces it atomically
+(a temporary file renamed over it), so once it returns, the next CONNECT meets the new table: an
+identity change needs no reload and no signal. Format (documented with the parser in
+``mosquitto_auth.c``): a ``hil-identities 1`` line, then ``key value`` lines, values
+percent-encoded::
+
+    hil-identities 1
+    hub lab-hub.azure-devices.net
+    identity dev-a
+    device dev-a
+    password 8f3k...
+    publish devices/dev-a/messages/events/#
+    subscribe devices/dev-a/messages/devicebound/#
+    end
+
+New keys (a device's SAS key, reply-topic rewriting) are added here and to the parser together;
+the parser refuses keys it does not know, and a file without its ``end`` line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.broker.credentials import IdentityTable
+
+FORMAT_LINE = "hil-identities 1"
+_PLAIN = frozenset(range(0x21, 0x7F)) - {ord("%")}
+
+
+def encode_value(value: str) -> str:
+    """Percent-encode everything but printable ASCII other than ``%`` (UTF-8 bytes as %XX)."""
+    return "".join(chr(b) if b in _PLAIN else f"%{b:02X}" for b in value.encode())
+
+
+def render_identities(table: IdentityTable) -> str:
+    lines = [FORMAT_LINE, f"hub {encode_value(table.hub)}"]
+    for ident in table.identities():
+        creds = ident.credentials
+        lines.append(f"identity {encode_value(creds.client_id)}")
+        if ident.device_id is not None:
+            lines.append(f"device {encode_value(ident.device_id)}")
+        else:
+            lines.append(f"username {encode_value(creds.username)}")
+        lines.append(f"password {encode_value(creds.password)}")
+        lines += [f"publish {encode_value(t)}" for t in ident.publish]
+        lines += [f"subscribe {encode_value(t)}" for t in ident.subscribe]
+    lines.append("end")
+    return "\n".join(lines) + "\n"
+
+
+def write_identities(path: Path, table: IdentityTable) -> Path:
+    """Replace ``path`` atomically with the table (mode 0600: it holds the run's secrets)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(render_identities(table))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,452 @@
+/*
+ * hil-auth: the harness's mosquitto 2.0 plugin (plugin API v5). It enforces the run's identity
+ * table, the same policy the embedded broker asks harness.broker.credentials.IdentityTable for:
+ *
+ * - CONNECT (MOSQ_EVT_BASIC_AUTH): the client id must be an identity of the table, the password
+ *   that identity's, and the user name either the service identity's own, or a device's IoT Hub
+ *   user name "{hub}/{device id}/?..." naming this hub and this device (no module), with an
+ *   api-version parameter (its value and any other parameter may be anything). Anything else is
+ *   refused before mosquitto looks for a session under that client id, so a refused login never
+ *   disconnects or takes over anyone's session.
+ * - ACL (MOSQ_EVT_ACL_CHECK): publish (WRITE) only to the identity's publish filters; subscribe
+ *   and receive (SUBSCRIBE, READ) only within its subscribe filters. A subscription's own '+' and
+ *   '#' are taken literally, so a client cannot widen its reach with wildcards.
+ *
+ * The table is the file named by "plugin_opt_identities", which the harness replaces atomically
+ * (write a temporary file, rename it). The file is read again at every CONNECT, so when the
+ * harness's add_device() returns, the next CONNECT sees the new identity: there is no reload to
+ * race with. A file that cannot be read or parsed refuses that CONNECT (logged), and the table
+ * read last stays in force for connected clients.
+ *
+ * File format (UTF-8 text, one "key value" per line, values percent-encoded: '%', spaces,
+ * control characters and bytes outside printable ASCII as %XX; '#' starts a comment line):
+ *
+ *   hil-identities 1
+ *   hub <IoT Hub host name>
+ *   identity <client id>          starts an identity; the keys below belong to it
+ *   device <device id>            a device identity (its user name is parsed), or
+ *   username <user name>          a service identity (its user name is compared)
+ *   password <secret>
+ *   publish <topic filter>        any number of each
+ *   subscribe <topic filter>
+ *   end                           the last line: a file without it is incomplete
+ *
+ * Unknown keys refuse the whole file: a key is either enforced or an error (a newer harness adds
+ * keys together with the code that enforces them, in this same source).
+ */
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+
+#define FORMAT_LINE "hil-identities 1"
+#define MAX_FILE (16 * 1024 * 1024)
+#define LOG_PREFIX "hil-auth: "
+
+struct identity {
+	char *client_id;
+	char *device_id; /* a device: the user name is parsed */
+	char *username;  /* a service: the user name is compared */
+	char *password;
+	char **publish;
+	size_t n_publish;
+	char **subscribe;
+	size_t n_subscribe;
+};
+
+struct table {
+	char *hub;
+	struct identity *ids;
+	size_t n;
+};
+
+static mosquitto_plugin_id_t *plugin_id;
+static char *identities_path;
+static struct table current;
+
+/* ---- the table ------------------------------------------------------------------------------ */
+
+static void free_strings(char **list, size_t n)
+{
+	for(size_t i = 0; i < n; i++) free(list[i]);
+	free(list);
+}
+
+static void free_table(struct table *t)
+{
+	for(size_t i = 0; i < t->n; i++){
+		struct identity *id = &t->ids[i];
+		free(id->client_id);
+		free(id->device_id);
+		free(id->username);
+		free(id->password);
+		free_strings(id->publish, id->n_publish);
+		free_strings(id->subscribe, id->n_subscribe);
+	}
+	free(t->ids);
+	free(t->hub);
+	memset(t, 0, sizeof(*t));
+}
+
+static const struct identity *find(const struct table *t, const char *client_id)
+{
+	if(client_id == NULL) return NULL;
+	for(size_t i = 0; i < t->n; i++){
+		if(strcmp(t->ids[i].client_id, client_id) == 0) return &t->ids[i];
+	}
+	return NULL;
+}
+
+static int hexval(char c)
+{
+	if(c >= '0' && c <= '9') return c - '0';
+	if(c >= 'a' && c <= 'f') return c - 'a' + 10;
+	if(c >= 'A' && c <= 'F') return c - 'A' + 10;
+	return -1;
+}
+
+/* Decode %XX in place. strict: any other '%' is an error (the file); else kept as is (a user name,
+ * as Python's urllib.parse.unquote does). Returns false on an error or a decoded NUL byte. */
+static bool percent_decode(char *s, bool strict)
+{
+	char *out = s;
+	for(char *in = s; *in; in++){
+		if(*in == '%'){
+			int hi = in[1] ? hexval(in[1]) : -1;
+			int lo = hi >= 0 && in[2] ? hexval(in[2]) : -1;
+			if(hi >= 0 && lo >= 0 && (hi | lo)){
+				*out++ = (char)(hi * 16 + lo);
+				in += 2;
+				continue;
+			}
+			if(strict) return false;
+		}
+		*out++ = *in;
+	}
+	*out = '\0';
+	return true;
+}
+
+static bool push(char ***list, size_t *n, const char *value)
+{
+	char **grown = realloc(*list, (*n + 1) * sizeof(char *));
+	if(grown == NULL) return false;
+	*list = grown;
+	grown[*n] = strdup(value);
+	if(grown[*n] == NULL) return false;
+	(*n)++;
+	return true;
+}
+
+static bool set_once(char **field, const char *value)
+{
+	if(*field != NULL) return false;
+	*field = strdup(value);
+	return *field != NULL;
+}
+
+/* Parse the file's text (modified in place) into t; on failure say why in err. */
+static bool parse(char *text, struct table *t, char *err, size_t errlen)
+{
+	struct identity *id = NULL;
+	int lineno = 0;
+	char *next = text;
+	bool saw_format = false, saw_end = false;
+
+	while(next != NULL && *next != '\0'){
+		char *line = next;
+		char *nl = strchr(line, '\n');
+		next = nl ? nl + 1 : NULL;
+		if(nl) *nl = '\0';
+		lineno++;
+		if(!saw_format){
+			if(strcmp(line, FORMAT_LINE) != 0){
+				snprintf(err, errlen, "line 1 is not '%s'", FORMAT_LINE);
+				return false;
+			}
+			saw_format = true;
+			continue;
+		}
+		if(line[0] == '\0' || line[0] == '#') continue;
+		if(saw_end){
+			snprintf(err, errlen, "line %d follows the 'end' line", lineno);
+			return false;
+		}
+		if(strcmp(line, "end") == 0){
+			saw_end = true;
+			continue;
+		}
+		char *value = strchr(line, ' ');
+		if(value == NULL){
+			snprintf(err, errlen, "line %d has no value", lineno);
+			return false;
+		}
+		*value++ = '\0';
+		if(!percent_decode(value, true)){
+			snprintf(err, errlen, "line %d: bad percent-encoding", lineno);
+			return false;
+		}
+		const char *key = line;
+		bool ok;
+		if(strcmp(key, "hub") == 0){
+			ok = set_once(&t->hub, value);
+		}else if(strcmp(key, "identity") == 0){
+			if(find(t, value) != NULL){
+				snprintf(err, errlen, "line %d: client id '%s' twice", lineno, value);
+				return false;
+			}
+			struct identity *grown = realloc(t->ids, (t->n + 1) * sizeof(struct identity));
+			ok = grown != NULL;
+			if(ok){
+				t->ids = grown;
+				id = &t->ids[t->n++];
+				memset(id, 0, sizeof(*id));
+				id->client_id = strdup(value);
+				ok = id->client_id != NULL;
+			}
+		}else if(id == NULL){
+			snprintf(err, errlen, "line %d: '%s' before the first identity", lineno, key);
+			return false;
+		}else if(strcmp(key, "device") == 0){
+			ok = set_once(&id->device_id, value);
+		}else if(strcmp(key, "username") == 0){
+			ok = set_once(&id->username, value);
+		}else if(strcmp(key, "password") == 0){
+			ok = set_once(&id->password, value);
+		}else if(strcmp(key, "publish") == 0){
+			ok = push(&id->publish, &id->n_publish, value);
+		}else if(strcmp(key, "subscribe") == 0){
+			ok = push(&id->subscribe, &id->n_subscribe, value);
+		}else{
+			snprintf(err, errlen, "line %d: unknown key '%s'", lineno, key);
+			return false;
+		}
+		if(!ok){
+			snprintf(err, errlen, "line %d: '%s' repeated (or out of memory)", lineno, key);
+			return false;
+		}
+	}
+	if(!saw_format || !saw_end || t->hub == NULL){
+		snprintf(err, errlen, "incomplete: no '%s' line, no hub or no 'end' line", FORMAT_LINE);
+		return false;
+	}
+	for(size_t i = 0; i < t->n; i++){
+		const struct identity *x = &t->ids[i];
+		if(x->password == NULL || (x->device_id == NULL) == (x->username == NULL)){
+			snprintf(err, errlen, "identity '%s' needs a password and exactly one of device or username",
+					x->client_id);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Read the identities file into `current`. On failure `current` is kept and false returned. */
+static bool reload(void)
+{
+	char err[256] = "";
+	FILE *f = fopen(identities_path, "rb");
+	if(f == NULL){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot open %s: %s", identities_path, strerror(errno));
+		return false;
+	}
+	char *text = malloc(MAX_FILE + 1);
+	size_t len = text ? fread(text, 1, MAX_FILE + 1, f) : 0;
+	bool bad_read = text == NULL || ferror(f) || len > MAX_FILE;
+	fclose(f);
+	if(bad_read){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot read %s (or over %d bytes)", identities_path, MAX_FILE);
+		free(text);
+		return false;
+	}
+	text[len] = '\0';
+	if(memchr(text, '\0', len) != NULL){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "%s holds a NUL byte", identities_path);
+		free(text);
+		return false;
+	}
+	struct table fresh;
+	memset(&fresh, 0, sizeof(fresh));
+	bool ok = parse(text, &fresh, err, sizeof(err));
+	free(text);
+	if(!ok){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "%s: %s; connections are refused until it is fixed",
+				identities_path, err);
+		free_table(&fresh);
+		return false;
+	}
+	free_table(&current);
+	current = fresh;
+	return true;
+}
+
+/* ---- the policy ----------------------------------------------------------------------------- */
+
+static bool same_secret(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	unsigned char diff = (unsigned char)(la != lb);
+	for(size_t i = 0; i < la; i++) diff |= (unsigned char)(a[i] ^ b[i < lb ? i : 0]);
+	return diff == 0;
+}
+
+/* "{hub}/{device}/?api-version=...&..." naming this hub and device, no module. */
+static bool device_username_ok(const char *username, const char *hub, const char *device_id)
+{
+	const char *query = strstr(username, "/?");
+	size_t hl = strlen(hub), dl = strlen(device_id);
+	if(query == NULL || (size_t)(query - username) != hl + 1 + dl) return false;
+	if(strncmp(username, hub, hl) != 0 || username[hl] != '/' || strncmp(username + hl + 1, device_id, dl) != 0){
+		return false;
+	}
+	char *params = strdup(query + 2);
+	if(params == NULL) return false;
+	bool found = false;
+	char *save = NULL;
+	for(char *part = strtok_r(params, "&", &save); part && !found; part = strtok_r(NULL, "&", &save)){
+		char *eq = strchr(part, '=');
+		if(eq) *eq = '\0';
+		found = percent_decode(part, false) && strcmp(part, "api-version") == 0;
+	}
+	free(params);
+	return found;
+}
+
+/* Is `topic` (a topic, or a subscription filter whose own wildcards count literally) within
+ * `pattern`? The same rule as harness.broker.credentials._filter_within. */
+static bool within(const char *topic, const char *pattern)
+{
+	const char *t = topic, *p = pattern;
+	for(;;){
+		const char *pe = strchr(p, '/');
+		size_t plen = pe ? (size_t)(pe - p) : strlen(p);
+		if(plen == 1 && p[0] == '#') return true;
+		if(t == NULL) return false;
+		const char *te = strchr(t, '/');
+		size_t tlen = te ? (size_t)(te - t) : strlen(t);
+		if(!(plen == 1 && p[0] == '+') && (plen != tlen || strncmp(p, t, plen) != 0)) return false;
+		if(pe == NULL) return te == NULL;
+		p = pe + 1;
+		t = te ? te + 1 : NULL;
+	}
+}
+
+static bool allowed(char *const *filters, size_t n, const char *topic)
+{
+	for(size_t i = 0; i < n; i++){
+		if(within(topic, filters[i])) return true;
+	}
+	return false;
+}
+
+/* ---- callbacks ------------------------------------------------------------------------------ */
+
+/* A client's string for the log: at most 200 bytes, anything but printable ASCII as '?', so a
+ * client cannot write lines of its own into the log. */
+static const char *shown(const char *s, char *buf, size_t size)
+{
+	size_t i = 0;
+	for(; s != NULL && s[i] != '\0' && i + 1 < size; i++){
+		buf[i] = (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+	}
+	buf[i] = '\0';
+	return buf;
+}
+
+static int refuse(const char *client_id, const char *username, const char *why)
+{
+	char cid[201], user[201];
+	mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused client id '%s' user '%s': %s",
+			shown(client_id, cid, sizeof(cid)), shown(username, user, sizeof(user)), why);
+	return MOSQ_ERR_AUTH;
+}
+
+static int on_basic_auth(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_basic_auth *ed = event_data;
+	const char *client_id = mosquitto_client_id(ed->client);
+	(void)event;
+	(void)userdata;
+
+	if(!reload()) return refuse(client_id, ed->username, "the identities file is unusable");
+	const struct identity *id = find(&current, client_id);
+	if(id == NULL) return refuse(client_id, ed->username, "no identity has this client id");
+	if(ed->username == NULL || ed->password == NULL) return refuse(client_id, ed->username, "no user name or password");
+	if(!same_secret(id->password, ed->password)) return refuse(client_id, ed->username, "wrong password");
+	bool user_ok = id->device_id
+		? device_username_ok(ed->username, current.hub, id->device_id)
+		: strcmp(id->username, ed->username) == 0;
+	if(!user_ok) return refuse(client_id, ed->username, "the user name is not this identity's");
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int on_acl_check(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_acl_check *ed = event_data;
+	(void)event;
+	(void)userdata;
+
+	if(ed->access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_SUCCESS;
+	const struct identity *id = find(&current, mosquitto_client_id(ed->client));
+	if(id == NULL || ed->topic == NULL) return MOSQ_ERR_ACL_DENIED;
+	bool ok = ed->access == MOSQ_ACL_WRITE
+		? allowed(id->publish, id->n_publish, ed->topic)
+		: allowed(id->subscribe, id->n_subscribe, ed->topic);
+	return ok ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+}
+
+/* ---- plugin entry points -------------------------------------------------------------------- */
+
+int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+{
+	for(int i = 0; i < supported_version_count; i++){
+		if(supported_versions[i] == 5) return 5;
+	}
+	return -1;
+}
+
+int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, struct mosquitto_opt *options,
+		int option_count)
+{
+	(void)userdata;
+	plugin_id = identifier;
+	for(int i = 0; i < option_count; i++){
+		if(strcmp(options[i].key, "identities") == 0){
+			identities_path = strdup(options[i].value);
+		}else{
+			mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "unknown option plugin_opt_%s", options[i].key);
+			return MOSQ_ERR_INVAL;
+		}
+	}
+	if(identities_path == NULL){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "plugin_opt_identities is missing");
+		return MOSQ_ERR_INVAL;
+	}
+	if(!reload()) return MOSQ_ERR_INVAL;
+	if(mosquitto_callback_register(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL) != MOSQ_ERR_SUCCESS
+			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL) != MOSQ_ERR_SUCCESS){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot register callbacks");
+		return MOSQ_ERR_UNKNOWN;
+	}
+	mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "enforcing %zu identities from %s", current.n, identities_path);
+	return MOSQ_ERR_SUCCESS;
+}
+
+int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int option_count)
+{
+	(void)userdata;
+	(void)options;
+	(void)option_count;
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+	free_table(&current);
+	free(identities_path);
+	identities_path = NULL;
+	return MOSQ_ERR_SUCCESS;
+}

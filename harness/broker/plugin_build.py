@@ -1,0 +1,107 @@
+"""Build the harness's mosquitto plugin (``mosquitto_auth.c``, shipped in this package) on first use.
+
+The shared object is cached under ``<cache>/mosquitto-plugin/<key>/`` where the key hashes the
+source, the mosquitto headers it was built against and the compiler flags, so a changed source or
+an upgraded mosquitto-dev builds anew and an unchanged one is built once per machine. The cache is
+``$HIL_CACHE``, else ``$XDG_CACHE_HOME/hil``, else ``~/.cache/hil``. Concurrent first uses (xdist
+workers) each build into a temporary file and rename it into place, so nobody loads half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from harness.errors import InfrastructureError
+
+SOURCE = Path(__file__).with_name("mosquitto_auth.c")
+PLUGIN_NAME = "hil_auth.so"
+CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-std=c11", "-D_POSIX_C_SOURCE=200809L")
+HEADERS = {"mosquitto.h": "libmosquitto-dev", "mosquitto_broker.h": "mosquitto-dev",
+           "mosquitto_plugin.h": "mosquitto-dev"}
+BUILD_TIMEOUT = 120.0
+_MISSING_HEADER = re.compile(r"fatal error: (\S+?\.h): No such file")
+_built: dict[Path, Path] = {}
+_lock = threading.Lock()
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("HIL_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "hil"
+
+
+def _header_text(cc: str) -> bytes:
+    """The installed headers' contents (empty where missing: the build then says which package)."""
+    out = b""
+    for name in HEADERS:
+        for folder in (Path("/usr/include"), Path("/usr/local/include")):
+            if (folder / name).is_file():
+                out += (folder / name).read_bytes()
+                break
+    return out + cc.encode()
+
+
+def build_key(source: Path = SOURCE, cc: str = "gcc") -> str:
+    h = hashlib.sha256(source.read_bytes())
+    h.update(_header_text(cc))
+    h.update(" ".join(CFLAGS).encode())
+    return h.hexdigest()[:20]
+
+
+def plugin_path(*, cc: str = "gcc", source: Path = SOURCE, cache: Path | None = None) -> Path:
+    """The built plugin, building it first if this source (and these headers) were never built here."""
+    folder = (cache or cache_dir()) / "mosquitto-plugin" / build_key(source, cc)
+    target = folder / PLUGIN_NAME
+    with _lock:
+        if _built.get(folder) == target or target.is_file():
+            _built[folder] = target
+            return target
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp_name = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=folder)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            _compile(cc, source, tmp)
+            tmp.chmod(0o755)
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _built[folder] = target
+        return target
+
+
+def _compile(cc: str, source: Path, out: Path) -> None:
+    try:
+        done = subprocess.run([cc, *CFLAGS, "-o", str(out), str(source)], capture_output=True, text=True,
+                              timeout=BUILD_TIMEOUT)
+    except FileNotFoundError:
+        raise InfrastructureError(
+            f"cannot build the harness's mosquitto plugin: the C compiler {cc!r} is not installed",
+            fix="apt-get install gcc libc6-dev mosquitto-dev libmosquitto-dev (or use the embedded broker kind)",
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise InfrastructureError(f"building the harness's mosquitto plugin with {cc} took over "
+                                  f"{BUILD_TIMEOUT:.0f} s", fix="is the machine overloaded?") from None
+    if done.returncode == 0:
+        return
+    missing = _MISSING_HEADER.search(done.stderr)
+    if missing and missing.group(1).rsplit("/", 1)[-1] in HEADERS:
+        package = HEADERS[missing.group(1).rsplit("/", 1)[-1]]
+        raise InfrastructureError(
+            f"cannot build the harness's mosquitto plugin: the header {missing.group(1)} is missing",
+            fix=f"apt-get install {package} (the mosquitto kind needs mosquitto-dev and libmosquitto-dev), "
+                "or use the embedded broker kind",
+        )
+    raise InfrastructureError(
+        f"building the harness's mosquitto plugin failed ({cc} exited {done.returncode})",
+        actual=done.stderr.strip()[-2000:] or "no output", evidence=source,
+        fix="install mosquitto-dev and libmosquitto-dev from Debian 12 (mosquitto 2.0)",
+    )
