@@ -565,6 +565,32 @@ def _check_pack(pack: Path, board: BoardConfig, path: Path) -> None:
         raise ConfigError(f"{path}: field probe.pack: {exc.message}", fix=exc.fix) from None
 
 
+def device_secret(board: BoardConfig) -> str | None:
+    """The secret a board's ``identity.credentials`` names (None: make one for the run)."""
+    creds = board.identity.credentials
+    source = board.source or Path(f"{board.name}.yaml")
+    if creds.source == "file":
+        assert creds.path is not None
+        path = creds.path if creds.path.is_absolute() else source.parent / creds.path
+        try:
+            secret = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: field identity.credentials.path: cannot read {path} ({exc})",
+                              fix="point it at a readable file holding the device's secret") from None
+        if not secret:
+            raise ConfigError(f"{source}: field identity.credentials.path: {path} is empty",
+                              fix="write the device's secret into it")
+        return secret
+    if creds.source == "env":
+        assert creds.variable is not None
+        secret = os.environ.get(creds.variable, "")
+        if not secret:
+            raise ConfigError(f"{source}: field identity.credentials.variable: ${creds.variable} is not set",
+                              fix=f"export {creds.variable}=<the device's secret>, or use source: generated")
+        return secret
+    return None
+
+
 __all__ = [
     "BOARD_KINDS",
     "BoardConfig",
@@ -572,6 +598,7 @@ __all__ = [
     "Lab",
     "LabSettings",
     "TestNetwork",
+    "device_secret",
     "load_board",
     "load_lab",
     "read_yaml",

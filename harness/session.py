@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import os
 import socket
 import threading
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from harness.board.kinds import BoardSite, factory_for, network_mode
 from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker, parse_mqtt_url
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.firmware import FirmwareBuild
-from harness.lab import BoardConfig, Lab, TestNetwork
+from harness.lab import BoardConfig, Lab, TestNetwork, device_secret
 from harness.lease import Lease
 from harness.netpolicy import TargetPolicy
 from harness.provisioning import ProvisioningRecord
@@ -199,9 +198,11 @@ class RunSession:
     # -- broker and collector --------------------------------------------------------------------
     def _start_broker(self) -> None:
         settings = self.lab.settings.broker
-        binds = [str(p.harness_address) for p in self.networks.values()]
-        options = BrokerOptions(bind=binds[0] if binds else "127.0.0.1", hub=settings.hub, tls=settings.tls,
-                                url=settings.url)
+        # one broker for the run: on loopback (the collector, tools, QEMU's user-network forwards)
+        # and on each of the run's test networks (what the boards there connect to)
+        networks = [str(p.harness_address) for p in self.networks.values() if p.routed]
+        options = BrokerOptions(bind="127.0.0.1", also_bind=tuple(a for a in networks if a != "127.0.0.1"),
+                                hub=settings.hub, tls=settings.tls, url=settings.url)
         broker = open_broker(self.broker_kind, self.run_dir / "broker", options)
         self._stack.callback(broker.stop)
         broker.start()
@@ -220,7 +221,7 @@ class RunSession:
         file says where its secret is)."""
         if self.broker is None:
             raise UsageError("the session is not started", fix="use RunSession as a context manager")
-        return self.broker.add_device(config.identity.device_id, **_secret_of(config))
+        return self.broker.add_device(config.identity.device_id, password=device_secret(config))
 
     # -- boards --------------------------------------------------------------------------------
     def board(self, name: str, *, lease_timeout: float = 0.0) -> Board:
@@ -291,23 +292,3 @@ def _require_local(address: ipaddress.IPv4Address, net: TestNetwork) -> None:
                 f"{net.name} ({net.subnet}) cannot reach this run's broker",
                 fix=f"run on the lab host whose {net.interface or net.bridge} has {address}, or correct broker.bind",
             ) from None
-
-
-def _secret_of(config: BoardConfig) -> dict[str, str]:
-    """``identity.credentials``: generated (nothing to pass), a file, or an environment variable."""
-    creds = config.identity.credentials
-    if creds.source == "file" and creds.path is not None:
-        path = creds.path if creds.path.is_absolute() else (config.source or Path(".")).parent / creds.path
-        try:
-            secret = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{config.source}: field identity.credentials.path: cannot read {path} "
-                              f"({exc.strerror})", fix="give a readable file holding the device's secret") from None
-        return {"password": secret}
-    if creds.source == "env" and creds.variable:
-        secret = os.environ.get(creds.variable, "")
-        if not secret:
-            raise ConfigError(f"{config.source}: field identity.credentials.variable: ${creds.variable} is not set",
-                              fix=f"export {creds.variable}=<the device's secret>")
-        return {"password": secret}
-    return {}

@@ -46,9 +46,11 @@ MAX_PACKET = MAX_RECORD - 64
 
 @dataclass
 class BrokerOptions:
-    """How to run a broker. ``bind`` is 127.0.0.1 or a test-network address the harness made."""
+    """How to run a broker. ``bind`` is 127.0.0.1 or a test-network address the harness made;
+    ``also_bind``: more addresses it listens on, on the same ports (the other test networks of a run)."""
 
     bind: str = "127.0.0.1"
+    also_bind: tuple[str, ...] = ()
     port: int = 0  # 0: pick a free port and verify the broker holds it
     tls: bool = False
     tls_port: int = 0
@@ -315,6 +317,11 @@ class Broker(ABC):
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def all_binds(options: BrokerOptions) -> list[str]:
+    """Every address a local broker listens on, ``bind`` first, each once."""
+    return list(dict.fromkeys([options.bind, *options.also_bind]))
 
 
 class LocalBroker(Broker):

@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.broker.base import BROKER_KINDS, MAX_PACKET, BrokerOptions, LocalBroker, free_port
+from harness.broker.base import BROKER_KINDS, MAX_PACKET, BrokerOptions, LocalBroker, all_binds, free_port
 from harness.broker.tls import make_run_pki
 from harness.errors import InfrastructureError
 
@@ -88,11 +88,13 @@ class EmbeddedBroker(LocalBroker):
         return self.run_dir / LOG_NAME
 
     def _config(self) -> dict[str, Any]:
-        bind = self.options.bind
-        listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{bind}:{self._port}"}}
-        if self._tls is not None:
-            listeners["tls"] = {"type": "tcp", "bind": f"{bind}:{self._tls_port}", "ssl": True,
-                                "certfile": str(self._tls.server_cert), "keyfile": str(self._tls.server_key)}
+        listeners: dict[str, Any] = {}
+        for i, bind in enumerate(all_binds(self.options)):
+            listeners["default" if i == 0 else f"plain-{i}"] = {"type": "tcp", "bind": f"{bind}:{self._port}"}
+            if self._tls is not None:
+                listeners[f"tls-{i}"] = {"type": "tcp", "bind": f"{bind}:{self._tls_port}", "ssl": True,
+                                         "certfile": str(self._tls.server_cert),
+                                         "keyfile": str(self._tls.server_key)}
         return {
             "listeners": listeners,
             "timeout_disconnect_delay": 0,
@@ -121,7 +123,7 @@ class EmbeddedBroker(LocalBroker):
         amqtt_plugins.register_table(self._key, self.identities)
         if self.options.tls and self._tls is None:
             self._tls = make_run_pki(self.run_dir / "embedded-tls",
-                                     [self.options.bind, "localhost", self.options.hub])
+                                     [*all_binds(self.options), "localhost", self.options.hub])
         if not self._port:
             self._port = free_port(self.options.bind)
         if self.options.tls and not self._tls_port:

@@ -34,7 +34,15 @@ import threading
 import time
 from pathlib import Path
 
-from harness.broker.base import BROKER_KINDS, MAX_PACKET, BrokerOptions, LocalBroker, free_port, port_accepts
+from harness.broker.base import (
+    BROKER_KINDS,
+    MAX_PACKET,
+    BrokerOptions,
+    LocalBroker,
+    all_binds,
+    free_port,
+    port_accepts,
+)
 from harness.broker.identity_file import write_identities
 from harness.broker.plugin_build import plugin_path
 from harness.broker.tls import make_run_pki
@@ -159,17 +167,18 @@ class MosquittoBroker(LocalBroker):
             "connection_messages true",
             "log_timestamp true",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
-            f"listener {self._port} {self.options.bind}",
+            *(f"listener {self._port} {address}" for address in all_binds(self.options)),
         ]
         if self._tls is not None:
-            lines += [
-                f"listener {self._tls_port} {self.options.bind}",
-                f"cafile {self._tls.ca_cert}",
-                f"certfile {self._tls.server_cert}",
-                f"keyfile {self._tls.server_key}",
-                "tls_version tlsv1.2",
-                "require_certificate false",
-            ]
+            for address in all_binds(self.options):  # a listener's TLS settings follow its line
+                lines += [
+                    f"listener {self._tls_port} {address}",
+                    f"cafile {self._tls.ca_cert}",
+                    f"certfile {self._tls.server_cert}",
+                    f"keyfile {self._tls.server_key}",
+                    "tls_version tlsv1.2",
+                    "require_certificate false",
+                ]
         conf = f / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf
@@ -183,7 +192,7 @@ class MosquittoBroker(LocalBroker):
         self.folder.mkdir(parents=True, exist_ok=True)
         self._plugin = plugin_path()
         if self.options.tls and self._tls is None:
-            self._tls = make_run_pki(self.folder / "tls", [self.options.bind, "localhost", self.options.hub])
+            self._tls = make_run_pki(self.folder / "tls", [*all_binds(self.options), "localhost", self.options.hub])
         write_identities(self.identities_path, self.identities)
         auto = not self.options.port
         for attempt in range(3):
@@ -220,7 +229,7 @@ class MosquittoBroker(LocalBroker):
         self._pump = _LogPump(self._proc, self.log_path)
         if self._pump.wait_for(_RUNNING, 0, START_TIMEOUT) is not None and self._proc.poll() is None:
             ports = [self._port] + ([self._tls_port] if self._tls is not None else [])
-            closed = [p for p in ports if not port_accepts(self.options.bind, p)]
+            closed = [f"{a}:{p}" for a in all_binds(self.options) for p in ports if not port_accepts(a, p)]
             if not closed:
                 return None
             self._kill_process(graceful=False)

@@ -38,7 +38,7 @@ from harness.broker import BROKER_KINDS, Broker, BrokerOptions, default_kind, op
 from harness.broker.credentials import DEFAULT_HUB, validate_hub
 from harness.cli import output_folder
 from harness.errors import ConfigError, InfrastructureError, UsageError
-from harness.lab import Board, Lab, load_lab
+from harness.lab import Lab, device_secret, load_lab
 from harness.state import ENV_LAB, default_lab_dir, resolve_state_dir
 from harness.telemetry.collector import Collector
 from harness.telemetry.streams import Received, brief_event
@@ -144,32 +144,6 @@ def settings(args: argparse.Namespace) -> Settings:
     return Settings(kind, options, lab)
 
 
-def board_secret(board: Board) -> str | None:
-    """The secret a board's ``identity.credentials`` names (None: make one for the run)."""
-    creds = board.identity.credentials
-    source = board.source or Path(f"{board.name}.yaml")
-    if creds.source == "file":
-        assert creds.path is not None
-        path = creds.path if creds.path.is_absolute() else source.parent / creds.path
-        try:
-            secret = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{source}: field identity.credentials.path: cannot read {path} ({exc})",
-                              fix="point it at a readable file holding the device's secret") from None
-        if not secret:
-            raise ConfigError(f"{source}: field identity.credentials.path: {path} is empty",
-                              fix="write the device's secret into it")
-        return secret
-    if creds.source == "env":
-        assert creds.variable is not None
-        secret = os.environ.get(creds.variable, "")
-        if not secret:
-            raise ConfigError(f"{source}: field identity.credentials.variable: ${creds.variable} is not set",
-                              fix=f"export {creds.variable}=<the device's secret>, or use source: generated")
-        return secret
-    return None
-
-
 def _ca_file(text: str) -> str:
     """An argument type: a CA file that exists and can be read (as PEM text, at most 1 MiB)."""
     try:
@@ -220,7 +194,7 @@ def run_broker(args: argparse.Namespace) -> int:
     broker = open_broker(chosen.kind, run_dir, chosen.options)
     if chosen.lab is not None and not args.no_lab_devices:
         for board in chosen.lab.boards.values():
-            broker.add_device(board.identity.device_id, password=board_secret(board))
+            broker.add_device(board.identity.device_id, password=device_secret(board))
     for device in args.device:
         broker.add_device(device)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}

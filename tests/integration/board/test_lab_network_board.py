@@ -15,6 +15,8 @@ import pytest
 import yaml
 
 from harness.board.state import BoardState
+from harness.broker import parse_mqtt_url
+from harness.broker.base import port_accepts
 from harness.emulation import netns
 from harness.emulation.process import OwnedProcess
 from harness.lab import load_lab
@@ -75,7 +77,10 @@ def test_traffic_at_a_lab_network_board_is_predicted_from_tcpdump(lab_network: t
                                                                    tmp_path: Path) -> None:
     folder, address = lab_network
     with RunSession(load_lab(folder), boards=["bench-board"], run_dir=tmp_path / "run") as session:
-        assert session.broker is not None and address.rsplit(".", 1)[0] in session.broker.url
+        assert session.broker is not None
+        port = parse_mqtt_url(session.broker.url)[1]
+        bind = address.rsplit(".", 1)[0] + ".1"
+        assert port_accepts(bind, port) and port_accepts("127.0.0.1", port)  # the lab's boards, and loopback
         board = session.board("bench-board")
         board.find_address()  # static, and it must answer there
         assert board.state is BoardState.ONLINE
