@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{seen[0]} security message(s) in {args.duration:g} s; archive {session.archive}",
                   file=sys.stderr, flush=True)
             problems = session.collector.problems()
+            session.collector.require_intact()  # a collector that lost its session or went deaf: exit 3
     finally:
         signal.signal(signal.SIGINT, previous)
     if problems:
