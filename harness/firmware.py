@@ -74,6 +74,8 @@ class Behaviour(StrictModel):
     pending_time_s: Seconds = 300
     services: ServicesPromise = ServicesPromise()
     known_defects: tuple[str, ...] = ()
+    os_info: str | None = Field(
+        default=None, description="what SystemInformation.os_info must say, e.g. 'Azure RTOS 6.3' (the linked ThreadX)")
     console_echo: str | None = Field(
         default=None, description="a console command that makes the board print {text} back on a line of its own")
 

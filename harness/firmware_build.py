@@ -242,6 +242,7 @@ def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: in
             services=ServicesPromise(tcp_echo=echo_port, udp_echo=echo_port, icmp=True),
             known_defects=defects,
             console_echo="echo {text}",
+            os_info=f"Azure RTOS {knobs.get('THREADX_VERSION', '6.3')}",
         ),
         identity=IdentityExpectation(provisioning=f"block at 0x{PROVISIONING_ADDRESS:08X}"),
         build=BuildInfo(build_id=build_id,

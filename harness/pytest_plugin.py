@@ -92,8 +92,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="with pytest-xdist: start the run's broker in the controller for every worker")
     group.addoption("--broker-kind", dest="hil_broker_kind", metavar="KIND", default=None,
                     help="broker kind for the run (default: the lab's, see boards/lab.yaml)")
-    group.addoption("--hil-board", dest="hil_board", metavar="NAME", default=None,
-                    help="the board hil_board gives when a test does not parametrize it")
+    group.addoption("--hil-board", dest="hil_board", metavar="NAME", action="append", default=None,
+                    help="the board hil_board gives when a test does not parametrize it (repeat it: suites that "
+                         "run on every board, such as the certification, run on each)")
     group.addoption("--hil-firmware", dest="hil_firmware", metavar="BUILD", default=None,
                     help="the build hil_board flashes when a test does not name one (default: the "
                          "board kind's own, e.g. the reference firmware for emulated boards)")
@@ -120,7 +121,8 @@ def _services(config: pytest.Config) -> RunServices:
 def _board_param(config: pytest.Config, param: object) -> tuple[str, str | None]:
     """(board, build) from a hil_board parameter: a name, (name, build) or {"board":, "build":}."""
     if param is None:
-        name = config.getoption("hil_board")
+        names = config.getoption("hil_board")
+        name = names[0] if names else None
         if name is None:
             lab = load_lab(config.getoption("hil_lab"))
             candidates = [n for n, b in sorted(lab.boards.items()) if default_build_for(b.kind) is not None]

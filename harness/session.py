@@ -245,6 +245,7 @@ class RunSession:
             board = Board(config, parts, run_dir=self.run_dir, state=self.state, log=self.log, lease=lease,
                           run_id=self.run_id)
             board.policy = self.policy
+            board.broker = self.broker
             if self.collector is not None:
                 board.telemetry = DeviceTelemetry(self.collector, config.identity.device_id)
             self.boards[name] = board

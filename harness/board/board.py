@@ -41,6 +41,7 @@ from harness.traffic.capture import Datagram, module_datagrams, read_pcap
 from harness.traffic.exchange import Target
 
 if TYPE_CHECKING:
+    from harness.broker import Broker
     from harness.lab import BoardConfig
     from harness.telemetry.device_view import DeviceTelemetry
 
@@ -88,10 +89,13 @@ class Board:
         self.provisioning: ProvisioningRecord | None = None
         self.telemetry: DeviceTelemetry | None = None
         self.policy: TargetPolicy = TargetPolicy()  # where traffic may go (the session's: loopback, its networks)
+        self.broker: Broker | None = None  # the session's broker the board connects to
         self.broken_reason: str | None = None
         self.flash_results: list[FlashResult] = []
         self._console: Console | None = None
         self._address: ipaddress.IPv4Address | None = None
+        self.boot_mark = 0  # the collector's mark just before the board's last (re)start
+        self.boot_time = 0.0  # and the harness's clock then
 
     @property
     def name(self) -> str:
@@ -199,6 +203,9 @@ class Board:
         the restart: the board may print its banner before the restart call returns)."""
         if self._console is not None:
             self._console.skip_to_end()
+        if self.telemetry is not None:
+            self.boot_mark = self.telemetry.collector.mark()
+        self.boot_time = time.time()
 
     def _after_restart(self) -> None:
         if self.state in (BoardState.BOOTED, BoardState.ONLINE):

@@ -71,4 +71,5 @@ class BoardParts:
     release: Callable[[], None] = lambda: None  # let a board the kind holds halted run (a console session)
     link_capture: Callable[[], Path | None] = lambda: None  # a pcap of the board's link, while it is written
     mac: str | None = None  # the board's MAC on its test network, where known
+    link: Callable[[bool], None] | None = None  # pull (False) or plug (True) its network cable, where the lab can
     details: dict[str, Any] = field(default_factory=dict)  # shown by health() and in the run log

@@ -61,6 +61,18 @@ class BrokerOptions:
 
 
 @dataclass(frozen=True)
+class Connect:
+    """One CONNECT the broker accepted: who, from where, how."""
+
+    time: str
+    address: str
+    client_id: str
+    username: str
+    clean_session: bool
+    keepalive: int
+
+
+@dataclass(frozen=True)
 class BrokerHealth:
     ok: bool
     detail: str
@@ -204,6 +216,10 @@ class Broker(ABC):
 
     @property
     def log_path(self) -> Path | None:
+        return None
+
+    def connections(self) -> list[Connect] | None:
+        """Every CONNECT the broker accepted so far, oldest first; None when this kind cannot say."""
         return None
 
     # -- common --------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ from harness.broker.base import (
     BROKER_KINDS,
     MAX_PACKET,
     BrokerOptions,
+    Connect,
     LocalBroker,
     all_binds,
     free_port,
@@ -46,9 +47,11 @@ from harness.broker.base import (
 from harness.broker.identity_file import write_identities
 from harness.broker.plugin_build import plugin_path
 from harness.broker.tls import make_run_pki
-from harness.errors import InfrastructureError
+from harness.errors import InfrastructureError, UsageError
 
 log = logging.getLogger(__name__)
+_CONNECTED = re.compile(r"^(?P<time>\S+): New client connected from (?P<address>\S+) as (?P<id>\S+) "
+                        r"\(p\d+, c(?P<clean>[01]), k(?P<keepalive>\d+)(?:, u'(?P<user>[^']*)')?\)", re.M)
 
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
@@ -268,6 +271,25 @@ class MosquittoBroker(LocalBroker):
     def _identities_changed(self) -> None:
         """Replace the identities file: the plugin reads it at the next CONNECT."""
         write_identities(self.identities_path, self.identities)
+
+    def freeze(self) -> None:
+        """Stop the broker process (SIGSTOP): its host's TCP still acknowledges, nothing is processed."""
+        if self._proc is None:
+            raise UsageError("freeze() on a mosquitto broker that is not running")
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self._proc is not None:
+            os.kill(self._proc.pid, signal.SIGCONT)
+
+    def connections(self) -> list[Connect]:
+        """From mosquitto's log: ``New client connected from A:P as ID (p2, c0, k240, u'USER').``"""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [Connect(m["time"], m["address"], m["id"], m["user"] or "", m["clean"] == "1", int(m["keepalive"]))
+                for m in _CONNECTED.finditer(text)]
 
     def wait_log(self, pattern: str, timeout: float, since: int = 0) -> str | None:
         """Wait for a mosquitto log line (regex) — for tests and diagnostics."""

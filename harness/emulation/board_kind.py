@@ -10,7 +10,9 @@ server hands the board.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -118,7 +120,17 @@ def qemu_board(config: BoardConfig, site: BoardSite) -> BoardParts:
                       address=address, reset_kind=config.reset.method, close=machine.stop,
                       release=lambda: machine.resume() if machine.status() != "running" else None,
                       link_capture=lambda: machine.pcaps[-1] if machine.pcaps else None, mac=attachment.mac,
-                      details={"machine": settings.machine, **where})
+                      link=lambda up: machine.link_up() if up else machine.link_down(),
+                      details={"machine": settings.machine, "qemu": _qemu_version(machine.qemu_binary), **where})
+
+
+@functools.cache
+def _qemu_version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.splitlines()[0] if out else "unknown"
 
 
 @DEFAULT_BUILDS.register("qemu")

@@ -317,7 +317,7 @@ class Collector:
         with self._lock:  # the condition's lock, without the Python-level Condition.__enter__
             self._seq = seq = self._seq + 1
             if not device:
-                item = Received(seq, record, received, topic, "", None, payload, False, dup=dup)
+                item = Received(seq, record, received, topic, "", None, payload, False, dup=dup, qos=qos, retain=retain)
                 self.unparsed.append(item)
                 watching = None
             else:
@@ -326,7 +326,7 @@ class Collector:
                     stream = self._streams[device] = DeviceStream(device)
                 new, dups = stream.take_new(message.events) if message is not None else ((), 0)
                 item = Received(seq, record, received, topic, device, module, payload, security,
-                                message, error, new, dups, dup)
+                                message, error, new, dups, dup, qos, retain)
                 stream.add(item)
                 watching = self._watches.get(device)
                 if watching:  # those that this message may satisfy, to run outside the lock
@@ -424,6 +424,13 @@ class Collector:
                 return []
             got = [a.event for a in s.events[s.event_index(since):]]
         return [e for e in got if kind is None or e.kind == kind]
+
+    def messages(self, device: str, *, since: int = 0) -> list[Received]:
+        """The device's security messages that arrived after mark ``since``, in arrival order
+        (redeliveries included: each as it came, with its QoS, DUP and retain flags)."""
+        with self._cond:
+            s = self._streams.get(device)
+            return [m for m in s.messages if m.seq > since] if s is not None else []
 
     def undecodable(self) -> list[Received]:
         with self._cond:

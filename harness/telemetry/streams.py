@@ -36,6 +36,8 @@ class Received:
     new_events: tuple[Event, ...] = ()
     duplicate_events: int = 0
     dup: bool = False
+    qos: int = 1
+    retain: bool = False
 
     def brief(self) -> str:
         stamp = _dt.datetime.fromtimestamp(self.received, _dt.UTC).strftime("%H:%M:%S.%f")[:-3]

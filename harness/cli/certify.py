@@ -1,0 +1,123 @@
+"""`hil certify`: certify a firmware build on one or more boards with the shipped certification
+suite; the reports (junit.xml, certificate.json, certificate.html, evidence) are what is handed over.
+
+With no arguments: board ``qemu-an385`` and the reference firmware (fast preset, built first).
+Exit 0 certified (known defects the manifest declares included, reported as such), 1 a clause
+failed (the firmware), 2 a usage or configuration error, 3 an infrastructure error (the harness
+or the lab: a broker, a machine, a probe, a network — never reported as the firmware's failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console as Terminal
+
+from harness.cli import output_folder
+from harness.cli._board import lab_for, resolve_build
+from harness.errors import ConfigError, UsageError
+from harness.report.certificate import JSON_NAME, read_certificate
+from harness.report.verdict import EXIT_CODES, Verdict, overall
+
+DEFAULT_BOARD = "qemu-an385"
+SUITE = Path(__file__).resolve().parents[1] / "suites" / "certification"
+COLOURS = {"passed": "green", "failed": "red", "infrastructure": "magenta", "known-defect": "yellow",
+           "not-applicable": "dim"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("certify", help="certify a firmware build on boards with the certification suite")
+    p.add_argument("--board", action="append", metavar="NAME",
+                   help=f"a board of the lab (repeatable; default {DEFAULT_BOARD})")
+    p.add_argument("--firmware", metavar="BUILD",
+                   help="a build folder (default for an emulated board: the reference firmware, fast preset)")
+    p.add_argument("--report-dir", metavar="DIR", type=output_folder("report folder"),
+                   help="where the reports and the run's evidence go (default: <state>/runs/<run id>)")
+    p.add_argument("--clause", action="append", metavar="C",
+                   help="only clauses whose id starts with C (repeatable), e.g. 3.2 or 1.topic")
+    p.add_argument("--last-failed", action="store_true",
+                   help="only the clauses that did not pass in the report folder's last certificate")
+    p.set_defaults(func=run)
+
+
+class _Live:
+    """The terminal's view of the run: each clause as it ends (board, clause, verdict, elapsed)."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        self.terminal = terminal
+        self.t0 = time.monotonic()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            verdict = "passed" if report.passed else ("not-applicable" if report.skipped else "failed")
+            name = report.nodeid.split("::")[-1]
+            self.terminal.print(f"[{COLOURS.get(verdict, 'white')}]{verdict:>14}[/] {name} "
+                                f"[dim]{report.duration:5.1f} s, {time.monotonic() - self.t0:5.0f} s in[/]")
+
+    def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
+        self.terminal.print(f"[dim]{'running':>14} {nodeid.split('::')[-1]}[/]", end="\r")
+
+
+def _last_failed(folder: Path) -> list[str]:
+    if not (folder / JSON_NAME).exists():
+        raise UsageError(f"--last-failed: no certificate in {folder}", fix="give the report folder of an earlier run")
+    try:
+        data = read_certificate(folder)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{folder / JSON_NAME}: cannot read the last certificate ({exc})") from None
+    settled = ("passed", "not-applicable")
+    return sorted({c["clause"] for c in data.get("clauses", []) if c.get("verdict") not in settled})
+
+
+def run(args: argparse.Namespace) -> int:
+    boards = args.board or [DEFAULT_BOARD]
+    lab = lab_for(args, *boards)
+    build = resolve_build(args.firmware, lab.board(boards[0]), "--firmware BUILD")
+    for name in boards[1:]:
+        resolve_build(str(build.folder), lab.board(name), "--firmware BUILD")
+    report = Path(args.report_dir).resolve() if args.report_dir else lab.state.new_run_dir()
+    report.mkdir(parents=True, exist_ok=True)
+    clauses = list(args.clause or [])
+    if args.last_failed:
+        clauses += _last_failed(report)
+        if not clauses:
+            print(f"nothing to run again: every clause of the last certificate in {report} passed", file=sys.stderr)
+            return 0
+        for name in (JSON_NAME, "junit.xml", "certificate.html"):  # the new run's reports replace them
+            (report / name).unlink(missing_ok=True)
+    terminal = Terminal(stderr=True)
+    terminal.print(f"certifying {build.manifest.name} {build.manifest.version} on {', '.join(boards)}; "
+                   f"reports in {report}")
+    argv = [str(SUITE), "-p", "harness.report.plugin", "--hil-certificate", str(report), "--report-dir",
+            str(report), "--lab", str(lab.root), "--hil-firmware", str(build.folder), "-p", "no:cacheprovider",
+            "--rootdir", str(SUITE), "-c", os.devnull, "-q", "--no-header", "-p", "no:randomly",
+            "--import-mode=importlib", "-o", "console_output_style=classic", "--tb=no", "-rN",
+            *(f"--hil-board={b}" for b in boards), *(f"--hil-clause={c}" for c in clauses)]
+    code = pytest.main(argv, plugins=[_Live(terminal)])
+    return _outcome(report, int(code), terminal)
+
+
+def _outcome(report: Path, code: int, terminal: Terminal) -> int:
+    try:
+        data: dict[str, Any] = json.loads((report / JSON_NAME).read_text())
+    except (OSError, ValueError):
+        terminal.print(f"[magenta]no certificate was written (pytest exit {code})[/]")
+        return 3 if code not in (pytest.ExitCode.USAGE_ERROR,) else 2
+    verdicts = [Verdict(c["verdict"]) for c in data.get("clauses", [])]
+    if not verdicts:
+        terminal.print("[magenta]no clause ran[/]")
+        return 3
+    from harness.report.verdict import ClauseResult
+
+    result = overall([ClauseResult.from_json(c) for c in data["clauses"]])
+    counts = ", ".join(f"{v.value} {verdicts.count(v)}" for v in Verdict if verdicts.count(v))
+    terminal.print(f"[{COLOURS[result.value]}]{result.value}[/]: {counts}; {report / 'certificate.html'}")
+    return EXIT_CODES[result]

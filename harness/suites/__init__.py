@@ -1,0 +1,1 @@
+"""Test suites shipped with the harness (run by ``hil`` commands through pytest)."""

@@ -1,0 +1,93 @@
+"""Spec 1, transport: what every security message looks like on its way to the hub."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from harness.board.board import Board
+from harness.firmware import FirmwareManifest
+from harness.report.plugin import ClauseRecord
+from harness.suites.certification.observe import observe
+from harness.telemetry.topic import UserNameError, parse_topic, parse_username
+from harness.traffic.capture import read_pcap
+
+IFID = "urn:azureiot:Security:SecurityAgent:1"
+
+
+@pytest.mark.clause("1.topic", "topic and property bag: mti and $.ifid, nothing else")
+def test_topic_and_property_bag(hil_board: Board, manifest: FirmwareManifest, clause: ClauseRecord) -> None:
+    seen = observe(hil_board)
+    assert seen.messages, "no security message arrived"
+    wrong = []
+    for m in seen.messages:
+        topic = parse_topic(m.topic)
+        expected = {"mti": manifest.security_module.mti, "$.ifid": IFID}
+        if topic.device_id != hil_board.device_id or dict(topic.properties) != expected:
+            wrong.append(f"{m.topic!r} (properties {dict(topic.properties)})")
+    clause.write("topics.txt", "\n".join(sorted({m.topic for m in seen.messages})))
+    assert not wrong, f"{len(wrong)} of {len(seen.messages)} messages on a wrong topic: {wrong[:3]}"
+
+
+@pytest.mark.clause("1.qos", "QoS 1, retain 0")
+def test_qos_1_and_no_retain(hil_board: Board) -> None:
+    seen = observe(hil_board)
+    wrong = [(m.seq, m.qos, m.retain) for m in seen.messages if m.qos != 1 or m.retain]
+    assert not wrong, f"messages (collector seq, qos, retain) that are not QoS 1 without retain: {wrong[:5]}"
+
+
+@pytest.mark.clause("1.framing", "PUBLISH framed as NetX frames it: 0x32 and a 4-byte Remaining Length")
+def test_netx_framing_on_the_wire(hil_board: Board, clause: ClauseRecord) -> None:
+    observe(hil_board)
+    pcap = hil_board.parts.link_capture()
+    if pcap is None:
+        clause.not_applicable("the board's link is not captured (no capture of its network)")
+    clause.evidence("capture", pcap)
+    publishes = []
+    for _, frame in read_pcap(pcap):
+        data = _tcp_payload_from(frame, str(hil_board.address))
+        if data is not None and data[:1] in (b"\x32", b"\x3a") and b"mti=" in data[:200]:
+            publishes.append(data)
+    assert publishes, f"no security PUBLISH from the board in {pcap}"
+    for data in publishes:
+        assert all(b & 0x80 for b in data[1:4]) and not data[4] & 0x80, (
+            f"Remaining Length {data[1:5].hex()} is not NetX's 4-byte form")
+
+
+def _tcp_payload_from(frame: bytes, source: str) -> bytes | None:
+    if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+        return None
+    ip = frame[14:]
+    if ".".join(str(b) for b in ip[12:16]) != source:
+        return None
+    ihl = (ip[0] & 0x0F) * 4
+    total = struct.unpack_from("!H", ip, 2)[0]
+    tcp = ip[ihl:total]
+    return bytes(tcp[(tcp[12] >> 4) * 4:]) if len(tcp) >= 20 else None
+
+
+@pytest.mark.clause("1.identity", "client id = device id, hub user name, no clean session; module id and version")
+def test_identity_and_module(hil_board: Board, manifest: FirmwareManifest, clause: ClauseRecord) -> None:
+    seen = observe(hil_board)
+    for m in seen.messages:
+        assert m.message is not None, f"message {m.seq} did not decode: {m.error}"
+        assert m.message.security_module_id == manifest.security_module.id, (
+            f"security_module_id {m.message.security_module_id!r}, the manifest says {manifest.security_module.id!r}")
+        version = str(m.message.security_module_version)
+        assert version == manifest.security_module.version, (
+            f"security_module_version {version}, the manifest says {manifest.security_module.version}")
+    connects = hil_board.broker.connections() if hil_board.broker is not None else None
+    if connects is None:
+        clause.not_applicable("this broker kind does not report the CONNECTs it accepted")
+    mine = [c for c in connects if c.client_id == hil_board.device_id]
+    clause.write("connects.json", [c.__dict__ for c in mine])
+    assert mine, f"no connection with client id {hil_board.device_id!r}"
+    for c in mine:
+        try:
+            user = parse_username(c.username)
+        except UserNameError as exc:
+            raise AssertionError(f"user name {c.username!r} is not an IoT Hub user name: {exc}") from None
+        assert user.device_id == hil_board.device_id and user.module_id is None
+        assert "api-version" in user.params, f"user name {c.username!r} has no api-version"
+        assert not c.clean_session, "the device connected with a clean session (stock images keep theirs)"
