@@ -260,6 +260,11 @@ class Flasher:
             self._worker.stop()
             self._worker = None
 
+    def __del__(self) -> None:  # a Flasher dropped without close() leaves no worker behind
+        worker = getattr(self, "_worker", None)
+        if worker is not None and worker.proc.poll() is None:
+            worker.kill()
+
     def __enter__(self) -> Flasher:
         return self
 

@@ -269,7 +269,9 @@ class Board:
         build = build or self.build
         if build is None:
             raise UsageError(f"board {self.name}: bring-up needs a firmware build")
-        if build is not self.build and self.state >= BoardState.FLASHED:
+        same = self.build is not None and (build.folder, build.manifest.sha256) == (
+            self.build.folder, self.build.manifest.sha256)
+        if not same and self.state >= BoardState.FLASHED:
             self.state = BoardState.OFF  # another build: start over
         try:
             if self.state < BoardState.FLASHED <= to:

@@ -13,6 +13,8 @@ from harness import traffic
 from harness.console import Console
 from harness.emulation.network import Attachment
 from harness.emulation.qemu import Machine
+from harness.emulation.tap_network import SUPERNET
+from harness.netpolicy import TargetPolicy
 from harness.state import StateDir, resolve_state_dir
 
 REPO = Path(__file__).resolve().parents[3]
@@ -76,7 +78,9 @@ def machines(run_dir: Path, state: StateDir) -> Iterator[MachineFactory]:
 @pytest.fixture
 def ping() -> Callable[..., bool]:
     """``ping(address, timeout=1.0) -> bool``: one ICMP echo from the harness side."""
-    return lambda address, timeout=1.0: traffic.ping(str(address), timeout=timeout, size=16).replies == 1
+    policy = TargetPolicy()
+    policy.allow_created("emulated networks", SUPERNET)  # the networks these tests make themselves
+    return lambda address, timeout=1.0: traffic.ping(str(address), timeout=timeout, size=16, policy=policy).replies == 1
 
 
 @pytest.fixture
