@@ -112,6 +112,10 @@ def _outcome(report: Path, code: int, terminal: Terminal) -> int:
         terminal.print(f"[magenta]no certificate was written (pytest exit {code})[/]")
         return 3 if code not in (pytest.ExitCode.USAGE_ERROR,) else 2
     verdicts = [Verdict(c["verdict"]) for c in data.get("clauses", [])]
+    if not data.get("complete"):
+        terminal.print(f"[magenta]interrupted[/]: the certificate covers the {len(verdicts)} clause(s) that finished; "
+                       f"{report / 'certificate.html'}")
+        return 130
     if not verdicts:
         terminal.print("[magenta]no clause ran[/]")
         return 3

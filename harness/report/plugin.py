@@ -203,7 +203,9 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:120]
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The run ended: complete when every selected test ran (passed or not), not when it was
+    interrupted (Ctrl-C, SIGTERM) or stopped on an internal error."""
     cert = session.config.stash.get(CERTIFICATE_KEY, None)
     if cert is not None:
-        cert.finish()
+        cert.finish(complete=exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED))

@@ -1,0 +1,194 @@
+"""`hil certify` as a user runs it: the reference firmware certified on an emulated board with
+reports that agree with each other (the HTML checked in headless Chromium), builds made wrong on
+purpose failing exactly their clause, and a run killed halfway leaving valid reports and nothing
+running."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.firmware_build import build_reference
+
+REPO = Path(__file__).resolve().parents[2]
+NEEDS = ("root", "qemu", "arm-gcc", "mosquitto", "dnsmasq", "chrony", "ip")
+pytestmark = [pytest.mark.needs(*NEEDS)]
+
+
+def certify(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess[str], Path]:
+    report = tmp_path / "report"
+    env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
+    result = subprocess.run([sys.executable, "-m", "harness", "certify", "--report-dir", str(report), *args],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return result, report
+
+
+def verdicts(report: Path) -> dict[str, str]:
+    data = json.loads((report / "certificate.json").read_text())
+    out: dict[str, str] = {}
+    for c in data["clauses"]:  # a clause run twice (parametrized) keeps its worst verdict
+        out[c["clause"]] = c["verdict"] if out.get(c["clause"], "passed") == "passed" else out[c["clause"]]
+    return out
+
+
+def junit_cases(report: Path) -> dict[str, str]:
+    out = {}
+    for case in ET.parse(report / "junit.xml").getroot().iter("testcase"):
+        kind = "passed"
+        for child, name in (("failure", "failed"), ("error", "infrastructure")):
+            if case.find(child) is not None:
+                kind = name
+        skipped = case.find("skipped")
+        if skipped is not None:
+            kind = "known-defect" if "known-defect" in (skipped.get("message") or "") else "not-applicable"
+        out[f"{case.get('name')}|{case.get('file')}"] = kind
+    return out
+
+
+@pytest.fixture(scope="module")
+def certified(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    return certify(tmp_path_factory.mktemp("certify"))
+
+
+@pytest.mark.timeout(900)
+def test_the_reference_firmware_is_certified_with_its_reports(certified: tuple[subprocess.CompletedProcess[str],
+                                                                                Path]) -> None:
+    result, report = certified
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads((report / "certificate.json").read_text())
+    assert data["complete"] and data["verdict"] == "passed"
+    clauses = {c["clause"] for c in data["clauses"]}
+    for family in ("1.topic", "1.qos", "1.framing", "1.identity", "2.order", "2.ids", "2.time", "3.1.cadence",
+                   "3.2.tcp", "3.2.udp", "3.2.icmp", "3.2.cap", "3.3.closed", "3.3.frozen", "3.3.link-cut",
+                   "3.3.suspended", "security.impersonation"):
+        assert family in clauses, f"clause {family} missing from the certificate"
+    prov = data["provenance"]["qemu-an385"]
+    assert prov["firmware_read_back"] == "verified" and re.fullmatch(r"[0-9a-f]{64}", prov["firmware_sha256"])
+    assert prov["pyocd"] and prov["qemu"].startswith("QEMU") and prov["broker"].startswith("mosquitto")
+    assert len(junit_cases(report)) == len(data["clauses"])
+    assert all(k == "passed" for k in junit_cases(report).values())
+
+
+@pytest.mark.timeout(300)
+def test_the_html_certificate_agrees_with_junit_in_a_browser(certified: tuple[subprocess.CompletedProcess[str],
+                                                                                Path], tmp_path: Path) -> None:
+    _, report = certified
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.fail("chromium is not installed (.ci/apt-packages.txt installs it)") if os.environ.get(
+            "HIL_STRICT") == "1" else pytest.skip("needs Debian's chromium")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    page = (report / "certificate.html").as_uri()
+    dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+    shot = report / "certificate.png"
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1400,2400", page],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 1000, "no screenshot of the certificate"
+    rows = re.findall(r'<tr data-board="([^"]+)" data-clause="([^"]+)" data-verdict="([^"]+)"', dom)
+    data = json.loads((report / "certificate.json").read_text())
+    assert len(rows) == len(data["clauses"]) == len(junit_cases(report)), "the browser's table is not whole"
+    in_junit = sorted(junit_cases(report).values())
+    assert sorted(v for _, _, v in rows) == in_junit
+    assert re.search(r'id="verdict" data-verdict="passed"', dom)
+
+
+WRONG = {
+    # name: (knobs, manifest changes, clauses run, the clause that must fail)
+    "a knob the manifest misstates": ({}, {"behaviour": {"intervals_s": {"low": 60}}}, ["3.1.cadence"],
+                                      "3.1.cadence"),
+    "heartbeat left out": ({"ASC_FAULT_NO_HEARTBEAT": 1}, {}, ["3.1.cadence"], "3.1.cadence"),
+    "bytes counted with the IP header": ({"ASC_FAULT_BYTES_WITH_IP_HEADER": 1}, {}, ["3.2.icmp"], "3.2.icmp"),
+    "the suspension leak, undeclared": ({"UPSTREAM_SUSPEND_LEAK": 1}, {"behaviour": {"known_defects": []}},
+                                        ["3.3.suspended"], "3.3.suspended"),
+}
+
+
+def wrong_build(folder: Path, knobs: dict[str, object], changes: dict[str, dict[str, object]]) -> Path:
+    out = build_reference("mps2-an385", knobs, "fast", folder)
+    manifest = yaml.safe_load((out / "manifest.yaml").read_text())
+    for section, values in changes.items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                manifest[section][key].update(value)
+            else:
+                manifest[section][key] = value
+    (out / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    return out
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("case", sorted(WRONG))
+def test_a_build_made_wrong_on_purpose_fails_its_clause(case: str, tmp_path: Path) -> None:
+    knobs, changes, clauses, failing = WRONG[case]
+    build = wrong_build(tmp_path / "build", knobs, changes)
+    args = ["--firmware", str(build), *(f"--clause={c}" for c in [*clauses, "1."])]
+    result, report = certify(tmp_path, *args)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    seen = verdicts(report)
+    assert seen[failing] == "failed", seen
+    assert all(v == "passed" for c, v in seen.items() if c.startswith("1.")), seen  # transport and identity hold
+
+
+@pytest.mark.timeout(600)
+def test_a_declared_defect_is_reported_as_known_not_hidden(tmp_path: Path) -> None:
+    build = wrong_build(tmp_path / "build", {"UPSTREAM_SUSPEND_LEAK": 1}, {})
+    assert "suspend-leak" in yaml.safe_load((build / "manifest.yaml").read_text())["behaviour"]["known_defects"]
+    result, report = certify(tmp_path, "--firmware", str(build), "--clause=3.3.suspended")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert verdicts(report)["3.3.suspended"] == "known-defect"
+    assert "known-defect" in (report / "certificate.html").read_text()
+
+
+def our_processes(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd:
+                found.append(f"{entry.name}: {cmd[:160]}")
+    return found
+
+
+@pytest.mark.timeout(600)
+def test_killed_halfway_it_leaves_valid_reports_and_nothing_running(tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
+    namespaces_before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "certify", "--report-dir", str(report)], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            path = report / "certificate.json"
+            done = json.loads(path.read_text())["clauses"] if path.exists() else []
+            if len(done) >= 3:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, "certify ended or stalled before 3 clauses"
+            time.sleep(0.5)  # the certificate is rewritten as clauses end: no event to wait on here
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    data = json.loads((report / "certificate.json").read_text())
+    assert not data["complete"] and len(data["clauses"]) >= 3
+    assert len(junit_cases(report)) == len(data["clauses"])  # a valid JUnit file of what finished
+    assert not our_processes(str(tmp_path)), "processes of the killed run still alive"
+    leftover = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+    assert not {n for n in leftover - namespaces_before if n.startswith("hil-")}, "namespaces left behind"
