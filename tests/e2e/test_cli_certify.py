@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from harness.firmware_build import build_reference
+from tests.processes import processes_mentioning
 
 REPO = Path(__file__).resolve().parents[2]
 NEEDS = ("root", "qemu", "arm-gcc", "mosquitto", "dnsmasq", "chrony", "ip")
@@ -152,19 +153,6 @@ def test_a_declared_defect_is_reported_as_known_not_hidden(tmp_path: Path) -> No
     assert "known-defect" in (report / "certificate.html").read_text()
 
 
-def our_processes(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmd:
-                found.append(f"{entry.name}: {cmd[:160]}")
-    return found
-
-
 @pytest.mark.timeout(600)
 def test_killed_halfway_it_leaves_valid_reports_and_nothing_running(tmp_path: Path) -> None:
     report = tmp_path / "report"
@@ -189,6 +177,6 @@ def test_killed_halfway_it_leaves_valid_reports_and_nothing_running(tmp_path: Pa
     data = json.loads((report / "certificate.json").read_text())
     assert not data["complete"] and len(data["clauses"]) >= 3
     assert len(junit_cases(report)) == len(data["clauses"])  # a valid JUnit file of what finished
-    assert not our_processes(str(tmp_path)), "processes of the killed run still alive"
+    assert not processes_mentioning(str(tmp_path)), "processes of the killed run still alive"
     leftover = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
     assert not {n for n in leftover - namespaces_before if n.startswith("hil-")}, "namespaces left behind"

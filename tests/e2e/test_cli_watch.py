@@ -18,23 +18,10 @@ import pytest
 
 from harness.firmware_build import build_reference
 from harness.telemetry.archive import read_archive
+from tests.processes import processes_mentioning
 
 REPO = Path(__file__).resolve().parents[2]
 NEEDS = ("root", "qemu", "arm-gcc", "mosquitto", "dnsmasq", "chrony", "ip")
-
-
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(f"{entry.name}: {cmdline[:120]}")
-    return found
 
 
 @pytest.mark.needs(*NEEDS)
