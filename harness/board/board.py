@@ -94,6 +94,7 @@ class Board:
         self.flash_results: list[FlashResult] = []
         self._console: Console | None = None
         self._address: ipaddress.IPv4Address | None = None
+        self._restart_due = True  # not restarted since it was written to (or since we met it): reset before booting
         self.boot_mark = 0  # the collector's mark just before the board's last (re)start
         self.boot_time = 0.0  # and the harness's clock then
 
@@ -143,6 +144,7 @@ class Board:
         self.flash_results.append(result)
         self.build = build
         self.state = BoardState.FLASHED
+        self._restart_due = self._restart_due or not result.skipped
         return result
 
     def _holds(self, path: Path, fmt: str, base: int | None) -> bool:
@@ -179,6 +181,7 @@ class Board:
             result = self.ladder.run(self, lambda opts: self.parts.probe.program(block, "bin", address, options=opts),
                                      what=what)
         self.flash_results.append(result)
+        self._restart_due = True
         return result
 
     def reset(self) -> None:
@@ -208,6 +211,7 @@ class Board:
         self.boot_time = time.time()
 
     def _after_restart(self) -> None:
+        self._restart_due = False
         if self.state in (BoardState.BOOTED, BoardState.ONLINE):
             self.state = BoardState.FLASHED
 
@@ -278,8 +282,9 @@ class Board:
                 self.flash(build, force=force_flash)
                 if provisioning is not None:
                     self.provision(provisioning)
-                self.reset()
             if self.state < BoardState.BOOTED <= to:
+                if self._restart_due:  # a programmed core stays halted until it is reset
+                    self.reset()
                 self._boot(boot_timeout)
             if self.state < BoardState.ONLINE <= to:
                 self.find_address()

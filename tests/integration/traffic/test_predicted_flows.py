@@ -19,7 +19,7 @@ from harness.lab import load_lab
 from harness.netpolicy import TargetPolicy
 from harness.session import RunSession
 from harness.telemetry.model import NetworkActivity, Protocol
-from harness.traffic import Target, flow_burst, icmp_echo, syn_scan, tcp_session, udp_exchange
+from harness.traffic import Target, flow_burst, icmp_echo, syn_scan, tcp_session, udp_exchange, udp_scan
 from harness.traffic.capture import Datagram
 from harness.traffic.windows import describe_difference, reduce_windows, same_records
 
@@ -122,8 +122,11 @@ def test_syn_scan_and_a_burst_past_the_cap(board: Board) -> None:
     target = board.traffic_target()
     board.telemetry.next_window(within=30)
     scan = syn_scan(target, range(1000, 1100), rate=500)
+    udp = udp_scan(target, range(2000, 2010), rate=200)
     burst = flow_burst(target, 80, rate=500)
-    windows_after(board, [scan, burst])
+    windows_after(board, [scan, udp, burst])
+    unreachable = [d for d in udp.datagrams() if d.outbound and d.protocol.name == "ICMP"]
+    assert len(unreachable) == 10, "each closed UDP port answers with an ICMP port unreachable"
     cap = board.build.manifest.behaviour.flow_cap
     assert assert_windows_as_predicted(board, target, cap, 0) >= 1
     reported = [e for e in board.telemetry.events() if isinstance(e.payload, NetworkActivity)]

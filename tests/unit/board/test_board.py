@@ -208,3 +208,19 @@ def test_a_damaged_quarantine_record_still_quarantines(tmp_path: Path) -> None:
     (state.quarantine / "b.json").write_text("{not json")
     q = quarantined(state, "b")
     assert q is not None and "unreadable" in q.reason
+
+
+def test_a_board_programmed_again_is_reset_before_its_boot_is_awaited(tmp_path: Path) -> None:
+    """Programming leaves the core halted: bring-up from FLASHED must reset it (it once waited for a
+    boot marker that a halted board never prints), and a restart already done is not repeated."""
+    probe = FakeProbe()
+    board, power = make_board(tmp_path, probe, boots=3)
+    build = make_build(tmp_path)
+    board.bring_up(BoardState.ONLINE, build=build)
+    board.flash(build, force=True)
+    assert board.state is BoardState.FLASHED
+    board.bring_up(BoardState.ONLINE)
+    assert [c for c, _ in probe.calls].count("reset") == 2
+    board.power_cycle()
+    board.bring_up(BoardState.ONLINE)
+    assert [c for c, _ in probe.calls].count("reset") == 2 and power.cycles == 1
