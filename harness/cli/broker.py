@@ -204,7 +204,8 @@ def run_broker(args: argparse.Namespace) -> int:
             collector.on_received(lambda item: emit(_line(item, args.json)))
             with collector:
                 emit(_banner(broker, archive, chosen.lab, args.json))
-                stop.wait()
+                while not stop.wait(0.5):  # short waits: the signal handler runs between them at once
+                    pass
                 health = broker.health()  # before stopping it: did it stay up?
     finally:
         for s, handler in previous.items():
