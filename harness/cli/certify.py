@@ -48,22 +48,36 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 class _Live:
-    """The terminal's view of the run: each clause as it ends (board, clause, verdict, elapsed)."""
+    """The terminal's view of the run: a status line (board, clause, time in it, time in the run)
+    while a clause runs, then its verdict."""
 
     def __init__(self, terminal: Terminal) -> None:
         self.terminal = terminal
         self.t0 = time.monotonic()
+        self.status = terminal.status("starting", spinner="dots")
+        self.current = ""
+        self.started = time.monotonic()
+
+    def pytest_sessionstart(self) -> None:
+        self.status.start()
+
+    def pytest_sessionfinish(self) -> None:
+        self.status.stop()
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:  # the suite itself could not be loaded: say why (no terminal plugin runs)
+            self.terminal.print(f"[magenta]cannot collect {report.nodeid}[/]\n{report.longreprtext}")
+
+    def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
+        self.current, self.started = nodeid.split("::")[-1], time.monotonic()
+        self.status.update(f"{self.current} [dim](run {time.monotonic() - self.t0:.0f} s)[/]")
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             verdict = "passed" if report.passed else ("not-applicable" if report.skipped else "failed")
-            name = report.nodeid.split("::")[-1]
-            self.terminal.print(f"[{COLOURS.get(verdict, 'white')}]{verdict:>14}[/] {name} "
+            self.terminal.print(f"[{COLOURS.get(verdict, 'white')}]{verdict:>14}[/] {report.nodeid.split('::')[-1]} "
                                 f"[dim]{report.duration:5.1f} s, {time.monotonic() - self.t0:5.0f} s in[/]")
-
-    def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
-        self.terminal.print(f"[dim]{'running':>14} {nodeid.split('::')[-1]}[/]", end="\r")
 
 
 def _last_failed(folder: Path) -> list[str]:
@@ -98,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
                    f"reports in {report}")
     argv = [str(SUITE), "-p", "harness.report.plugin", "--hil-certificate", str(report), "--report-dir",
             str(report), "--lab", str(lab.root), "--hil-firmware", str(build.folder), "-p", "no:cacheprovider",
-            "--rootdir", str(SUITE), "-c", os.devnull, "-q", "--no-header", "-p", "no:randomly",
-            "--import-mode=importlib", "-o", "console_output_style=classic", "--tb=no", "-rN",
+            "--rootdir", str(SUITE), "-c", os.devnull, "-p", "no:terminal", "-p", "no:randomly",
+            "--import-mode=importlib",
             *(f"--hil-board={b}" for b in boards), *(f"--hil-clause={c}" for c in clauses)]
     code = pytest.main(argv, plugins=[_Live(terminal)])
     return _outcome(report, int(code), terminal)

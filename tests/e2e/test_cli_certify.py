@@ -180,3 +180,16 @@ def test_killed_halfway_it_leaves_valid_reports_and_nothing_running(tmp_path: Pa
     assert not processes_mentioning(str(tmp_path)), "processes of the killed run still alive"
     leftover = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
     assert not {n for n in leftover - namespaces_before if n.startswith("hil-")}, "namespaces left behind"
+
+
+@pytest.mark.timeout(600)
+def test_last_failed_runs_again_only_what_did_not_pass(tmp_path: Path) -> None:
+    """A build without Heartbeat fails its cadence clause; the fixed build, run with --last-failed in
+    the same report folder, runs that clause alone, and it passes."""
+    broken = wrong_build(tmp_path / "broken", {"ASC_FAULT_NO_HEARTBEAT": 1}, {})
+    first, report = certify(tmp_path, "--firmware", str(broken), "--clause=3.1.cadence", "--clause=2.order")
+    assert first.returncode == 1 and verdicts(report)["3.1.cadence"] == "failed"
+    fixed = wrong_build(tmp_path / "fixed", {}, {})
+    again, report = certify(tmp_path, "--firmware", str(fixed), "--last-failed")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert verdicts(report) == {"3.1.cadence": "passed"}  # 2.order passed before: not run again
