@@ -72,3 +72,38 @@ def describe_difference(missing: Sequence[Flow], unexpected: Sequence[Flow]) -> 
     lines = [f"  predicted, not reported: {describe_flow(f)}" for f in missing]
     lines += [f"  reported, not predicted: {describe_flow(f)}" for f in unexpected]
     return "\n".join(lines)
+
+
+#: Seconds around a window's end where the wire's order and the module's may differ: a busy board
+#: counts a datagram before its collection that crosses the wire after its PUBLISH, or the reverse.
+NEAR = 0.25
+
+
+def judge_window(flows: Sequence[Flow], windows: Sequence[Window], datagrams: Sequence[Datagram],
+                 near: float = NEAR) -> str | None:
+    """None when the reported ``flows`` are a predicted window exactly, or differ from the closest one
+    only in records that had datagrams within ``near`` s of its ends (and then no record the capture
+    does not hold and no bytes beyond it); else the difference, described."""
+    closed = [w for w in windows if w.end is not None]
+    if any(not any(same_records(w.flows(), flows)) for w in closed):
+        return None
+    if not closed:
+        return "the capture holds no window end (no security PUBLISH)"
+    keys = {f.key for f in flows}
+
+    def distance(w: Window) -> tuple[int, int]:  # most keys shared first, then fewest records apart
+        return (-len(keys & set(w.records)), sum(map(len, same_records(w.flows(), flows))))
+
+    window = min(closed, key=distance)
+    start, end = window.start or 0.0, window.end or 0.0
+    borderline = {d.key for d in datagrams if abs(d.time - start) < near or abs(d.time - end) < near}
+    totals: dict[Key, list[int]] = {}
+    for d in datagrams:
+        totals.setdefault(d.key, [0, 0])[1 if d.outbound else 0] += d.nbytes
+    missing, unexpected = same_records(window.flows(), flows)
+    bad_unexpected = [f for f in unexpected if f.key not in totals or f.bytes_in > totals[f.key][0]
+                      or f.bytes_out > totals[f.key][1] or f.key not in borderline]
+    bad_missing = [f for f in missing if f.key not in borderline]
+    if bad_unexpected or bad_missing:
+        return describe_difference(bad_missing, bad_unexpected)
+    return None

@@ -12,7 +12,7 @@ from harness.report.plugin import ClauseRecord
 from harness.telemetry.model import NetworkActivity
 from harness.traffic import flow_burst, icmp_echo, tcp_session, udp_exchange
 from harness.traffic.exchange import Exchange
-from harness.traffic.windows import describe_difference, reduce_windows, same_records
+from harness.traffic.windows import judge_window, reduce_windows
 
 WINDOWS = 2  # collection windows a check may take after the traffic (at the high interval)
 
@@ -79,42 +79,11 @@ def test_flow_cap(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord) 
         assert largest == cap, f"{cap + 20} new flows in one window, but at most {largest} records reported"
         return
     datagrams = target.capture()
-    _judge_windows(reported, datagrams, cap, clause)
+    windows = reduce_windows(datagrams, cap)
+    for event in reported:
+        difference = judge_window(event.payload.flows, windows, datagrams)
+        assert difference is None, f"the window reported at {event.time} is not what the capture predicts:\n" + \
+            difference
     assert reported, (f"no NetworkActivity reported for the windows of a burst of {cap + 20} new flows (a message "
                       "that does not fit the module's page is dropped: is the cap larger than the manifest says?)")
     assert largest == cap and burst.keys, f"the burst of {cap + 20} flows filled no window to the cap ({largest})"
-
-
-NEAR = 0.25  # seconds around a window's end where the wire's order and the module's may differ
-
-
-def _judge_windows(reported: list, datagrams: list, cap: int, clause: ClauseRecord) -> None:  # type: ignore[type-arg]
-    """Every reported window against the capture: an exact match, or, where datagrams crossed the
-    wire within NEAR of the window's end (a busy board counts a reply before its collection that
-    leaves after its PUBLISH), no record the capture does not hold, no bytes beyond it, and every
-    record of the predicted window whose datagrams were all far from its ends, byte for byte."""
-    windows = [w for w in reduce_windows(datagrams, cap) if w.end is not None]
-    notes = []
-    for event in reported:
-        flows = event.payload.flows
-        exact = [w for w in windows if not any(same_records(w.flows(), flows))]
-        if exact:
-            continue
-        window = min(windows, key=lambda w: sum(map(len, same_records(w.flows(), flows))))
-        start, end = window.start or 0.0, window.end or 0.0
-        near = {d.key for d in datagrams if abs(d.time - start) < NEAR or abs(d.time - end) < NEAR}
-        totals: dict[tuple[object, ...], list[int]] = {}
-        for d in datagrams:
-            totals.setdefault(d.key, [0, 0])[1 if d.outbound else 0] += d.nbytes
-        missing, unexpected = same_records(window.flows(), flows)
-        wrong = [f for f in unexpected if f.key not in totals or f.bytes_in > totals[f.key][0]
-                 or f.bytes_out > totals[f.key][1] or f.key not in near]
-        wrong += [f for f in missing if f.key not in near]
-        if wrong:
-            raise AssertionError(f"the window reported at {event.time} is not what the capture predicts:\n"
-                                 + describe_difference([f for f in missing if f in wrong],
-                                                       [f for f in unexpected if f in wrong]))
-        notes.append(f"window at {event.time}: {len(missing) + len(unexpected)} record(s) differ only by "
-                     f"datagrams within {NEAR} s of its ends")
-    if notes:
-        clause.write("boundary-notes.txt", "\n".join(notes))

@@ -86,3 +86,22 @@ def test_windows_end_at_each_security_publish_and_the_pool_cap_stops_all_countin
     # third new flow and a later datagram of a flow already recorded are both left uncounted
     assert set(second) == {1883, 7000, 7001} and windows[1].dropped == 2
     assert second[7000] == (9, 0)
+
+
+def test_a_window_differing_only_at_its_ends_is_judged_by_the_capture_not_failed() -> None:
+    from harness.telemetry.model import Flow
+    from harness.traffic.windows import judge_window
+
+    request = inn(IP(src=HOST, dst=BOARD) / UDP(sport=7000, dport=7) / Raw(b"q"), 2.99)
+    reply = out(IP(src=BOARD, dst=HOST) / UDP(sport=7, dport=7000) / Raw(b"q"), 3.01)  # after the PUBLISH
+    frames = [security_publish(1.0), request, security_publish(3.0), reply, security_publish(5.0)]
+    datagrams = module_datagrams(frames, BOARD)
+    windows = reduce_windows(datagrams)
+    mqtt = next(f for f in windows[1].flows() if f.remote_port == 1883)
+    both = Flow(A(BOARD), A(HOST), 7, 7000, Protocol.UDP, bytes_in=9, bytes_out=9)
+    # the board counted the reply before its collection: one record with both directions
+    assert judge_window([mqtt, both], windows, datagrams) is None
+    inflated = Flow(A(BOARD), A(HOST), 7, 7000, Protocol.UDP, bytes_in=9, bytes_out=99)
+    assert "reported, not predicted" in (judge_window([mqtt, inflated], windows, datagrams) or "")
+    phantom = Flow(A(BOARD), A(HOST), 9, 9000, Protocol.UDP, bytes_in=9)
+    assert judge_window([mqtt, both, phantom], windows, datagrams) is not None
