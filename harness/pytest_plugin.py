@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from harness.state import StateDir
 from harness.telemetry.collector import Collector
 
 STRICT_ENV = "HIL_STRICT"
+SIGTERM_KEY = pytest.StashKey[Any]()
 
 
 def _have_root() -> str | None:
@@ -233,9 +236,24 @@ def hil_collector(pytestconfig: pytest.Config, hil_broker: BrokerEndpoint, hil_r
         yield collector
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_on_sigterm(config: pytest.Config) -> None:
+    """SIGTERM (a CI job's timeout, ``kill``) interrupts the run as Ctrl-C does: the test under way
+    is neither passed nor failed, fixtures are torn down (boards, QEMU, brokers stopped) and the
+    reports say the run is incomplete. Without this a SIGTERM either killed pytest with everything
+    it started left running or, turned into SystemExit, failed one test and let the run go on."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, _interrupt)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     text = "needs(*names): tools or privileges the test needs: " + ", ".join(NEEDS)
     config.addinivalue_line("markers", text)
+    _stop_on_sigterm(config)
     if _worker_input(config) is None and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistController(config), "hil-xdist-controller")
 
@@ -257,6 +275,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     services = config.stash.get(SERVICES_KEY, None)
     if services is not None:
         services.close()
+    previous = config.stash.get(SIGTERM_KEY, None)
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -26,17 +26,16 @@ import errno
 import ipaddress
 import json
 import os
-import signal
 import socket
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from harness.broker import BROKER_KINDS, Broker, BrokerOptions, default_kind, open_broker
 from harness.broker.credentials import DEFAULT_HUB, validate_hub
 from harness.cli import output_folder
+from harness.cli._signals import wait_for_signal
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.lab import Lab, device_secret, load_lab
 from harness.state import ENV_LAB, default_lab_dir, resolve_state_dir
@@ -180,7 +179,6 @@ def run_broker(args: argparse.Namespace) -> int:
     chosen = settings(args)
     run_dir = _run_dir(args, chosen.lab)
     archive = Path(args.archive) if args.archive else run_dir / "telemetry.bin"
-    stop = threading.Event()
     out_lock = threading.Lock()
 
     def emit(text: str | None) -> None:
@@ -188,28 +186,19 @@ def run_broker(args: argparse.Namespace) -> int:
             with out_lock:
                 print(text, flush=True)
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
     broker = open_broker(chosen.kind, run_dir, chosen.options)
     if chosen.lab is not None and not args.no_lab_devices:
         for board in chosen.lab.boards.values():
             broker.add_device(board.identity.device_id, password=device_secret(board))
     for device in args.device:
         broker.add_device(device)
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with broker:
-            collector = Collector.from_endpoint(broker.endpoint(), archive, tls=chosen.options.tls)
-            collector.on_received(lambda item: emit(_line(item, args.json)))
-            with collector:
-                emit(_banner(broker, archive, chosen.lab, args.json))
-                while not stop.wait(0.5):  # short waits: the signal handler runs between them at once
-                    pass
-                health = broker.health()  # before stopping it: did it stay up?
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with broker:
+        collector = Collector.from_endpoint(broker.endpoint(), archive, tls=chosen.options.tls)
+        collector.on_received(lambda item: emit(_line(item, args.json)))
+        with collector:
+            emit(_banner(broker, archive, chosen.lab, args.json))
+            wait_for_signal()
+            health = broker.health()  # before stopping it: did it stay up?
     problems = collector.problems()
     if problems:
         print(f"hil broker: {problems}", file=sys.stderr)

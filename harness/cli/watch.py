@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
-from types import FrameType
 
 from harness.cli import seconds
 from harness.cli._board import add_board_argument, lab_for, resolve_build, session_for
+from harness.cli._signals import wait_for_signal
 from harness.telemetry.collector import Received
 
 
@@ -49,33 +48,25 @@ def run(args: argparse.Namespace) -> int:
     _, session = session_for(args, args.board, lab=lab)
     done = threading.Event()
     seen = [0]
+    with session:
+        board = session.bring_up(args.board, build)
+        assert session.broker is not None and session.collector is not None
+        print(f"{board.name} up at {board.address}, device {board.device_id}, broker {session.broker.url}",
+              file=sys.stderr, flush=True)
 
-    def stop(_sig: int, _frame: FrameType | None) -> None:
+        def show(received: Received) -> None:
+            line = _line(received, args.json)
+            if line is not None and received.device_id == board.device_id and not done.is_set():
+                seen[0] += 1
+                print(line, flush=True)
+
+        session.collector.on_received(show)
+        wait_for_signal(args.duration)  # Ctrl-C or SIGTERM ends the watch early
         done.set()
-
-    previous = signal.signal(signal.SIGINT, stop)
-    try:
-        with session:
-            board = session.bring_up(args.board, build)
-            assert session.broker is not None and session.collector is not None
-            print(f"{board.name} up at {board.address}, device {board.device_id}, broker {session.broker.url}",
-                  file=sys.stderr, flush=True)
-
-            def show(received: Received) -> None:
-                line = _line(received, args.json)
-                if line is not None and received.device_id == board.device_id and not done.is_set():
-                    seen[0] += 1
-                    print(line, flush=True)
-
-            session.collector.on_received(show)
-            done.wait(args.duration)
-            done.set()
-            print(f"{seen[0]} security message(s) in {args.duration:g} s; archive {session.archive}",
-                  file=sys.stderr, flush=True)
-            problems = session.collector.problems()
-            session.collector.require_intact()  # a collector that lost its session or went deaf: exit 3
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        print(f"{seen[0]} security message(s) in {args.duration:g} s; archive {session.archive}",
+              file=sys.stderr, flush=True)
+        problems = session.collector.problems()
+        session.collector.require_intact()  # a collector that lost its session or went deaf: exit 3
     if problems:
         print(f"collector: {problems}", file=sys.stderr)
     return 0 if seen[0] else 1
