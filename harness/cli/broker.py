@@ -29,13 +29,14 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.broker import BROKER_KINDS, Broker, BrokerOptions, default_kind, open_broker
 from harness.broker.credentials import DEFAULT_HUB, validate_hub
 from harness.cli import output_folder
-from harness.cli._signals import wait_for_signal
+from harness.cli._signals import StopSignals
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.lab import Lab, device_secret, load_lab
 from harness.state import ENV_LAB, default_lab_dir, resolve_state_dir
@@ -186,6 +187,12 @@ def run_broker(args: argparse.Namespace) -> int:
             with out_lock:
                 print(text, flush=True)
 
+    with StopSignals() as stop:  # from the start: a stop sent while the broker starts is kept
+        return _serve(args, chosen, run_dir, archive, emit, stop)
+
+
+def _serve(args: argparse.Namespace, chosen: Settings, run_dir: Path, archive: Path,
+           emit: Callable[[str | None], None], stop: StopSignals) -> int:
     broker = open_broker(chosen.kind, run_dir, chosen.options)
     if chosen.lab is not None and not args.no_lab_devices:
         for board in chosen.lab.boards.values():
@@ -197,7 +204,7 @@ def run_broker(args: argparse.Namespace) -> int:
         collector.on_received(lambda item: emit(_line(item, args.json)))
         with collector:
             emit(_banner(broker, archive, chosen.lab, args.json))
-            wait_for_signal()
+            stop.wait()
             health = broker.health()  # before stopping it: did it stay up?
     problems = collector.problems()
     if problems:

@@ -14,9 +14,11 @@ import json
 import sys
 import threading
 
+from harness.board.board import Board
 from harness.cli import seconds
 from harness.cli._board import add_board_argument, lab_for, resolve_build, session_for
-from harness.cli._signals import wait_for_signal
+from harness.cli._signals import StopSignals
+from harness.session import RunSession
 from harness.telemetry.collector import Received
 
 
@@ -46,27 +48,35 @@ def run(args: argparse.Namespace) -> int:
     lab = lab_for(args, args.board)
     build = resolve_build(args.firmware, lab.board(args.board), "--firmware BUILD")
     _, session = session_for(args, args.board, lab=lab)
-    done = threading.Event()
-    seen = [0]
     with session:
         board = session.bring_up(args.board, build)
-        assert session.broker is not None and session.collector is not None
-        print(f"{board.name} up at {board.address}, device {board.device_id}, broker {session.broker.url}",
-              file=sys.stderr, flush=True)
-
-        def show(received: Received) -> None:
-            line = _line(received, args.json)
-            if line is not None and received.device_id == board.device_id and not done.is_set():
-                seen[0] += 1
-                print(line, flush=True)
-
-        session.collector.on_received(show)
-        wait_for_signal(args.duration)  # Ctrl-C or SIGTERM ends the watch early
-        done.set()
-        print(f"{seen[0]} security message(s) in {args.duration:g} s; archive {session.archive}",
-              file=sys.stderr, flush=True)
-        problems = session.collector.problems()
-        session.collector.require_intact()  # a collector that lost its session or went deaf: exit 3
+        with StopSignals() as stop:  # before the line that announces the board: a stop after it is kept
+            seen, problems = _watch(args, session, board, stop)
     if problems:
         print(f"collector: {problems}", file=sys.stderr)
-    return 0 if seen[0] else 1
+    return 0 if seen else 1
+
+
+def _watch(args: argparse.Namespace, session: RunSession, board: Board, stop: StopSignals) -> tuple[int, str]:
+    """Print the board's security messages until the duration ends or a stop signal; how many were
+    shown, and what the collector had to say."""
+    assert session.broker is not None and session.collector is not None
+    done = threading.Event()
+    seen = [0]
+    print(f"{board.name} up at {board.address}, device {board.device_id}, broker {session.broker.url}",
+          file=sys.stderr, flush=True)
+
+    def show(received: Received) -> None:
+        line = _line(received, args.json)
+        if line is not None and received.device_id == board.device_id and not done.is_set():
+            seen[0] += 1
+            print(line, flush=True)
+
+    session.collector.on_received(show)
+    stop.wait(args.duration)  # Ctrl-C or SIGTERM ends the watch early
+    done.set()
+    print(f"{seen[0]} security message(s) in {args.duration:g} s; archive {session.archive}",
+          file=sys.stderr, flush=True)
+    problems = session.collector.problems()
+    session.collector.require_intact()  # a collector that lost its session or went deaf: exit 3
+    return seen[0], problems
