@@ -5,8 +5,9 @@ xdist workers), ``hil_session`` (the run's :class:`~harness.session.RunSession`)
 (the run's broker endpoint: URL, CA, every lab board's device credentials), ``hil_collector`` (a
 collector of this process's own on that broker) and ``hil_board`` (module scope: a board of the
 lab brought up online with a build, leased, with its own telemetry view marked at each test's
-start). Under pytest-xdist pass ``--hil-broker`` so the controller starts one broker for every
-worker.
+start). Under pytest-xdist each worker that brings boards up has a session of its own (its own
+broker: one board's outage is not another's); pass ``--hil-broker`` so the controller also starts
+one broker that every worker's ``hil_broker``/``hil_collector`` share.
 
 ``hil_board`` takes its board and build from indirect parametrization, or from ``--hil-board`` /
 ``--hil-firmware``::
@@ -25,27 +26,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness import pytest_interrupt
 from harness.board.board import Board
 from harness.board.kinds import default_build_for
 from harness.broker import BrokerEndpoint
-from harness.errors import UsageError
+from harness.errors import HarnessError, UsageError
 from harness.firmware import load_build
 from harness.lab import Lab, load_lab
-from harness.run_services import RUN_DIR_KEY, RunServices, endpoint_from_worker_input
+from harness.run_services import RunServices, endpoint_from_worker_input
 from harness.session import RunSession
 from harness.state import StateDir
 from harness.telemetry.collector import Collector
 
 STRICT_ENV = "HIL_STRICT"
-SIGTERM_KEY = pytest.StashKey[Any]()
 
 
 def _have_root() -> str | None:
@@ -93,14 +92,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where this run's evidence goes (default: <state>/runs/<run id>)")
     group.addoption("--hil-broker", dest="hil_broker", action="store_true", default=False,
                     help="with pytest-xdist: start the run's broker in the controller for every worker")
+    group.addoption("--hil-board-per-worker", dest="hil_board_per_worker", action="store_true", default=False,
+                    help="with pytest-xdist (-n N): every test of one board in the same worker, one board per worker")
     group.addoption("--broker-kind", dest="hil_broker_kind", metavar="KIND", default=None,
                     help="broker kind for the run (default: the lab's, see boards/lab.yaml)")
     group.addoption("--hil-board", dest="hil_board", metavar="NAME", action="append", default=None,
                     help="the board hil_board gives when a test does not parametrize it (repeat it: suites that "
                          "run on every board, such as the certification, run on each)")
-    group.addoption("--hil-firmware", dest="hil_firmware", metavar="BUILD", default=None,
-                    help="the build hil_board flashes when a test does not name one (default: the "
-                         "board kind's own, e.g. the reference firmware for emulated boards)")
+    group.addoption("--hil-firmware", dest="hil_firmware", metavar="[BOARD=]BUILD", action="append", default=None,
+                    help="the build hil_board flashes when a test does not name one, for every board or, as "
+                         "BOARD=BUILD, for one (repeatable; default: the board kind's own, e.g. the reference "
+                         "firmware for emulated boards)")
 
 
 SERVICES_KEY = pytest.StashKey[RunServices]()
@@ -116,7 +118,8 @@ def _services(config: pytest.Config) -> RunServices:
         controller = _worker_input(config) is None and config.pluginmanager.hasplugin("xdist") \
             and getattr(config.option, "numprocesses", None)
         services = RunServices(load_lab(config.getoption("hil_lab")), config.getoption("hil_report_dir"),
-                               config.getoption("hil_broker_kind"), with_collector=not controller)
+                               config.getoption("hil_broker_kind"), with_collector=not controller,
+                               worker=_worker_input(config))
         config.stash[SERVICES_KEY] = services
     return services
 
@@ -132,14 +135,35 @@ def _board_param(config: pytest.Config, param: object) -> tuple[str, str | None]
             if not candidates:
                 raise UsageError("hil_board: no board given", fix="pass --hil-board NAME or parametrize hil_board")
             name = candidates[0]
-        return name, config.getoption("hil_firmware")
+        return name, _firmware_option(config, name)
     if isinstance(param, str):
-        return param, config.getoption("hil_firmware")
+        return param, _firmware_option(config, param)
     if isinstance(param, tuple | list) and len(param) == 2:
         return str(param[0]), None if param[1] is None else str(param[1])
     if isinstance(param, dict) and "board" in param:
         return str(param["board"]), param.get("build")
     raise UsageError(f"hil_board parameter {param!r}", fix="give a board name, (board, build) or {'board': ...}")
+
+
+def _firmware_option(config: pytest.Config, board: str) -> str | None:
+    """The build ``--hil-firmware`` names for ``board``: its own (BOARD=BUILD), else the one for every board."""
+    own, for_all = None, None
+    for value in config.getoption("hil_firmware") or []:
+        name, sep, build = str(value).partition("=")
+        if sep and "/" not in name and not Path(value).exists():
+            own = build if name == board else own
+        else:
+            for_all = str(value)
+    return own or for_all
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if not config.getoption("hil_board_per_worker"):
+        return None
+    from harness.board_scheduling import BoardScheduling
+
+    return BoardScheduling(config, log)
 
 
 class _XdistController:
@@ -149,9 +173,19 @@ class _XdistController:
         self.config = config
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput.update(
-            _services(self.config).worker_input(node.gateway.id, self.config.getoption("hil_broker"))
-        )
+        try:
+            data = _services(self.config).worker_input(node.gateway.id, self.config.getoption("hil_broker"))
+        except HarnessError:
+            if self.config.getoption("hil_broker"):
+                raise
+            return  # no lab here: a run without the harness's fixtures; a worker that uses one says why
+        node.workerinput.update(data)
+
+    def pytest_testnodeready(self, node: Any) -> None:
+        pytest_interrupt.worker_up(self.config, node)
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        pytest_interrupt.worker_down(self.config, node)
 
 
 @pytest.fixture(scope="session")
@@ -169,9 +203,6 @@ def hil_state(hil_lab: Lab) -> StateDir:
 @pytest.fixture(scope="session")
 def hil_run_dir(pytestconfig: pytest.Config) -> Path:
     """This run's folder, the same for every process of the run: everything the run produces goes here."""
-    worker = _worker_input(pytestconfig)
-    if worker is not None and RUN_DIR_KEY in worker:
-        return Path(worker[RUN_DIR_KEY])
     return _services(pytestconfig).run_dir()
 
 
@@ -236,24 +267,10 @@ def hil_collector(pytestconfig: pytest.Config, hil_broker: BrokerEndpoint, hil_r
         yield collector
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _stop_on_sigterm(config: pytest.Config) -> None:
-    """SIGTERM (a CI job's timeout, ``kill``) interrupts the run as Ctrl-C does: the test under way
-    is neither passed nor failed, fixtures are torn down (boards, QEMU, brokers stopped) and the
-    reports say the run is incomplete. Without this a SIGTERM either killed pytest with everything
-    it started left running or, turned into SystemExit, failed one test and let the run go on."""
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, _interrupt)
-
-
 def pytest_configure(config: pytest.Config) -> None:
     text = "needs(*names): tools or privileges the test needs: " + ", ".join(NEEDS)
     config.addinivalue_line("markers", text)
-    _stop_on_sigterm(config)
+    pytest_interrupt.install(config)
     if _worker_input(config) is None and config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistController(config), "hil-xdist-controller")
 
@@ -275,9 +292,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     services = config.stash.get(SERVICES_KEY, None)
     if services is not None:
         services.close()
-    previous = config.stash.get(SIGTERM_KEY, None)
-    if previous is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, previous)
+    pytest_interrupt.restore(config)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -1,13 +1,16 @@
-"""The pytest run's shared services: one :class:`~harness.session.RunSession` per run, owned by
-the one process that runs the session.
+"""The pytest run's shared services: one :class:`~harness.session.RunSession` per process that
+brings boards up, and one run folder for the whole run.
 
-Under pytest-xdist the controller owns it (started for every worker with ``--hil-broker``) and
-hands each worker the run folder, the broker's endpoint file and a collector identity of its own
-(``worker_input``); without xdist the only process owns it. Its broker starts on first use, with
-every board of the lab registered as a device, so any process can use any board's credentials.
-The boards the collected tests ask for (``hil_board``) are named when the session starts, so
-their test networks exist before the broker that listens on them. Stopped when the run ends, on
-every exit path.
+Without xdist the only process owns the session. Under pytest-xdist every worker that brings a
+board up has a session of its own (its networks, broker and collector) in a folder of its own under
+the run folder (``<run>/gw0``), with the run's id: a certification's outage clauses stop or freeze
+the broker, and a broker shared by the boards of a parallel run would be an outage for every board.
+With ``--hil-broker`` the controller also starts one broker for tests that only need an endpoint
+(``hil_broker``, ``hil_collector``): it hands each worker the run folder, the broker's endpoint
+file and a collector identity of its own (``worker_input``). A session's broker starts on first
+use, with every board of the lab registered as a device. The boards the collected tests ask for
+(``hil_board``) are named when the session starts, so their test networks exist before the broker
+that listens on them. Stopped when the run ends, on every exit path.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ COLLECTOR_KEY = "hil_collector"
 
 class RunServices:
     def __init__(self, lab: Lab, report_dir: str | None, broker_kind: str | None = None, *,
-                 with_collector: bool = True) -> None:
+                 with_collector: bool = True, worker: dict[str, Any] | None = None) -> None:
         self.lab = lab
+        self._worker = worker  # an xdist worker's input: the run folder is the controller's
         self._report_dir = report_dir
         self._broker_kind = broker_kind
         self._with_collector = with_collector
@@ -41,7 +45,9 @@ class RunServices:
     def run_dir(self) -> Path:
         with self._lock:
             if self._run_dir is None:
-                if self._report_dir:
+                if self._worker is not None and RUN_DIR_KEY in self._worker:
+                    self._run_dir = Path(self._worker[RUN_DIR_KEY])
+                elif self._report_dir:
                     self._run_dir = Path(self._report_dir).resolve()
                     self._run_dir.mkdir(parents=True, exist_ok=True)
                 else:
@@ -55,8 +61,12 @@ class RunServices:
         run_dir = self.run_dir()
         with self._lock:
             if self._session is None:
-                session = RunSession(self.lab, boards=self.boards, run_dir=run_dir, broker_kind=self._broker_kind,
-                                     with_collector=self._with_collector, register_lab_devices=True)
+                folder = run_dir
+                if self._worker is not None:  # a session of the worker's own, in a folder of its own
+                    folder = run_dir / str(self._worker.get("workerid", "worker"))
+                session = RunSession(self.lab, boards=self.boards, run_dir=folder, broker_kind=self._broker_kind,
+                                     with_collector=self._with_collector, register_lab_devices=True,
+                                     run_id=run_dir.name)
                 session.start()
                 self._session = session
             return self._session

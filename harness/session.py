@@ -66,12 +66,12 @@ class RunSession:
 
     def __init__(self, lab: Lab, *, boards: Sequence[str] = (), run_dir: Path | None = None,
                  broker_kind: str | None = None, collector_archive: Path | None = None,
-                 with_collector: bool = True, register_lab_devices: bool = False) -> None:
+                 with_collector: bool = True, register_lab_devices: bool = False, run_id: str | None = None) -> None:
         self.lab = lab
         self.state = lab.state
         self.run_dir = (Path(run_dir) if run_dir is not None else self.state.new_run_dir()).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run_id = self.run_dir.name
+        self.run_id = run_id or self.run_dir.name  # a worker of a parallel run: the run's id, a folder of its own
         self.log = RunLog(self.run_dir)
         self.policy: TargetPolicy = lab.target_policy()
         self.board_names = list(dict.fromkeys(boards))
@@ -141,7 +141,8 @@ class RunSession:
         self.networks[name] = place
         if place.routed:  # QEMU's user network is not reachable from here: traffic must not go there
             self.policy.allow_created(f"{self.run_id}:{name}", place.subnet)
-        self.log.record("network", network=name, subnet=str(place.subnet), harness=str(place.harness_address))
+        self.log.record("network", network=name, subnet=str(place.subnet), harness=str(place.harness_address),
+                        bridge=getattr(place.handle, "bridge", None))  # its namespaces are named after it
         return place
 
     def _emulated_network(self, config: BoardConfig) -> NetworkPlace:

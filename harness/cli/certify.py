@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console as Terminal
+from rich.markup import escape
 
 from harness.cli import output_folder
 from harness.cli._board import lab_for, resolve_build
@@ -48,15 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 class _Live:
-    """The terminal's view of the run: a status line (board, clause, time in it, time in the run)
-    while a clause runs, then its verdict."""
+    """The terminal's view of the run: a status line with what runs now on each board (clause,
+    time in it) and the time in the run, then each clause's verdict as it ends."""
 
     def __init__(self, terminal: Terminal) -> None:
         self.terminal = terminal
         self.t0 = time.monotonic()
         self.status = terminal.status("starting", spinner="dots")
-        self.current = ""
-        self.started = time.monotonic()
+        self.running: dict[str, float] = {}  # node id -> when it started
 
     def pytest_sessionstart(self) -> None:
         self.status.start()
@@ -66,18 +66,32 @@ class _Live:
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:  # the suite itself could not be loaded: say why (no terminal plugin runs)
-            self.terminal.print(f"[magenta]cannot collect {report.nodeid}[/]\n{report.longreprtext}")
+            self.terminal.print(f"[magenta]cannot collect {escape(report.nodeid)}[/]\n{escape(report.longreprtext)}")
+
+    def _show(self) -> None:
+        now = time.monotonic()
+        doing = ", ".join(f"{escape(_name(n))} {now - t:.0f} s" for n, t in self.running.items()) or "between clauses"
+        self.status.update(f"{doing} [dim](run {now - self.t0:.0f} s)[/]")
 
     def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
-        self.current, self.started = nodeid.split("::")[-1], time.monotonic()
-        self.status.update(f"{self.current} [dim](run {time.monotonic() - self.t0:.0f} s)[/]")
+        self.running[nodeid] = time.monotonic()
+        self._show()
+
+    def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
+        self.running.pop(nodeid, None)
+        self._show()
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             verdict = "passed" if report.passed else ("not-applicable" if report.skipped else "failed")
-            self.terminal.print(f"[{COLOURS.get(verdict, 'white')}]{verdict:>14}[/] {report.nodeid.split('::')[-1]} "
+            self.terminal.print(f"[{COLOURS.get(verdict, 'white')}]{verdict:>14}[/] {escape(_name(report.nodeid))} "
                                 f"[dim]{report.duration:5.1f} s, {time.monotonic() - self.t0:5.0f} s in[/]")
+
+
+def _name(nodeid: str) -> str:
+    """``test_cadence`` or, on one board of several, ``test_cadence[qemu-an385]``."""
+    return nodeid.split("::")[-1]
 
 
 def _last_failed(folder: Path) -> list[str]:
@@ -94,9 +108,7 @@ def _last_failed(folder: Path) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     boards = args.board or [DEFAULT_BOARD]
     lab = lab_for(args, *boards)
-    build = resolve_build(args.firmware, lab.board(boards[0]), "--firmware BUILD")
-    for name in boards[1:]:
-        resolve_build(str(build.folder), lab.board(name), "--firmware BUILD")
+    builds = {name: resolve_build(args.firmware, lab.board(name), "--firmware BUILD") for name in boards}
     report = Path(args.report_dir).resolve() if args.report_dir else lab.state.new_run_dir()
     report.mkdir(parents=True, exist_ok=True)
     clauses = list(args.clause or [])
@@ -108,13 +120,15 @@ def run(args: argparse.Namespace) -> int:
         for name in (JSON_NAME, "junit.xml", "certificate.html"):  # the new run's reports replace them
             (report / name).unlink(missing_ok=True)
     terminal = Terminal(stderr=True)
-    terminal.print(f"certifying {build.manifest.name} {build.manifest.version} on {', '.join(boards)}; "
-                   f"reports in {report}")
+    what = "; ".join(f"{b.manifest.name} {b.manifest.version} on {name}" for name, b in builds.items())
+    terminal.print(f"certifying {what}; reports in {report}")
     argv = [str(SUITE), "-p", "harness.report.plugin", "--hil-certificate", str(report), "--report-dir",
-            str(report), "--lab", str(lab.root), "--hil-firmware", str(build.folder), "-p", "no:cacheprovider",
+            str(report), "--lab", str(lab.root), "-p", "no:cacheprovider",
             "--rootdir", str(SUITE), "-c", os.devnull, "-p", "no:terminal", "-p", "no:randomly",
             "--import-mode=importlib",
-            *(f"--hil-board={b}" for b in boards), *(f"--hil-clause={c}" for c in clauses)]
+            *(f"--hil-board={b}" for b in boards), *(f"--hil-clause={c}" for c in clauses),
+            *(f"--hil-firmware={name}={b.folder}" for name, b in builds.items()),
+            *(("-n", str(len(boards)), "--hil-board-per-worker") if len(boards) > 1 else ("-p", "no:xdist"))]
     code = pytest.main(argv, plugins=[_Live(terminal)])
     return _outcome(report, int(code), terminal)
 

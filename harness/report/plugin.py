@@ -32,6 +32,8 @@ from harness.report.certificate import Certificate
 from harness.report.verdict import ClauseResult, Verdict
 
 CERTIFICATE_KEY = pytest.StashKey[Certificate]()
+PROVENANCE_KEY = pytest.StashKey[dict[str, dict[str, Any]]]()  # board -> {"board": ..., "firmware": ...}
+CLAUSE_PROPERTY, PROVENANCE_PROPERTY = "hil-clause", "hil-provenance"  # carried in a report's user_properties
 CLAUSE_KEY = pytest.StashKey["ClauseRecord"]()
 NOT_APPLICABLE = "not applicable: "
 
@@ -100,7 +102,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "clause(id, title): the clause of the security module's spec a test certifies")
     folder = config.getoption("hil_certificate", None)
     if folder and not hasattr(config, "workerinput"):
-        config.stash[CERTIFICATE_KEY] = Certificate(Path(folder), Path(folder).name)
+        cert = config.stash[CERTIFICATE_KEY] = Certificate(Path(folder), Path(folder).name)
+        config.pluginmanager.register(_CertificateWriter(cert), "hil-certificate-writer")
 
 
 @pytest.fixture
@@ -152,8 +155,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 def _record(item: pytest.Item, report: pytest.TestReport, verdict: Verdict, message: str) -> None:
-    cert = item.config.stash.get(CERTIFICATE_KEY, None)
-    if cert is None:
+    """The clause's result travels with the test's report (``user_properties``), so the process
+    that writes the certificate (the only one, or the xdist controller) records it on
+    :func:`pytest_runtest_logreport`, whichever process ran the test."""
+    folder = item.config.getoption("hil_certificate", None)
+    if not folder:
         return
     marker = item.get_closest_marker("clause")
     assert marker is not None
@@ -162,13 +168,30 @@ def _record(item: pytest.Item, report: pytest.TestReport, verdict: Verdict, mess
     evidence = dict(record.evidence_files) if record is not None else {}
     if board is not None and record is not None and record.folder is not None:
         evidence.update(_board_evidence(board, record))
-    folder = cert.folder
-    evidence = {k: _relative(v, folder) for k, v in evidence.items()}
-    cert.add(ClauseResult(
+    evidence = {k: _relative(v, Path(folder)) for k, v in evidence.items()}
+    result = ClauseResult(
         clause=str(marker.args[0]), title=str(marker.args[1]) if len(marker.args) > 1 else "",
         board=board.name if board is not None else "-", test=item.nodeid, verdict=verdict, message=message,
         duration=report.duration, started=record.started if record is not None else 0.0, evidence=evidence,
-        timeline=record.timeline if record is not None else {}))
+        timeline=record.timeline if record is not None else {})
+    if board is not None and board.name in item.config.stash.get(PROVENANCE_KEY, {}):
+        report.user_properties.append((PROVENANCE_PROPERTY, item.config.stash[PROVENANCE_KEY][board.name]))
+    report.user_properties.append((CLAUSE_PROPERTY, result.to_json()))
+
+
+class _CertificateWriter:
+    """In the process that writes the certificate: each clause's result as its report arrives."""
+
+    def __init__(self, cert: Certificate) -> None:
+        self.cert = cert
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, value in report.user_properties:
+            if name == PROVENANCE_PROPERTY:
+                self.cert.provenance[value["board"]["board"]] = value["board"]
+                self.cert.firmware.update(value["firmware"])
+            elif name == CLAUSE_PROPERTY:
+                self.cert.add(ClauseResult.from_json(value))
 
 
 def _board_of(item: pytest.Item) -> Any:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from harness.report.plugin import CERTIFICATE_KEY
+from harness.report.plugin import CERTIFICATE_KEY, PROVENANCE_KEY
 
 if TYPE_CHECKING:
     from harness.board.board import Board
@@ -58,10 +58,17 @@ def board_provenance(board: Board) -> dict[str, str]:
 
 
 def record_provenance(config: pytest.Config, board: Board) -> None:
-    cert = config.stash.get(CERTIFICATE_KEY, None)
-    if cert is None or board.build is None:
+    """Kept for the board's clause reports to carry (:mod:`harness.report.plugin`), and written at
+    once where this process writes the certificate."""
+    if board.build is None:
         return
-    cert.provenance[board.name] = board_provenance(board)
     m = board.build.manifest
-    cert.firmware.update({"name": m.name, "version": m.version, "sha256": m.sha256, "image": m.image})
-    cert.write()
+    entry = {"board": board_provenance(board),
+             "firmware": {"name": m.name, "version": m.version, "sha256": m.sha256, "image": m.image}}
+    kept = config.stash.setdefault(PROVENANCE_KEY, {})
+    kept[board.name] = entry
+    cert = config.stash.get(CERTIFICATE_KEY, None)
+    if cert is not None:
+        cert.provenance[board.name] = entry["board"]
+        cert.firmware.update(entry["firmware"])
+        cert.write()

@@ -154,11 +154,14 @@ def test_a_declared_defect_is_reported_as_known_not_hidden(tmp_path: Path) -> No
 
 
 @pytest.mark.timeout(600)
-def test_killed_halfway_it_leaves_valid_reports_and_nothing_running(tmp_path: Path) -> None:
+@pytest.mark.parametrize("boards", [["qemu-an385"], ["qemu-an385", "qemu-an386"]], ids=["one board", "two boards"])
+def test_killed_halfway_it_leaves_valid_reports_and_nothing_running(boards: list[str], tmp_path: Path) -> None:
+    """SIGTERM to `hil certify` (what a CI job's timeout sends): with two boards the boards, machines
+    and brokers belong to xdist workers, which must stop them before they end."""
     report = tmp_path / "report"
     env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
-    namespaces_before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "certify", "--report-dir", str(report)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "certify", "--report-dir", str(report),
+                             *(f"--board={b}" for b in boards)], cwd=REPO,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -174,12 +177,16 @@ def test_killed_halfway_it_leaves_valid_reports_and_nothing_running(tmp_path: Pa
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert proc.returncode == 130, proc.stderr.read()[-3000:] if proc.stderr else proc.returncode
     data = json.loads((report / "certificate.json").read_text())
     assert not data["complete"] and len(data["clauses"]) >= 3
     assert len(junit_cases(report)) == len(data["clauses"])  # a valid JUnit file of what finished
     assert not processes_mentioning(str(tmp_path)), "processes of the killed run still alive"
-    leftover = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
-    assert not {n for n in leftover - namespaces_before if n.startswith("hil-")}, "namespaces left behind"
+    bridges = {json.loads(line).get("bridge") for log in report.rglob("run-log.jsonl")
+               for line in log.read_text().splitlines() if '"network"' in line} - {None}
+    assert len(bridges) == len(boards)  # each board's worker made a network of its own
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    assert not [n for n in namespaces if n.startswith(tuple(bridges))], "namespaces of the killed run left behind"
 
 
 @pytest.mark.timeout(600)
@@ -193,3 +200,31 @@ def test_last_failed_runs_again_only_what_did_not_pass(tmp_path: Path) -> None:
     again, report = certify(tmp_path, "--firmware", str(fixed), "--last-failed")
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert verdicts(report) == {"3.1.cadence": "passed"}  # 2.order passed before: not run again
+
+
+@pytest.mark.timeout(600)
+def test_two_boards_certified_in_parallel_into_one_certificate(tmp_path: Path) -> None:
+    """Two emulated boards (Cortex-M3 and M4, each with its own reference build), one xdist worker
+    each, at the same time: one certificate and one JUnit file with a test suite per board. A broker
+    outage on one board (3.3.closed) is that board's alone: the other's clauses still pass."""
+    clauses = ("1.topic", "3.1.cadence", "3.3.closed")
+    result, report = certify(tmp_path, "--board=qemu-an385", "--board=qemu-an386", *(f"--clause={c}" for c in clauses))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = json.loads((report / "certificate.json").read_text())
+    assert data["complete"] and set(data["provenance"]) == {"qemu-an385", "qemu-an386"}
+    by_board: dict[str, list[dict[str, object]]] = {}
+    for c in data["clauses"]:
+        by_board.setdefault(str(c["board"]), []).append(c)
+        assert c["verdict"] == "passed", c
+    assert set(by_board) == {"qemu-an385", "qemu-an386"}
+    for board, done in by_board.items():
+        assert {c["clause"] for c in done} >= set(clauses), (board, done)
+        assert data["provenance"][board]["firmware"].startswith(f"reference-mps2-{board.removeprefix('qemu-')}")
+    timed = {b: [c for c in d if float(c["started"]) > 0] for b, d in by_board.items()}  # with a clause record
+    spans = {b: (min(float(c["started"]) for c in d), max(float(c["started"]) + float(c["duration"]) for c in d))
+             for b, d in timed.items()}
+    (a0, a1), (b0, b1) = spans.values()
+    assert a0 < b1 and b0 < a1, f"the boards' clauses did not overlap in time: {spans}"
+    suites = {s.get("name"): int(s.get("tests") or 0)
+              for s in ET.parse(report / "junit.xml").getroot().iter("testsuite")}
+    assert suites == {f"certification {b}": len(d) for b, d in by_board.items()}, suites

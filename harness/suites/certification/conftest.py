@@ -21,7 +21,8 @@ def behaviour(manifest: FirmwareManifest) -> Behaviour:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Every clause on every board the run names (``--hil-board``, repeatable)."""
+    """Every clause on every board the run names (``--hil-board``, repeatable); under pytest-xdist
+    with ``--hil-board-per-worker`` every clause of one board runs in the same worker."""
     boards = metafunc.config.getoption("hil_board") or []
     if "hil_board" in metafunc.fixturenames and len(boards) > 1:
         metafunc.parametrize("hil_board", boards, indirect=True, scope="module", ids=boards)
