@@ -20,6 +20,20 @@ def behaviour(manifest: FirmwareManifest) -> Behaviour:
     return manifest.behaviour
 
 
+# the order the suite runs in: the traffic clauses' windows while the events clauses' observation of
+# the board's first collections accumulates (it counts from the boot), the outages last
+ORDER = ("test_network_activity", "test_events", "test_transport", "test_security", "test_outage")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = getattr(item, "module", None)
+        name = module.__name__.rsplit(".", 1)[-1] if module is not None else ""
+        return ORDER.index(name) if name in ORDER else len(ORDER)
+
+    items.sort(key=rank)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every clause on every board the run names (``--hil-board``, repeatable); under pytest-xdist
     with ``--hil-board-per-worker`` every clause of one board runs in the same worker."""

@@ -55,12 +55,23 @@ def test_a_device_cannot_pass_for_the_board(hil_board: Board, clause: ClauseReco
     intruder = broker.add_device(f"{hil_board.device_id}-intruder")
     with _Client(broker.url, intruder, client_id=hil_board.device_id) as posing:
         assert posing.reason.is_failure, "a login with another device's client id was accepted"
-    marker = os.urandom(16)
-    forged = encode(SecurityMessage("intruder", ModuleVersion(3, 5, 4), (Event(marker, 1, 60, Heartbeat()),)))
+    collector = hil_board.telemetry.collector
+    forged, witness = os.urandom(16), os.urandom(16)
+    since = collector.mark()
     with _Client(broker.url, intruder) as client:
         assert not client.reason.is_failure, f"the intruder's own login was refused: {client.reason}"
-        client.mqtt.publish(security_topic(hil_board.device_id), forged, qos=1)
-        hil_board.telemetry.assert_none(lambda e: e.id == marker, WAIT, what="the intruder's forged event")
+        client.mqtt.publish(security_topic(hil_board.device_id), _heartbeat(forged), qos=1)
+        # then a message on its own topic: the broker handles one connection's PUBLISHes in order, so
+        # once this one reached the collector, the forged one had too, had the broker let it through
+        client.mqtt.publish(security_topic(intruder.client_id), _heartbeat(witness), qos=1)
+        collector.wait_for(intruder.client_id, lambda e: e.id == witness, WAIT, since=since,
+                           what="the intruder's message on its own topic, sent after the forged one")
+    passed = [e for e in collector.events(hil_board.device_id, since=since) if e.id == forged]
+    assert not passed, "a message another device published on the board's topic reached the hub as the board's"
+
+
+def _heartbeat(event_id: bytes) -> bytes:
+    return encode(SecurityMessage("intruder", ModuleVersion(3, 5, 4), (Event(event_id, 1, 60, Heartbeat()),)))
 
 
 @pytest.mark.clause("security.reading", "a device cannot read another device's messages")
