@@ -157,6 +157,15 @@ def _firmware_option(config: pytest.Config, board: str) -> str | None:
     return own or for_all
 
 
+def pending_waits(config: pytest.Config) -> list[tuple[str, str, float]]:
+    """What this process's boards are awaited for now: (device, what, seconds left); empty where
+    the boards run in other processes (xdist workers)."""
+    services = config.stash.get(SERVICES_KEY, None)
+    session = services.started() if services is not None else None
+    collector = session.collector if session is not None else None
+    return collector.pending() if collector is not None else []
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if not config.getoption("hil_board_per_worker"):

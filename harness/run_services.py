@@ -71,6 +71,10 @@ class RunServices:
                 self._session = session
             return self._session
 
+    def started(self) -> RunSession | None:
+        """This process's session if it has started (never starts one)."""
+        return self._session
+
     def broker(self) -> Broker:
         broker = self.session().broker
         assert broker is not None

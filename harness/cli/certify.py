@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from rich.markup import escape
 from harness.cli import output_folder
 from harness.cli._board import lab_for, resolve_build
 from harness.errors import ConfigError, UsageError
+from harness.pytest_plugin import pending_waits
 from harness.report.certificate import JSON_NAME, read_certificate
 from harness.report.verdict import EXIT_CODES, Verdict, overall
 
@@ -50,19 +52,32 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 class _Live:
     """The terminal's view of the run: a status line with what runs now on each board (clause,
-    time in it) and the time in the run, then each clause's verdict as it ends."""
+    time in it), the event it awaits and how long it may still take (where the boards run in this
+    process), and the time in the run; then each clause's verdict as it ends."""
 
     def __init__(self, terminal: Terminal) -> None:
         self.terminal = terminal
         self.t0 = time.monotonic()
         self.status = terminal.status("starting", spinner="dots")
         self.running: dict[str, float] = {}  # node id -> when it started
+        self.config: pytest.Config | None = None
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="hil-certify-status", daemon=True)
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        self.config = config
 
     def pytest_sessionstart(self) -> None:
         self.status.start()
+        self._ticker.start()
 
     def pytest_sessionfinish(self) -> None:
+        self._stop.set()
         self.status.stop()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):  # the time in the clause and the time left on the awaited event
+            self._show()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:  # the suite itself could not be loaded: say why (no terminal plugin runs)
@@ -70,8 +85,12 @@ class _Live:
 
     def _show(self) -> None:
         now = time.monotonic()
-        doing = ", ".join(f"{escape(_name(n))} {now - t:.0f} s" for n, t in self.running.items()) or "between clauses"
-        self.status.update(f"{doing} [dim](run {now - self.t0:.0f} s)[/]")
+        doing = ", ".join(f"{escape(_name(n))} {now - t:.0f} s" for n, t in list(self.running.items())) \
+            or "between clauses"
+        waits = pending_waits(self.config) if self.config is not None else []
+        due = "; ".join(f"awaiting {escape(what[:60])} from {escape(device)}, at most {left:.0f} s more"
+                        for device, what, left in waits[:2])
+        self.status.update(f"{doing}{' — ' + due if due else ''} [dim](run {now - self.t0:.0f} s)[/]")
 
     def pytest_runtest_logstart(self, nodeid: str, location: object) -> None:
         self.running[nodeid] = time.monotonic()

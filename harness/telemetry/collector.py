@@ -463,6 +463,7 @@ class Collector:
         event (or when ``need`` events are there, where the check says how many it needs), so a
         waiter wakes once, when satisfied, not per message; this thread blocks on an Event until then."""
         watch: Watch[T] = Watch(device, check, need, what)
+        watch.deadline = time.monotonic() + timeout
         with self._cond:
             stream = self._streams.get(device)
             if stream is not None and watch.run(stream):
@@ -476,6 +477,12 @@ class Collector:
         finally:
             self._unwatch(watch)
         return watch.outcome()
+
+    def pending(self) -> list[tuple[str, str, float]]:
+        """The waits under way: (device, what is awaited, seconds left before the waiter gives up)."""
+        now = time.monotonic()
+        with self._cond:
+            return [(w.device, w.what, max(0.0, w.deadline - now)) for ws in self._watches.values() for w in ws]
 
     def _timeout(self, device: str, what: str, timeout: float, since: int,
                  detail: str | None) -> WaitTimeout | CollectorIntegrityError:

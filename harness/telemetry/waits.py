@@ -20,6 +20,7 @@ class Watch(Generic[T]):
                  need: Callable[[DeviceStream], int] | None = None, what: str = "") -> None:
         self.device = device
         self.what = what
+        self.deadline = 0.0  # time.monotonic() when the waiter gives up (set when it starts waiting)
         self.aborted: BaseException | None = None
         self.check = check
         self._need = need

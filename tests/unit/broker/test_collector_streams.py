@@ -284,3 +284,22 @@ def test_an_archive_that_cannot_be_written_is_reported_and_collecting_goes_on(
         col.expect_events("a", 4, within=0.01)
     writer.close()
     assert len(list(read_archive(col.archive_path))) == 1
+
+
+def test_pending_names_each_wait_under_way_and_its_time_left(col: Collector) -> None:
+    """What `hil certify`'s status line shows: the event awaited and how long it may still take."""
+    assert col.pending() == []
+    seen: list[list[tuple[str, str, float]]] = []
+    arrived = threading.Event()
+
+    def look_then_send() -> None:
+        seen.append(col.pending())
+        col.ingest(security_topic("a"), heartbeat(1))
+        arrived.set()
+
+    later(0.2, look_then_send)
+    col.expect_event("a", PayloadType.HEARTBEAT, within=30)
+    assert arrived.wait(5)
+    [(device, what, left)] = seen[0]
+    assert device == "a" and "HEARTBEAT" in what and 25 < left <= 30
+    assert col.pending() == []  # the wait ended: nothing awaited any more
