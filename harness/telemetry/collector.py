@@ -417,6 +417,12 @@ class Collector:
         with self._cond:
             return self._streams.get(device) or DeviceStream(device)
 
+    def latest_collection(self, device: str) -> Received | None:
+        """The device's last security message that brought new events (a collection, not a replay)."""
+        with self._cond:
+            s = self._streams.get(device)
+            return next((m for m in reversed(s.messages) if m.new_events), None) if s is not None else None
+
     def events(self, device: str, *, since: int = 0, kind: PayloadType | None = None) -> list[Event]:
         with self._cond:
             s = self._streams.get(device)

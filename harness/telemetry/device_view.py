@@ -11,6 +11,7 @@ Every method is the collector's, with the device filled in and ``since`` default
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,10 +32,19 @@ class DeviceTelemetry:
         self.since = self.collector.mark()
         return self.since
 
-    def next_window(self, within: float) -> int:
+    def next_window(self, within: float, *, fresh: float = 0.0) -> int:
         """Wait for the module's next collection (its next security message arrives) and move the
         mark just after it: what a test sends from now on is counted in windows reported after the
-        mark, and nothing before the mark is summed with it."""
+        mark, and nothing before the mark is summed with it.
+
+        With ``fresh``, a collection that arrived less than ``fresh`` seconds ago will do: its
+        window has only just begun (the module collected before it published, so anything sent
+        from now on falls after the collection). A test that follows another's window then starts
+        at once instead of a whole interval later."""
+        latest = self.collector.latest_collection(self.device_id) if fresh > 0 else None
+        if latest is not None and time.time() - latest.received < fresh:
+            self.since = latest.seq
+            return self.since
         self.restart()
         self.expect_events(1, within)
         return self.restart()

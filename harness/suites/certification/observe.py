@@ -10,6 +10,7 @@ from harness.telemetry.model import Event, PayloadType
 from harness.telemetry.streams import Received
 
 _SEEN: dict[str, Observation] = {}
+FRESH = 0.5  # s: a collection that arrived this recently starts the window a clause sends its traffic in
 
 
 @dataclass

@@ -9,6 +9,7 @@ import pytest
 from harness.board.board import Board
 from harness.firmware import Behaviour
 from harness.report.plugin import ClauseRecord
+from harness.suites.certification.observe import FRESH
 from harness.telemetry.model import NetworkActivity
 from harness.traffic import flow_burst, icmp_echo, tcp_session, udp_exchange
 from harness.traffic.exchange import Exchange
@@ -35,7 +36,7 @@ def test_tcp_session(hil_board: Board, behaviour: Behaviour, clause: ClauseRecor
     if not target.tcp_echo:
         clause.not_applicable("the board offers no TCP echo service (capabilities.services.tcp_echo)")
     assert hil_board.telemetry is not None
-    hil_board.telemetry.next_window(within=_within(behaviour))
+    hil_board.telemetry.next_window(within=_within(behaviour), fresh=FRESH)
     _expect(hil_board, behaviour, clause, [tcp_session(target, 2000), tcp_session(target, 300, reset=True)])
 
 
@@ -47,7 +48,7 @@ def test_udp_exchange(hil_board: Board, behaviour: Behaviour, clause: ClauseReco
     if hil_board.config.network.stack == "offload" and not target.udp_echo:
         clause.not_applicable("an offload stack")
     assert hil_board.telemetry is not None
-    hil_board.telemetry.next_window(within=_within(behaviour))
+    hil_board.telemetry.next_window(within=_within(behaviour), fresh=FRESH)
     _expect(hil_board, behaviour, clause, [udp_exchange(target, 4, 200)])
 
 
@@ -57,7 +58,7 @@ def test_icmp_echo(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord)
     if not target.icmp:
         clause.not_applicable("the board does not answer ICMP (capabilities.icmp; an offload stack reports none)")
     assert hil_board.telemetry is not None
-    hil_board.telemetry.next_window(within=_within(behaviour))
+    hil_board.telemetry.next_window(within=_within(behaviour), fresh=FRESH)
     _expect(hil_board, behaviour, clause, [icmp_echo(target, 4, 56)])
 
 
@@ -68,7 +69,7 @@ def test_flow_cap(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord) 
         clause.not_applicable("the board offers no UDP echo service for a burst of new flows")
     assert hil_board.telemetry is not None
     cap = behaviour.flow_cap
-    hil_board.telemetry.next_window(within=_within(behaviour))
+    hil_board.telemetry.next_window(within=_within(behaviour), fresh=FRESH)
     burst = flow_burst(target, cap + 20, rate=500)
     hil_board.telemetry.expect_events(WINDOWS, within=_within(behaviour))
     reported = [e for e in hil_board.telemetry.events() if isinstance(e.payload, NetworkActivity)]

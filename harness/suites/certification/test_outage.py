@@ -14,6 +14,7 @@ import pytest
 from harness.board.board import Board
 from harness.firmware import Behaviour
 from harness.report.plugin import ClauseRecord
+from harness.suites.certification.observe import FRESH
 from harness.telemetry.model import NetworkActivity, PayloadType
 from harness.traffic import ping, tcp_session
 
@@ -69,7 +70,7 @@ def _resumed(board: Board, behaviour: Behaviour, after: int) -> None:
 def test_broker_closes_the_connection(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord) -> None:
     assert hil_board.telemetry is not None
     start = time.time()
-    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5)
+    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5, fresh=FRESH)
     down = 2 * behaviour.intervals_s.high + 1  # windows collected while the hub is gone (< the pending time)
     assert down < behaviour.pending_time_s
     target = hil_board.traffic_target()
@@ -107,7 +108,7 @@ def test_frozen_broker(hil_board: Board, behaviour: Behaviour, clause: ClauseRec
         clause.not_applicable(f"the {broker.kind} broker cannot be frozen")  # type: ignore[attr-defined]
     assert hil_board.telemetry is not None
     start = time.time()
-    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5)
+    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5, fresh=FRESH)
     frozen = 3 * behaviour.intervals_s.high
     t0 = time.time()
     broker.freeze()  # type: ignore[attr-defined]
@@ -134,7 +135,7 @@ def test_link_cut(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord) 
         clause.not_applicable("this lab cannot pull this board's cable (no link control for its kind)")
     assert hil_board.telemetry is not None
     start = time.time()
-    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5)
+    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5, fresh=FRESH)
     cut = 15.0  # longer than NetX's ~10 s of retransmissions
     t0 = time.time()
     hil_board.parts.link(False)
@@ -155,7 +156,7 @@ def test_link_cut(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord) 
 def test_suspension_and_the_known_defect(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord) -> None:
     assert hil_board.telemetry is not None
     start = time.time()
-    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5)
+    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5, fresh=FRESH)
     suspended_at = behaviour.pending_time_s + 3 + behaviour.intervals_s.high
     leak = hil_board.traffic_target()
     with _broker_down(hil_board, clause, start):

@@ -303,3 +303,20 @@ def test_pending_names_each_wait_under_way_and_its_time_left(col: Collector) -> 
     [(device, what, left)] = seen[0]
     assert device == "a" and "HEARTBEAT" in what and 25 < left <= 30
     assert col.pending() == []  # the wait ended: nothing awaited any more
+
+
+def test_next_window_takes_a_fresh_collection_as_the_start_of_a_window(col: Collector) -> None:
+    from harness.telemetry.device_view import DeviceTelemetry
+
+    view = DeviceTelemetry(col, "a")
+    col.ingest(security_topic("a"), heartbeat(1))
+    collected = col.mark()
+    assert view.next_window(within=0.05, fresh=5.0) == collected  # just arrived: its window has begun
+    assert view.events() == []  # the collection itself is before the mark
+    col.ingest(security_topic("a"), heartbeat(2))
+    assert [e.id[-1] for e in view.events()] == [2]  # what arrives from now on counts
+    with pytest.raises(WaitTimeout):  # older than fresh (or no fresh): the next collection is awaited
+        view.next_window(within=0.05, fresh=1e-9)
+    col.ingest(security_topic("a"), heartbeat(2), dup=True)  # a replay brings no new event: not a collection
+    latest = col.latest_collection("a")
+    assert latest is not None and latest.seq == collected + 1 and not latest.dup
