@@ -204,6 +204,8 @@ class RunSession:
         options = BrokerOptions(bind="127.0.0.1", also_bind=tuple(a for a in networks if a != "127.0.0.1"),
                                 hub=settings.hub, tls=settings.tls, url=settings.url)
         broker = open_broker(self.broker_kind, self.run_dir / "broker", options)
+        for device in self.lab.settings.devices:  # the lab's registry: SAS tokens from their keys
+            broker.add_device(device.id, key=device.key)
         self._stack.callback(broker.stop)
         broker.start()
         self.broker = broker
@@ -221,6 +223,9 @@ class RunSession:
         file says where its secret is)."""
         if self.broker is None:
             raise UsageError("the session is not started", fix="use RunSession as a context manager")
+        registered = self.lab.registered(config.identity.device_id)
+        if registered is not None:
+            return self.broker.add_device(registered.id, key=registered.key)
         return self.broker.add_device(config.identity.device_id, password=device_secret(config))
 
     # -- boards --------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from amqtt.adapters import BufferReader, ReaderAdapter, StreamReaderAdapter, Str
 from amqtt.broker import Broker as AmqttBroker
 from amqtt.mqtt.connect import ConnectPacket
 
-from harness.broker.credentials import IdentityTable
+from harness.broker.credentials import IdentityTable, SignInRefused
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +200,10 @@ class HubBroker(AmqttBroker):
         except Exception as exc:  # malformed: amqtt would refuse it too, without a CONNACK
             log.info("embedded broker: unreadable CONNECT (%r): connection closed", exc)
             return False
-        if self._table.authenticate(client_id, username, password) is None:
-            log.info("embedded broker: refused client id %r user %r", client_id, username)
+        try:
+            self._table.sign_in(client_id, username, password)
+        except SignInRefused as why:
+            log.info("embedded broker: refused client id %r user %r: %s", client_id, username, why)
             writer.write(CONNACK_NOT_AUTHORIZED)
             await writer.drain()
             return False

@@ -3,8 +3,10 @@
 Each device is an IoT Hub identity: client id = device id, user name
 ``{hub}/{device id}/?api-version=…`` and a secret generated for the run. The collector is a service
 identity that reads every device's telemetry. Every identity may connect only with its own client
-id. Every broker kind enforces the same policy from the :class:`IdentityTable`: the embedded broker
-asks :meth:`IdentityTable.authenticate` and :meth:`IdentityTable.allowed` directly; the mosquitto
+id. A device given a symmetric key (a device of the lab's registry) signs in as on IoT Hub, with
+a SAS token signed with that key (:mod:`harness.broker.sas`), never with a password. Every broker
+kind enforces the same policy from the :class:`IdentityTable`: the embedded broker asks
+:meth:`IdentityTable.sign_in` and :meth:`IdentityTable.allowed` directly; the mosquitto
 kind writes the table to a file (:mod:`harness.broker.identity_file`) that the harness's own
 mosquitto plugin (``mosquitto_auth.c``) enforces with the same rules.
 
@@ -19,6 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from enum import Enum
 
+from harness.broker import sas
 from harness.errors import UsageError
 from harness.telemetry.topic import UserNameError, compose_username, parse_username
 
@@ -66,10 +69,19 @@ class Identity:
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
     device_id: str | None = None  # set for device identities: the user name is parsed, not compared
+    key: bytes | None = field(default=None, repr=False)  # a device's symmetric key: SAS tokens only
 
     @property
     def client_id(self) -> str:
         return self.credentials.client_id
+
+
+class SignInRefused(Exception):
+    """A CONNECT that proves no identity; the message says which rule it broke."""
+
+
+#: How long the SAS token a keyed device's credentials carry is valid (the harness's own clients).
+CREDENTIALS_TOKEN_TTL = 7 * 24 * 3600.0
 
 
 def new_secret() -> str:
@@ -112,25 +124,35 @@ class IdentityTable:
     def __post_init__(self) -> None:
         validate_hub(self.hub)
 
-    def add_device(self, device_id: str, *, password: str | None = None, **params: str) -> Identity:
-        """Register a device (idempotent: the same id returns its existing identity)."""
+    def add_device(self, device_id: str, *, password: str | None = None, key: bytes | None = None,
+                   **params: str) -> Identity:
+        """Register a device (idempotent: the same id returns its existing identity). With ``key`` (its
+        symmetric key, decoded) it signs in only with SAS tokens signed with that key, and its
+        credentials carry one valid for :data:`CREDENTIALS_TOKEN_TTL`; else with ``password`` (default:
+        one made for the run)."""
         validate_device_id(device_id)
+        if key is not None and password is not None:
+            raise UsageError(f"device {device_id!r}: give a password or a key, not both")
         with self._lock:
             existing = self._by_client.get(device_id)
             if existing is not None:
                 if existing.device_id is None:
                     raise UsageError(f"device id {device_id!r} is taken by a service identity")
+                if existing.key != key and key is not None:
+                    raise UsageError(f"device {device_id!r} is already registered with another secret")
                 return existing
             creds = DeviceCredentials(
                 client_id=device_id,
                 username=compose_username(self.hub, device_id, **params),
-                password=password or new_secret(),
+                password=(sas.device_token(key, self.hub, device_id, ttl=CREDENTIALS_TOKEN_TTL) if key is not None
+                          else password or new_secret()),
             )
             ident = Identity(
                 credentials=creds,
                 publish=tuple(p.format(d=device_id) for p in DEVICE_PUBLISH),
                 subscribe=tuple(p.format(d=device_id) for p in DEVICE_SUBSCRIBE),
                 device_id=device_id,
+                key=key,
             )
             self._by_client[device_id] = ident
             return ident
@@ -158,22 +180,45 @@ class IdentityTable:
         with self._lock:
             return self._by_client.get(client_id)
 
-    def authenticate(self, client_id: str | None, username: str | None, password: str | None) -> Identity | None:
-        """The identity these CONNECT fields prove, or None. Device user names are parsed: the hub
-        and device id must match, the api-version and other query parameters may be anything."""
-        if not client_id or username is None or password is None:
+    def authenticate(self, client_id: str | None, username: str | None, password: str | None, *,
+                     now: float | None = None) -> Identity | None:
+        """The identity these CONNECT fields prove, or None (:meth:`sign_in` says why)."""
+        try:
+            return self.sign_in(client_id, username, password, now=now)
+        except SignInRefused:
             return None
-        ident = self.get(client_id)
-        if ident is None or not secrets.compare_digest(ident.credentials.password.encode(), password.encode()):
-            return None
+
+    def sign_in(self, client_id: str | None, username: str | None, password: str | None, *,
+                now: float | None = None, expiry: bool = True) -> Identity:
+        """The identity these CONNECT fields prove; else :class:`SignInRefused` saying why, in the words
+        of ``mosquitto_auth.c``'s log. Device user names are parsed: the hub and device id must match,
+        the api-version and other query parameters may be anything. A keyed device's password is a
+        SAS token (:func:`harness.broker.sas.verify_token`; ``expiry=False`` skips only its expiry,
+        ``now`` is the broker's clock)."""
+        ident = self.get(client_id) if client_id else None
+        if ident is None:
+            raise SignInRefused("no identity has this client id")
+        if username is None or password is None:
+            raise SignInRefused("no user name or password")
+        if ident.key is not None:
+            assert ident.device_id is not None
+            try:
+                sas.verify_token(password, ident.key, sas.device_resource(self.hub, ident.device_id),
+                                 now=now if expiry else 0.0)
+            except sas.SasRefused as exc:
+                raise SignInRefused(exc.reason) from None
+        elif not secrets.compare_digest(ident.credentials.password.encode(), password.encode()):
+            raise SignInRefused("wrong password")
         if ident.device_id is None:
-            return ident if username == ident.credentials.username else None
+            if username != ident.credentials.username:
+                raise SignInRefused("the user name is not this identity's")
+            return ident
         try:
             parsed = parse_username(username)
         except UserNameError:
-            return None
+            raise SignInRefused("the user name is not this identity's") from None
         if parsed.device_id != ident.device_id or parsed.hub != self.hub or parsed.module_id:
-            return None
+            raise SignInRefused("the user name is not this identity's")
         return ident
 
     @staticmethod

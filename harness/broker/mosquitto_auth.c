@@ -5,9 +5,14 @@
  * - CONNECT (MOSQ_EVT_BASIC_AUTH): the client id must be an identity of the table, the password
  *   that identity's, and the user name either the service identity's own, or a device's IoT Hub
  *   user name "{hub}/{device id}/?..." naming this hub and this device (no module), with an
- *   api-version parameter (its value and any other parameter may be anything). Anything else is
- *   refused before mosquitto looks for a session under that client id, so a refused login never
- *   disconnects or takes over anyone's session.
+ *   api-version parameter (its value and any other parameter may be anything). A device with a key
+ *   instead of a password signs in as on IoT Hub: its password is a SAS token
+ *   "SharedAccessSignature sr=<url-encoded {hub}/devices/{device id}>&sig=<url-encoded base64
+ *   HMAC-SHA256(key, sr + "\n" + se)>&se=<expiry>", fields in any order, each once, no other field,
+ *   not expired by this host's clock (harness/broker/sas.py applies the same rules in the same
+ *   order, and logs the same reasons). Anything else is refused before mosquitto looks for a
+ *   session under that client id, so a refused login never disconnects or takes over anyone's
+ *   session.
  * - ACL (MOSQ_EVT_ACL_CHECK): publish (WRITE) only to the identity's publish filters; subscribe
  *   and receive (SUBSCRIBE, READ) only within its subscribe filters. A subscription's own '+' and
  *   '#' are taken literally, so a client cannot widen its reach with wildcards.
@@ -21,12 +26,13 @@
  * File format (UTF-8 text, one "key value" per line, values percent-encoded: '%', spaces,
  * control characters and bytes outside printable ASCII as %XX; '#' starts a comment line):
  *
- *   hil-identities 1
+ *   hil-identities 2              (version 1, which has no "key", is read too)
  *   hub <IoT Hub host name>
  *   identity <client id>          starts an identity; the keys below belong to it
  *   device <device id>            a device identity (its user name is parsed), or
  *   username <user name>          a service identity (its user name is compared)
- *   password <secret>
+ *   password <secret>             or, for a device only (version 2):
+ *   key <base64 symmetric key>    SAS tokens signed with this key, 16-64 bytes
  *   publish <topic filter>        any number of each
  *   subscribe <topic filter>
  *   end                           the last line: a file without it is incomplete
@@ -40,12 +46,29 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 
-#define FORMAT_LINE "hil-identities 1"
+#define FORMAT_LINE "hil-identities 2"
+#define FORMAT_LINE_V1 "hil-identities 1"
+#define KEY_MIN 16
+#define KEY_MAX 64
+#define SAS_PREFIX "SharedAccessSignature "
+#define SAS_MAX 2048
+#define SAS_MAX_EXPIRY_DIGITS 12
+#define SHA256_BYTES 32
+/* the refusals, in the words of harness/broker/sas.py */
+#define SAS_MALFORMED "malformed token"
+#define SAS_WRONG_RESOURCE "token for another resource"
+#define SAS_BAD_SIGNATURE "token not signed with this device's key"
+#define SAS_EXPIRED "token expired"
 #define MAX_FILE (16 * 1024 * 1024)
 #define LOG_PREFIX "hil-auth: "
 
@@ -54,6 +77,8 @@ struct identity {
 	char *device_id; /* a device: the user name is parsed */
 	char *username;  /* a service: the user name is compared */
 	char *password;
+	unsigned char *key; /* a device signing in with SAS tokens */
+	size_t key_len;
 	char **publish;
 	size_t n_publish;
 	char **subscribe;
@@ -86,6 +111,8 @@ static void free_table(struct table *t)
 		free(id->device_id);
 		free(id->username);
 		free(id->password);
+		if(id->key) OPENSSL_cleanse(id->key, id->key_len);
+		free(id->key);
 		free_strings(id->publish, id->n_publish);
 		free_strings(id->subscribe, id->n_subscribe);
 	}
@@ -151,13 +178,58 @@ static bool set_once(char **field, const char *value)
 	return *field != NULL;
 }
 
+static int b64val(char c)
+{
+	if(c >= 'A' && c <= 'Z') return c - 'A';
+	if(c >= 'a' && c <= 'z') return c - 'a' + 26;
+	if(c >= '0' && c <= '9') return c - '0' + 52;
+	if(c == '+') return 62;
+	if(c == '/') return 63;
+	return -1;
+}
+
+/* Standard base64, padded ('=' only at the end, at most two), as Python's
+ * base64.b64decode(validate=True) takes it (unused low bits are ignored). Writes at most `size`
+ * bytes; returns the count, or -1 when the text is not base64 or does not fit. */
+static long b64decode(const char *in, unsigned char *out, size_t size)
+{
+	size_t len = strlen(in), pad = 0, n = 0;
+	if(len == 0 || len % 4 != 0) return -1;
+	while(pad < 2 && in[len - 1 - pad] == '=') pad++;
+	unsigned long acc = 0;
+	for(size_t i = 0; i < len - pad; i++){
+		int v = b64val(in[i]);
+		if(v < 0) return -1;
+		acc = (acc << 6) | (unsigned long)v;
+		if(i % 4 != 0){
+			if(n >= size) return -1;
+			out[n++] = (unsigned char)(acc >> (2 * (3 - i % 4)));
+			acc &= (1UL << (2 * (3 - i % 4))) - 1;
+		}
+	}
+	return (long)n;
+}
+
+static bool set_key(struct identity *id, const char *value)
+{
+	unsigned char buf[KEY_MAX];
+	long n = id->key ? -1 : b64decode(value, buf, sizeof(buf));
+	if(n < KEY_MIN) return false;
+	id->key = malloc((size_t)n);
+	if(id->key == NULL) return false;
+	memcpy(id->key, buf, (size_t)n);
+	id->key_len = (size_t)n;
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return true;
+}
+
 /* Parse the file's text (modified in place) into t; on failure say why in err. */
 static bool parse(char *text, struct table *t, char *err, size_t errlen)
 {
 	struct identity *id = NULL;
 	int lineno = 0;
 	char *next = text;
-	bool saw_format = false, saw_end = false;
+	bool saw_format = false, saw_end = false, v1 = false;
 
 	while(next != NULL && *next != '\0'){
 		char *line = next;
@@ -166,8 +238,9 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 		if(nl) *nl = '\0';
 		lineno++;
 		if(!saw_format){
-			if(strcmp(line, FORMAT_LINE) != 0){
-				snprintf(err, errlen, "line 1 is not '%s'", FORMAT_LINE);
+			v1 = strcmp(line, FORMAT_LINE_V1) == 0;
+			if(strcmp(line, FORMAT_LINE) != 0 && !v1){
+				snprintf(err, errlen, "line 1 is not '%s' (nor '%s')", FORMAT_LINE, FORMAT_LINE_V1);
 				return false;
 			}
 			saw_format = true;
@@ -219,6 +292,12 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 			ok = set_once(&id->username, value);
 		}else if(strcmp(key, "password") == 0){
 			ok = set_once(&id->password, value);
+		}else if(strcmp(key, "key") == 0 && !v1){
+			ok = set_key(id, value);
+			if(!ok){
+				snprintf(err, errlen, "line %d: key repeated, not base64 or not %d-%d bytes", lineno, KEY_MIN, KEY_MAX);
+				return false;
+			}
 		}else if(strcmp(key, "publish") == 0){
 			ok = push(&id->publish, &id->n_publish, value);
 		}else if(strcmp(key, "subscribe") == 0){
@@ -238,9 +317,10 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 	}
 	for(size_t i = 0; i < t->n; i++){
 		const struct identity *x = &t->ids[i];
-		if(x->password == NULL || (x->device_id == NULL) == (x->username == NULL)){
-			snprintf(err, errlen, "identity '%s' needs a password and exactly one of device or username",
-					x->client_id);
+		if((x->password == NULL) == (x->key == NULL) || (x->device_id == NULL) == (x->username == NULL)
+				|| (x->key != NULL && x->device_id == NULL)){
+			snprintf(err, errlen, "identity '%s' needs exactly one of device or username, and exactly one of "
+					"password or key (a key for a device only)", x->client_id);
 			return false;
 		}
 	}
@@ -345,6 +425,75 @@ static bool allowed(char *const *filters, size_t n, const char *topic)
 	return false;
 }
 
+/* A SAS token for `device_id` under `key`: NULL when it is good, else why not (the order of
+ * harness.broker.sas.verify_token: form, resource, signature, expiry). */
+static const char *sas_refusal(const char *token, const unsigned char *key, size_t key_len, const char *hub,
+		const char *device_id)
+{
+	size_t plen = strlen(SAS_PREFIX), len = strlen(token);
+	if(len > SAS_MAX || strncmp(token, SAS_PREFIX, plen) != 0) return SAS_MALFORMED;
+	for(size_t i = 0; i < len; i++){
+		if((unsigned char)token[i] > 0x7f) return SAS_MALFORMED;
+	}
+	char *fields = strdup(token + plen);
+	if(fields == NULL) return SAS_MALFORMED;
+	const char *sr = NULL, *sig = NULL, *se = NULL;
+	const char *why = NULL;
+	char *save = NULL;
+	for(char *part = strtok_r(fields, "&", &save); part && !why; part = strtok_r(NULL, "&", &save)){
+		char *eq = strchr(part, '=');
+		if(eq == NULL || eq[1] == '\0'){
+			why = SAS_MALFORMED;
+			break;
+		}
+		*eq = '\0';
+		const char **slot = strcmp(part, "sr") == 0 ? &sr : strcmp(part, "sig") == 0 ? &sig
+			: strcmp(part, "se") == 0 ? &se : NULL;
+		if(slot == NULL || *slot != NULL) why = SAS_MALFORMED;
+		else *slot = eq + 1;
+	}
+	/* strtok_r skips empty parts ("a&&b", a leading or trailing '&'): sas.py refuses them */
+	if(!why && (strstr(token + plen, "&&") || token[plen] == '&' || token[len - 1] == '&')) why = SAS_MALFORMED;
+	if(!why && (sr == NULL || sig == NULL || se == NULL)) why = SAS_MALFORMED;
+	size_t se_len = se ? strlen(se) : 0;
+	if(!why && (se_len > SAS_MAX_EXPIRY_DIGITS || strspn(se, "0123456789") != se_len)) why = SAS_MALFORMED;
+	unsigned char mac[SHA256_BYTES], want[SHA256_BYTES + 3];
+	if(!why){
+		char *sig_text = strdup(sig);
+		long n = sig_text && percent_decode(sig_text, false) ? b64decode(sig_text, want, sizeof(want)) : -1;
+		free(sig_text);
+		if(n != SHA256_BYTES) why = SAS_MALFORMED;
+	}
+	if(!why){
+		char *resource = strdup(sr);
+		size_t hl = strlen(hub), dl = strlen(device_id);
+		bool same = resource && percent_decode(resource, false) && strlen(resource) == hl + 9 + dl
+			&& strncmp(resource, hub, hl) == 0 && strncmp(resource + hl, "/devices/", 9) == 0
+			&& strcmp(resource + hl + 9, device_id) == 0;
+		free(resource);
+		if(!same) why = SAS_WRONG_RESOURCE;
+	}
+	if(!why){
+		size_t sr_len = strlen(sr);
+		char *signed_text = malloc(sr_len + 1 + se_len + 1);
+		unsigned int mac_len = 0;
+		if(signed_text == NULL) why = SAS_BAD_SIGNATURE;
+		else{
+			memcpy(signed_text, sr, sr_len);
+			signed_text[sr_len] = '\n';
+			memcpy(signed_text + sr_len + 1, se, se_len + 1);
+			if(HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)signed_text, sr_len + 1 + se_len,
+					mac, &mac_len) == NULL || mac_len != SHA256_BYTES || CRYPTO_memcmp(mac, want, SHA256_BYTES) != 0){
+				why = SAS_BAD_SIGNATURE;
+			}
+			free(signed_text);
+		}
+	}
+	if(!why && strtoll(se, NULL, 10) <= (long long)time(NULL)) why = SAS_EXPIRED;
+	free(fields);
+	return why;
+}
+
 /* ---- callbacks ------------------------------------------------------------------------------ */
 
 /* A client's string for the log: at most 200 bytes, anything but printable ASCII as '?', so a
@@ -378,7 +527,12 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	const struct identity *id = find(&current, client_id);
 	if(id == NULL) return refuse(client_id, ed->username, "no identity has this client id");
 	if(ed->username == NULL || ed->password == NULL) return refuse(client_id, ed->username, "no user name or password");
-	if(!same_secret(id->password, ed->password)) return refuse(client_id, ed->username, "wrong password");
+	if(id->key != NULL){
+		const char *why = sas_refusal(ed->password, id->key, id->key_len, current.hub, id->device_id);
+		if(why != NULL) return refuse(client_id, ed->username, why);
+	}else if(!same_secret(id->password, ed->password)){
+		return refuse(client_id, ed->username, "wrong password");
+	}
 	bool user_ok = id->device_id
 		? device_username_ok(ed->username, current.hub, id->device_id)
 		: strcmp(id->username, ed->username) == 0;

@@ -174,7 +174,7 @@ def test_a_damaged_identities_file_refuses_connections_and_says_why(brokers: Cal
         "an unknown key": (good.replace("\npassword ", "\npasswort ", 1), "unknown key 'passwort'"),
         "a truncated file": (good[:good.index("\nidentity ") + 1], "incomplete: .* no 'end' line"),
         "a line after the end": (good + "identity x\n", "follows the 'end' line"),
-        "another format": (good.replace("hil-identities 1", "hil-identities 2"), "line 1 is not"),
+        "another format": (good.replace("hil-identities 2", "hil-identities 3"), "line 1 is not"),
         "a bad escape": (good.replace("\npassword ", "\npassword %G", 1), "bad percent-encoding"),
         "a missing file": (None, "cannot open"),
     }
