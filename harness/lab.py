@@ -355,18 +355,23 @@ class BrokerSettings(StrictModel):
     kind: str = "mosquitto"
     url: str | None = None
     hub: str = "hil-lab.azure-devices.net"
+    dps: str = "hil-lab-dps.azure-devices-provisioning.net"  # the DPS host name images are built for
+    id_scope: str = Field(default="0ne00000000", pattern=r"^[A-Za-z0-9]{1,64}$",
+                          description="a DPS ID scope: 1-64 letters or digits, like 0ne00123ABC")
     bind: ipaddress.IPv4Address | None = None
     tls: bool = False
 
-    @field_validator("hub")
+    @field_validator("hub", "dps")
     @classmethod
-    def _hub(cls, value: str) -> str:
+    def _host(cls, value: str) -> str:
         if not _HOST_NAME.match(value):
-            raise ValueError(f"hub {shown(value)} is not a host name; write it like my-hub.azure-devices.net")
+            raise ValueError(f"{shown(value)} is not a host name; write it like my-hub.azure-devices.net")
         return value
 
     @model_validator(mode="after")
     def _external(self) -> BrokerSettings:
+        if self.dps == self.hub:
+            raise ValueError(f"broker.dps and broker.hub are both {self.dps}; DPS and the hub have names of their own")
         if self.kind == "external" and not self.url:
             raise ValueError("broker kind 'external' needs 'url: mqtt://HOST:PORT'")
         if self.kind != "external" and self.url is not None:

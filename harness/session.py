@@ -33,6 +33,7 @@ from harness.board.kinds import BoardSite, factory_for, network_mode
 from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker, parse_mqtt_url
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.firmware import FirmwareBuild
+from harness.hub.ca import lab_ca
 from harness.lab import BoardConfig, Lab, TestNetwork, device_secret
 from harness.lease import Lease
 from harness.netpolicy import TargetPolicy
@@ -201,8 +202,10 @@ class RunSession:
         # one broker for the run: on loopback (the collector, tools, QEMU's user-network forwards)
         # and on each of the run's test networks (what the boards there connect to)
         networks = [str(p.harness_address) for p in self.networks.values() if p.routed]
+        lab_tls = settings.tls and self.broker_kind != "external"  # TLS with the lab CA images trust
         options = BrokerOptions(bind="127.0.0.1", also_bind=tuple(a for a in networks if a != "127.0.0.1"),
-                                hub=settings.hub, tls=settings.tls, url=settings.url)
+                                hub=settings.hub, tls=settings.tls, url=settings.url,
+                                tls_files=lab_ca(self.lab).files if lab_tls else None)
         broker = open_broker(self.broker_kind, self.run_dir / "broker", options)
         for device in self.lab.settings.devices:  # the lab's registry: SAS tokens from their keys
             broker.add_device(device.id, key=device.key)

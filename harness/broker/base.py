@@ -58,6 +58,9 @@ class BrokerOptions:
     url: str | None = None  # external kind only: mqtt[s]://[user:password@]host:port
     ca_path: Path | None = None  # external kind only: CA to trust for mqtts
     collector_id: str = COLLECTOR_CLIENT_ID
+    # with tls: the CA and server certificate to serve (the lab CA's, :func:`harness.broker.tls.lab_pki`);
+    # default: a CA made for the run
+    tls_files: TlsFiles | None = None
 
 
 @dataclass(frozen=True)

@@ -126,8 +126,8 @@ class EmbeddedBroker(LocalBroker):
 
         amqtt_plugins.register_table(self._key, self.identities)
         if self.options.tls and self._tls is None:
-            self._tls = make_run_pki(self.run_dir / "embedded-tls",
-                                     [*all_binds(self.options), "localhost", self.options.hub])
+            self._tls = self.options.tls_files or make_run_pki(
+                self.run_dir / "embedded-tls", [*all_binds(self.options), "localhost", self.options.hub])
         if not self._port:
             self._port = free_port(self.options.bind)
         if self.options.tls and not self._tls_port:

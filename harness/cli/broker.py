@@ -38,6 +38,7 @@ from harness.broker.credentials import DEFAULT_HUB, validate_hub
 from harness.cli import output_folder
 from harness.cli._signals import StopSignals
 from harness.errors import ConfigError, InfrastructureError, UsageError
+from harness.hub.ca import lab_ca
 from harness.lab import Lab, device_secret, load_lab
 from harness.state import ENV_LAB, default_lab_dir, resolve_state_dir
 from harness.telemetry.collector import Collector
@@ -137,10 +138,12 @@ def settings(args: argparse.Namespace) -> Settings:
         validate_hub(hub)
     except UsageError as exc:
         raise ConfigError(f"{'--hub' if args.hub else lab_file + '.hub'}: {exc.message}", fix=exc.fix) from None
+    tls = args.tls or bool(lab_broker and lab_broker.tls)
     options = BrokerOptions(
-        bind=bind, port=args.port, tls=args.tls or bool(lab_broker and lab_broker.tls), hub=hub,
+        bind=bind, port=args.port, tls=tls, hub=hub,
         url=args.url or (lab_broker.url if lab_broker is not None else None),
-        ca_path=Path(args.ca) if args.ca else None)
+        ca_path=Path(args.ca) if args.ca else None,
+        tls_files=lab_ca(lab).files if tls and lab is not None and kind != "external" else None)
     return Settings(kind, options, lab)
 
 

@@ -121,3 +121,22 @@ def test_a_keyed_device_added_while_running_is_in_force(kind: str, brokers: Call
     assert raw_connect(b.url, "dev-a", _user("dev-a"), _token(KEY_A, "dev-a")) != ACCEPTED
     b.add_device("dev-a", key=KEY_A)
     assert raw_connect(b.url, "dev-a", _user("dev-a"), _token(KEY_A, "dev-a")) == ACCEPTED
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.needs("mosquitto")
+def test_the_plugin_still_reads_version_1_files_which_carry_no_keys(brokers: Callable[..., Broker]) -> None:
+    b = brokers("mosquitto", hub=HUB)
+    plain = b.add_device("dev-p")
+    path = b.identities_path  # type: ignore[attr-defined]
+    v2 = path.read_text()
+    assert v2.startswith("hil-identities 2\n")
+    path.write_text(v2.replace("hil-identities 2\n", "hil-identities 1\n", 1))  # as an older harness wrote it
+    assert raw_connect(b.url, plain.client_id, plain.username, plain.password) == ACCEPTED
+    b.add_device("dev-a", key=KEY_A)
+    with_key = path.read_text()
+    assert "\nkey " in with_key
+    path.write_text(with_key.replace("hil-identities 2\n", "hil-identities 1\n", 1))
+    mark = b._pump.mark()  # type: ignore[attr-defined]
+    assert raw_connect(b.url, plain.client_id, plain.username, plain.password) != ACCEPTED
+    assert b.wait_log(r"hil-auth: .*unknown key 'key'", 5, since=mark)  # type: ignore[attr-defined]
