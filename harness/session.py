@@ -204,11 +204,11 @@ class RunSession:
         networks = [str(p.harness_address) for p in self.networks.values() if p.routed]
         lab_tls = settings.tls and self.broker_kind != "external"  # TLS with the lab CA images trust
         options = BrokerOptions(bind="127.0.0.1", also_bind=tuple(a for a in networks if a != "127.0.0.1"),
-                                hub=settings.hub, tls=settings.tls, url=settings.url,
+                                hub=settings.hub, id_scope=settings.id_scope, tls=settings.tls, url=settings.url,
                                 tls_files=lab_ca(self.lab).files if lab_tls else None)
         broker = open_broker(self.broker_kind, self.run_dir / "broker", options)
         for device in self.lab.settings.devices:  # the lab's registry: SAS tokens from their keys
-            broker.add_device(device.id, key=device.key)
+            broker.add_device(device.id, key=device.key, registration_id=device.dps_registration_id)
         self._stack.callback(broker.stop)
         broker.start()
         self.broker = broker
@@ -228,7 +228,8 @@ class RunSession:
             raise UsageError("the session is not started", fix="use RunSession as a context manager")
         registered = self.lab.registered(config.identity.device_id)
         if registered is not None:
-            return self.broker.add_device(registered.id, key=registered.key)
+            return self.broker.add_device(registered.id, key=registered.key,
+                                          registration_id=registered.dps_registration_id)
         return self.broker.add_device(config.identity.device_id, password=device_secret(config))
 
     # -- boards --------------------------------------------------------------------------------

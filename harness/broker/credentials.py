@@ -18,19 +18,22 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from harness.broker import sas
+from harness.broker import relay, sas
 from harness.errors import UsageError
 from harness.telemetry.topic import UserNameError, compose_username, parse_username
 
 DEFAULT_HUB = "hil-hub.azure-devices.net"
+DEFAULT_ID_SCOPE = "0ne00000000"
 COLLECTOR_CLIENT_ID = "hil-collector"
 
-# Topic filters, ``{d}`` = the device id.
-DEVICE_PUBLISH = ("devices/{d}/messages/events/#", "devices/{d}/modules/+/messages/events/#")
-DEVICE_SUBSCRIBE = ("devices/{d}/messages/devicebound/#", "devices/{d}/modules/+/messages/devicebound/#")
+# Topic filters, ``{d}`` = the device id; with IoT Hub's request and reply topics (see harness.broker.relay)
+DEVICE_PUBLISH = ("devices/{d}/messages/events/#", "devices/{d}/modules/+/messages/events/#", *relay.HUB_PUBLISH)
+DEVICE_SUBSCRIBE = ("devices/{d}/messages/devicebound/#", "devices/{d}/modules/+/messages/devicebound/#",
+                    *relay.HUB_SUBSCRIBE)
 COLLECTOR_SUBSCRIBE = ("devices/+/messages/events/#", "devices/+/modules/+/messages/events/#")
 CANARY_TOPIC = "hil/canary/{c}"  # {c}: the service identity's client id
 
@@ -70,6 +73,7 @@ class Identity:
     subscribe: tuple[str, ...]
     device_id: str | None = None  # set for device identities: the user name is parsed, not compared
     key: bytes | None = field(default=None, repr=False)  # a device's symmetric key: SAS tokens only
+    registration_id: str | None = None  # a DPS registration (client id = it) of device ``device_id``
 
     @property
     def client_id(self) -> str:
@@ -118,11 +122,20 @@ class IdentityTable:
     """The run's identities; thread-safe, devices may be added while a broker runs."""
 
     hub: str = DEFAULT_HUB
+    id_scope: str = DEFAULT_ID_SCOPE
     _by_client: dict[str, Identity] = field(default_factory=dict)
+    _registrations: dict[str, Identity] = field(default_factory=dict)  # DPS sign-ins, by registration id
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         validate_hub(self.hub)
+        if not self.id_scope.isascii() or not self.id_scope.isalnum():
+            raise UsageError(f"ID scope {self.id_scope!r} is not letters and digits", fix="write it like 0ne00123ABC")
+
+    @property
+    def registration_prefix(self) -> str:
+        """How a DPS user name starts: ``{id scope}/registrations/``."""
+        return f"{self.id_scope}/registrations/"
 
     def add_device(self, device_id: str, *, password: str | None = None, key: bytes | None = None,
                    **params: str) -> Identity:
@@ -172,9 +185,39 @@ class IdentityTable:
             self._by_client[client_id] = ident
             return ident
 
+    def add_registration(self, registration_id: str, device_id: str, key: bytes) -> Identity:
+        """Let a device register with DPS as ``registration_id`` (its client id there), signing its
+        tokens with ``key``; DPS then assigns it ``device_id`` (idempotent like :meth:`add_device`)."""
+        validate_client_id(registration_id, "registration id")
+        with self._lock:
+            existing = self._registrations.get(registration_id)
+            if existing is not None:
+                if (existing.key, existing.device_id) != (key, device_id):
+                    raise UsageError(f"registration {registration_id!r} is already registered for another device "
+                                     "or key")
+                return existing
+            resource = sas.registration_resource(self.id_scope, registration_id)
+            token = sas.make_token(key, resource, int(time.time() + CREDENTIALS_TOKEN_TTL), sas.DPS_KEY_NAME)
+            ident = Identity(
+                credentials=DeviceCredentials(registration_id, f"{resource}/api-version=2019-03-31", token),
+                publish=relay.DPS_PUBLISH, subscribe=relay.DPS_SUBSCRIBE,
+                device_id=device_id, key=key, registration_id=registration_id,
+            )
+            self._registrations[registration_id] = ident
+            return ident
+
     def identities(self) -> list[Identity]:
+        """The hub's identities (devices and services), not the DPS registrations."""
         with self._lock:
             return list(self._by_client.values())
+
+    def registrations(self) -> list[Identity]:
+        with self._lock:
+            return list(self._registrations.values())
+
+    def registration(self, registration_id: str) -> Identity | None:
+        with self._lock:
+            return self._registrations.get(registration_id)
 
     def get(self, client_id: str) -> Identity | None:
         with self._lock:
@@ -195,11 +238,14 @@ class IdentityTable:
         the api-version and other query parameters may be anything. A keyed device's password is a
         SAS token (:func:`harness.broker.sas.verify_token`; ``expiry=False`` skips only its expiry,
         ``now`` is the broker's clock)."""
-        ident = self.get(client_id) if client_id else None
+        dps = username is not None and username.startswith(self.registration_prefix)
+        ident = (self.registration(client_id) if dps else self.get(client_id)) if client_id else None
         if ident is None:
             raise SignInRefused("no identity has this client id")
         if username is None or password is None:
             raise SignInRefused("no user name or password")
+        if ident.registration_id is not None:
+            return self._dps_sign_in(ident, username, password, now=now if expiry else 0.0)
         if ident.key is not None:
             assert ident.device_id is not None
             try:
@@ -218,6 +264,19 @@ class IdentityTable:
         except UserNameError:
             raise SignInRefused("the user name is not this identity's") from None
         if parsed.device_id != ident.device_id or parsed.hub != self.hub or parsed.module_id:
+            raise SignInRefused("the user name is not this identity's")
+        return ident
+
+    def _dps_sign_in(self, ident: Identity, username: str, password: str, now: float | None) -> Identity:
+        """``{id scope}/registrations/{registration id}/api-version=…[&…]`` and a token for that resource,
+        with no ``skn`` or ``skn=registration``."""
+        assert ident.key is not None and ident.registration_id is not None
+        resource = sas.registration_resource(self.id_scope, ident.registration_id)
+        try:
+            sas.verify_token(password, ident.key, resource, now=now, key_name=sas.DPS_KEY_NAME)
+        except sas.SasRefused as exc:
+            raise SignInRefused(exc.reason) from None
+        if not username.startswith(f"{resource}/api-version="):
             raise SignInRefused("the user name is not this identity's")
         return ident
 

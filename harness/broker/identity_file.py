@@ -17,11 +17,17 @@ percent-encoded::
     device dev-k
     key q0Jx...=                 a keyed device: SAS tokens signed with this key (base64), no password
     ...
+    identity dev-k               a DPS registration (here with the device's id as registration id):
+    registration dev-k           the device DPS assigns it; it signs in with the scope's user name
+    key q0Jx...=
+    ...
     end
 
-Version 2 added ``key``; the plugin still reads version 1 (no ``key``), which older harnesses
-write. New keys (reply-topic rewriting) are added here and to the parser together, with a new
-version; the parser refuses keys it does not know, and a file without its ``end`` line.
+with ``scope <DPS ID scope>`` after the hub line.
+
+Version 2 added ``key``, ``scope`` and ``registration``; the plugin still reads version 1 (none of
+them), which older harnesses write. New keys are added here and to the parser together, with a
+new version; the parser refuses keys it does not know, and a file without its ``end`` line.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def encode_value(value: str) -> str:
 
 
 def render_identities(table: IdentityTable) -> str:
-    lines = [FORMAT_LINE, f"hub {encode_value(table.hub)}"]
+    lines = [FORMAT_LINE, f"hub {encode_value(table.hub)}", f"scope {encode_value(table.id_scope)}"]
     for ident in table.identities():
         creds = ident.credentials
         lines.append(f"identity {encode_value(creds.client_id)}")
@@ -56,6 +62,12 @@ def render_identities(table: IdentityTable) -> str:
             lines.append(f"password {encode_value(creds.password)}")
         lines += [f"publish {encode_value(t)}" for t in ident.publish]
         lines += [f"subscribe {encode_value(t)}" for t in ident.subscribe]
+    for reg in table.registrations():
+        assert reg.key is not None and reg.registration_id is not None and reg.device_id is not None
+        lines += [f"identity {encode_value(reg.registration_id)}", f"registration {encode_value(reg.device_id)}",
+                  f"key {base64.b64encode(reg.key).decode()}"]
+        lines += [f"publish {encode_value(t)}" for t in reg.publish]
+        lines += [f"subscribe {encode_value(t)}" for t in reg.subscribe]
     lines.append("end")
     return "\n".join(lines) + "\n"
 

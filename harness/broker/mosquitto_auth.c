@@ -10,12 +10,21 @@
  *   "SharedAccessSignature sr=<url-encoded {hub}/devices/{device id}>&sig=<url-encoded base64
  *   HMAC-SHA256(key, sr + "\n" + se)>&se=<expiry>", fields in any order, each once, no other field,
  *   not expired by this host's clock (harness/broker/sas.py applies the same rules in the same
- *   order, and logs the same reasons). Anything else is refused before mosquitto looks for a
+ *   order, and logs the same reasons). A DPS registration signs in under the same client id as
+ *   its device may: the user name "{id scope}/registrations/{registration id}/api-version=..."
+ *   says it is the registration, whose token is for "{id scope}/registrations/{registration id}"
+ *   and may carry "skn=registration". Anything else is refused before mosquitto looks for a
  *   session under that client id, so a refused login never disconnects or takes over anyone's
  *   session.
  * - ACL (MOSQ_EVT_ACL_CHECK): publish (WRITE) only to the identity's publish filters; subscribe
  *   and receive (SUBSCRIBE, READ) only within its subscribe filters. A subscription's own '+' and
  *   '#' are taken literally, so a client cannot widen its reach with wildcards.
+ * - Relay (MOSQ_EVT_MESSAGE, after the ACL check): IoT Hub's shared request and reply topics name
+ *   no device, so a PUBLISH to "$iothub/..." or "$dps/..." is routed as
+ *   "hil/hub/from/{client id}/{topic}" (only the hub's service may read that), and the service's
+ *   PUBLISH to "hil/hub/to/{client id}/{topic}" is delivered to that one client as "{topic}"
+ *   (mosquitto_broker_publish_copy with its client id; its READ access is still checked). The
+ *   rules of harness/broker/relay.py.
  *
  * The table is the file named by "plugin_opt_identities", which the harness replaces atomically
  * (write a temporary file, rename it). The file is read again at every CONNECT, so when the
@@ -28,9 +37,12 @@
  *
  *   hil-identities 2              (version 1, which has no "key", is read too)
  *   hub <IoT Hub host name>
+ *   scope <DPS ID scope>          (version 2; required before any registration)
  *   identity <client id>          starts an identity; the keys below belong to it
  *   device <device id>            a device identity (its user name is parsed), or
- *   username <user name>          a service identity (its user name is compared)
+ *   username <user name>          a service identity (its user name is compared), or
+ *   registration <device id>      a DPS registration (the client id is its registration id) that
+ *                                 is assigned this device; it needs a key (version 2)
  *   password <secret>             or, for a device only (version 2):
  *   key <base64 symmetric key>    SAS tokens signed with this key, 16-64 bytes
  *   publish <topic filter>        any number of each
@@ -69,6 +81,9 @@
 #define SAS_WRONG_RESOURCE "token for another resource"
 #define SAS_BAD_SIGNATURE "token not signed with this device's key"
 #define SAS_EXPIRED "token expired"
+#define DPS_KEY_NAME "registration"
+#define RELAY_FROM "hil/hub/from/"
+#define RELAY_TO "hil/hub/to/"
 #define MAX_FILE (16 * 1024 * 1024)
 #define LOG_PREFIX "hil-auth: "
 
@@ -76,6 +91,7 @@ struct identity {
 	char *client_id;
 	char *device_id; /* a device: the user name is parsed */
 	char *username;  /* a service: the user name is compared */
+	char *registration; /* a DPS registration (client id = registration id): the device it is assigned */
 	char *password;
 	unsigned char *key; /* a device signing in with SAS tokens */
 	size_t key_len;
@@ -87,6 +103,7 @@ struct identity {
 
 struct table {
 	char *hub;
+	char *scope;
 	struct identity *ids;
 	size_t n;
 };
@@ -110,6 +127,7 @@ static void free_table(struct table *t)
 		free(id->client_id);
 		free(id->device_id);
 		free(id->username);
+		free(id->registration);
 		free(id->password);
 		if(id->key) OPENSSL_cleanse(id->key, id->key_len);
 		free(id->key);
@@ -118,16 +136,29 @@ static void free_table(struct table *t)
 	}
 	free(t->ids);
 	free(t->hub);
+	free(t->scope);
 	memset(t, 0, sizeof(*t));
 }
 
-static const struct identity *find(const struct table *t, const char *client_id)
+/* The identity with this client id: its DPS registration when `registration`, else its device or
+ * service identity (a device and its registration may share a client id). */
+static const struct identity *find(const struct table *t, const char *client_id, bool registration)
 {
 	if(client_id == NULL) return NULL;
 	for(size_t i = 0; i < t->n; i++){
-		if(strcmp(t->ids[i].client_id, client_id) == 0) return &t->ids[i];
+		if(strcmp(t->ids[i].client_id, client_id) == 0 && (t->ids[i].registration != NULL) == registration){
+			return &t->ids[i];
+		}
 	}
 	return NULL;
+}
+
+/* Does this user name sign in to DPS ("{scope}/registrations/...")? */
+static bool dps_username(const struct table *t, const char *username)
+{
+	if(t->scope == NULL || username == NULL) return false;
+	size_t sl = strlen(t->scope);
+	return strncmp(username, t->scope, sl) == 0 && strncmp(username + sl, "/registrations/", 15) == 0;
 }
 
 static int hexval(char c)
@@ -269,11 +300,9 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 		bool ok;
 		if(strcmp(key, "hub") == 0){
 			ok = set_once(&t->hub, value);
+		}else if(strcmp(key, "scope") == 0 && !v1){
+			ok = set_once(&t->scope, value);
 		}else if(strcmp(key, "identity") == 0){
-			if(find(t, value) != NULL){
-				snprintf(err, errlen, "line %d: client id '%s' twice", lineno, value);
-				return false;
-			}
 			struct identity *grown = realloc(t->ids, (t->n + 1) * sizeof(struct identity));
 			ok = grown != NULL;
 			if(ok){
@@ -290,6 +319,8 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 			ok = set_once(&id->device_id, value);
 		}else if(strcmp(key, "username") == 0){
 			ok = set_once(&id->username, value);
+		}else if(strcmp(key, "registration") == 0 && !v1){
+			ok = set_once(&id->registration, value);
 		}else if(strcmp(key, "password") == 0){
 			ok = set_once(&id->password, value);
 		}else if(strcmp(key, "key") == 0 && !v1){
@@ -317,11 +348,20 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 	}
 	for(size_t i = 0; i < t->n; i++){
 		const struct identity *x = &t->ids[i];
-		if((x->password == NULL) == (x->key == NULL) || (x->device_id == NULL) == (x->username == NULL)
-				|| (x->key != NULL && x->device_id == NULL)){
-			snprintf(err, errlen, "identity '%s' needs exactly one of device or username, and exactly one of "
-					"password or key (a key for a device only)", x->client_id);
+		int kinds = (x->device_id != NULL) + (x->username != NULL) + (x->registration != NULL);
+		if(kinds != 1 || (x->password == NULL) == (x->key == NULL) || (x->key != NULL && x->username != NULL)
+				|| (x->registration != NULL && (x->key == NULL || t->scope == NULL))){
+			snprintf(err, errlen, "identity '%s' needs exactly one of device, username or registration, and "
+					"exactly one of password or key (a key for a device or registration only; a registration "
+					"needs a key and a scope)", x->client_id);
 			return false;
+		}
+		for(size_t j = 0; j < i; j++){
+			if(strcmp(t->ids[j].client_id, x->client_id) == 0
+					&& (t->ids[j].registration != NULL) == (x->registration != NULL)){
+				snprintf(err, errlen, "client id '%s' twice", x->client_id);
+				return false;
+			}
 		}
 	}
 	return true;
@@ -425,10 +465,11 @@ static bool allowed(char *const *filters, size_t n, const char *topic)
 	return false;
 }
 
-/* A SAS token for `device_id` under `key`: NULL when it is good, else why not (the order of
- * harness.broker.sas.verify_token: form, resource, signature, expiry). */
-static const char *sas_refusal(const char *token, const unsigned char *key, size_t key_len, const char *hub,
-		const char *device_id)
+/* A SAS token for `resource` under `key`, carrying no skn or skn=`key_name` (when not NULL): NULL
+ * when it is good, else why not (the order of harness.broker.sas.verify_token: form, resource,
+ * signature, expiry). */
+static const char *sas_refusal(const char *token, const unsigned char *key, size_t key_len, const char *resource,
+		const char *key_name)
 {
 	size_t plen = strlen(SAS_PREFIX), len = strlen(token);
 	if(len > SAS_MAX || strncmp(token, SAS_PREFIX, plen) != 0) return SAS_MALFORMED;
@@ -437,7 +478,7 @@ static const char *sas_refusal(const char *token, const unsigned char *key, size
 	}
 	char *fields = strdup(token + plen);
 	if(fields == NULL) return SAS_MALFORMED;
-	const char *sr = NULL, *sig = NULL, *se = NULL;
+	const char *sr = NULL, *sig = NULL, *se = NULL, *skn = NULL;
 	const char *why = NULL;
 	char *save = NULL;
 	for(char *part = strtok_r(fields, "&", &save); part && !why; part = strtok_r(NULL, "&", &save)){
@@ -448,12 +489,13 @@ static const char *sas_refusal(const char *token, const unsigned char *key, size
 		}
 		*eq = '\0';
 		const char **slot = strcmp(part, "sr") == 0 ? &sr : strcmp(part, "sig") == 0 ? &sig
-			: strcmp(part, "se") == 0 ? &se : NULL;
+			: strcmp(part, "se") == 0 ? &se : strcmp(part, "skn") == 0 ? &skn : NULL;
 		if(slot == NULL || *slot != NULL) why = SAS_MALFORMED;
 		else *slot = eq + 1;
 	}
 	/* strtok_r skips empty parts ("a&&b", a leading or trailing '&'): sas.py refuses them */
 	if(!why && (strstr(token + plen, "&&") || token[plen] == '&' || token[len - 1] == '&')) why = SAS_MALFORMED;
+	if(!why && skn != NULL && (key_name == NULL || strcmp(skn, key_name) != 0)) why = SAS_MALFORMED;
 	if(!why && (sr == NULL || sig == NULL || se == NULL)) why = SAS_MALFORMED;
 	size_t se_len = se ? strlen(se) : 0;
 	if(!why && (se_len > SAS_MAX_EXPIRY_DIGITS || strspn(se, "0123456789") != se_len)) why = SAS_MALFORMED;
@@ -465,12 +507,9 @@ static const char *sas_refusal(const char *token, const unsigned char *key, size
 		if(n != SHA256_BYTES) why = SAS_MALFORMED;
 	}
 	if(!why){
-		char *resource = strdup(sr);
-		size_t hl = strlen(hub), dl = strlen(device_id);
-		bool same = resource && percent_decode(resource, false) && strlen(resource) == hl + 9 + dl
-			&& strncmp(resource, hub, hl) == 0 && strncmp(resource + hl, "/devices/", 9) == 0
-			&& strcmp(resource + hl + 9, device_id) == 0;
-		free(resource);
+		char *decoded = strdup(sr);
+		bool same = decoded && percent_decode(decoded, false) && strcmp(decoded, resource) == 0;
+		free(decoded);
 		if(!same) why = SAS_WRONG_RESOURCE;
 	}
 	if(!why){
@@ -516,6 +555,22 @@ static int refuse(const char *client_id, const char *username, const char *why)
 	return MOSQ_ERR_AUTH;
 }
 
+/* A DPS registration: a token for "{scope}/registrations/{registration id}" (skn=registration
+ * allowed) and the user name "{that resource}/api-version=...". */
+static int dps_sign_in(const struct identity *id, const char *username, const char *password)
+{
+	char *resource = malloc(strlen(current.scope) + strlen(id->client_id) + 16);
+	if(resource == NULL) return refuse(id->client_id, username, "out of memory");
+	sprintf(resource, "%s/registrations/%s", current.scope, id->client_id);
+	const char *why = sas_refusal(password, id->key, id->key_len, resource, DPS_KEY_NAME);
+	size_t rl = strlen(resource);
+	if(why == NULL && (strncmp(username, resource, rl) != 0 || strncmp(username + rl, "/api-version=", 13) != 0)){
+		why = "the user name is not this identity's";
+	}
+	free(resource);
+	return why == NULL ? MOSQ_ERR_SUCCESS : refuse(id->client_id, username, why);
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
@@ -524,11 +579,17 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	(void)userdata;
 
 	if(!reload()) return refuse(client_id, ed->username, "the identities file is unusable");
-	const struct identity *id = find(&current, client_id);
+	bool dps = dps_username(&current, ed->username);
+	const struct identity *id = find(&current, client_id, dps);
 	if(id == NULL) return refuse(client_id, ed->username, "no identity has this client id");
 	if(ed->username == NULL || ed->password == NULL) return refuse(client_id, ed->username, "no user name or password");
+	if(dps) return dps_sign_in(id, ed->username, ed->password);
 	if(id->key != NULL){
-		const char *why = sas_refusal(ed->password, id->key, id->key_len, current.hub, id->device_id);
+		char *resource = malloc(strlen(current.hub) + strlen(id->device_id) + 10);
+		if(resource == NULL) return refuse(client_id, ed->username, "out of memory");
+		sprintf(resource, "%s/devices/%s", current.hub, id->device_id);
+		const char *why = sas_refusal(ed->password, id->key, id->key_len, resource, NULL);
+		free(resource);
 		if(why != NULL) return refuse(client_id, ed->username, why);
 	}else if(!same_secret(id->password, ed->password)){
 		return refuse(client_id, ed->username, "wrong password");
@@ -547,12 +608,56 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	(void)userdata;
 
 	if(ed->access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_SUCCESS;
-	const struct identity *id = find(&current, mosquitto_client_id(ed->client));
+	const struct identity *id = find(&current, mosquitto_client_id(ed->client),
+			dps_username(&current, mosquitto_client_username(ed->client)));
 	if(id == NULL || ed->topic == NULL) return MOSQ_ERR_ACL_DENIED;
 	bool ok = ed->access == MOSQ_ACL_WRITE
 		? allowed(id->publish, id->n_publish, ed->topic)
 		: allowed(id->subscribe, id->n_subscribe, ed->topic);
 	return ok ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+}
+
+/* The relay of harness/broker/relay.py; runs after the publisher's ACL check. */
+static int on_message(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_message *ed = event_data;
+	const char *client_id = mosquitto_client_id(ed->client);
+	(void)event;
+	(void)userdata;
+
+	if(ed->topic == NULL || client_id == NULL) return MOSQ_ERR_SUCCESS;
+	if(strncmp(ed->topic, "$iothub/", 8) == 0 || strncmp(ed->topic, "$dps/", 5) == 0){
+		char *routed = mosquitto_malloc(strlen(RELAY_FROM) + strlen(client_id) + 1 + strlen(ed->topic) + 1);
+		if(routed == NULL) return MOSQ_ERR_NOMEM;
+		sprintf(routed, "%s%s/%s", RELAY_FROM, client_id, ed->topic);
+		mosquitto_free(ed->topic);
+		ed->topic = routed;
+		return MOSQ_ERR_SUCCESS;
+	}
+	if(strncmp(ed->topic, RELAY_TO, strlen(RELAY_TO)) == 0){
+		const char *target = ed->topic + strlen(RELAY_TO);
+		const char *slash = strchr(target, '/');
+		if(slash == NULL || slash == target || slash[1] == '\0') return MOSQ_ERR_SUCCESS;
+		char *to = strndup(target, (size_t)(slash - target));
+		if(to == NULL) return MOSQ_ERR_NOMEM;
+		const char *topic = slash + 1;
+		/* mosquitto checks no READ access of a message sent to one client: check it here, against the
+		 * identity the topic is for (a DPS reply goes to the registration) */
+		const struct identity *id = find(&current, to, strncmp(topic, "$dps/", 5) == 0);
+		char shown_to[201];
+		if(id == NULL || !allowed(id->subscribe, id->n_subscribe, topic)){
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "relay to client '%s' dropped: it may not read that topic",
+					shown(to, shown_to, sizeof(shown_to)));
+		}else{
+			int rc = mosquitto_broker_publish_copy(to, topic, (int)ed->payloadlen, ed->payload, ed->qos, false, NULL);
+			if(rc != MOSQ_ERR_SUCCESS){
+				mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "relay to client '%s' failed (%d)",
+						shown(to, shown_to, sizeof(shown_to)), rc);
+			}
+		}
+		free(to);
+	}
+	return MOSQ_ERR_SUCCESS;
 }
 
 /* ---- plugin entry points -------------------------------------------------------------------- */
@@ -584,7 +689,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 	}
 	if(!reload()) return MOSQ_ERR_INVAL;
 	if(mosquitto_callback_register(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL) != MOSQ_ERR_SUCCESS
-			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL) != MOSQ_ERR_SUCCESS){
+			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL) != MOSQ_ERR_SUCCESS
+			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL, NULL) != MOSQ_ERR_SUCCESS){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot register callbacks");
 		return MOSQ_ERR_UNKNOWN;
 	}
@@ -599,6 +705,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	(void)option_count;
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL);
 	free_table(&current);
 	free(identities_path);
 	identities_path = NULL;

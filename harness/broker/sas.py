@@ -11,8 +11,10 @@ is signed with that device's key, names that device's resource and has not expir
 clock. The mosquitto plugin (``mosquitto_auth.c``) applies the same rules, and the same refusal
 reasons, in C; :data:`REFUSALS` names them for both.
 
-Fields may come in any order; each at most once; ``skn`` (a policy's key name) is refused, since
-a device key has none; so is any other field.
+DPS takes the same tokens for ``{id scope}/registrations/{registration id}``, where the device
+SDKs add ``skn=registration`` (:data:`DPS_KEY_NAME`). Fields may come in any order, each at most
+once; ``skn`` is taken only where the caller names the key name it may carry (a hub device's
+token has none); any other field is refused.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 PREFIX = "SharedAccessSignature "
+#: The key name DPS clients put in their tokens (``skn``) for an enrollment's own key.
+DPS_KEY_NAME = "registration"
 #: The longest token looked at (IoT Hub's are about 150 characters for a 128-character device id).
 MAX_TOKEN = 2048
 #: Keys IoT Hub gives are 32 or 64 random bytes; anything from 16 to 64 bytes is taken.
@@ -66,15 +70,19 @@ def device_resource(hub: str, device_id: str) -> str:
     return f"{hub}/devices/{device_id}"
 
 
+def registration_resource(id_scope: str, registration_id: str) -> str:
+    return f"{id_scope}/registrations/{registration_id}"
+
+
 def signature(key: bytes, sr: str, se: str) -> bytes:
     return hmac.new(key, f"{sr}\n{se}".encode(), hashlib.sha256).digest()
 
 
-def make_token(key: bytes, resource: str, expiry: int) -> str:
+def make_token(key: bytes, resource: str, expiry: int, key_name: str | None = None) -> str:
     """A token for ``resource`` valid until ``expiry`` (seconds since 1970), as the device SDKs write it."""
     sr = quote(resource, safe="")
     sig = base64.b64encode(signature(key, sr, str(expiry))).decode()
-    return f"{PREFIX}sr={sr}&sig={quote(sig, safe='')}&se={expiry}"
+    return f"{PREFIX}sr={sr}&sig={quote(sig, safe='')}&se={expiry}" + (f"&skn={key_name}" if key_name else "")
 
 
 def device_token(key: bytes, hub: str, device_id: str, *, ttl: float = 3600.0, now: float | None = None) -> str:
@@ -86,6 +94,7 @@ class SasToken:
     sr: str  # as sent (URL-encoded): the signature covers it so
     sig: bytes
     se: str
+    skn: str | None = None
 
     @property
     def resource(self) -> str:
@@ -96,16 +105,20 @@ class SasToken:
         return int(self.se)
 
 
-def parse_token(token: str) -> SasToken:
-    """The fields of a token; :class:`SasRefused` (malformed) when it is not one."""
+def parse_token(token: str, key_name: str | None = None) -> SasToken:
+    """The fields of a token (``skn`` only where it may be ``key_name``); :class:`SasRefused`
+    (malformed) when it is not one."""
     if len(token) > MAX_TOKEN or not token.startswith(PREFIX) or not token.isascii():
         raise SasRefused(MALFORMED, f"not '{PREFIX.strip()} sr=…&sig=…&se=…'")
     fields: dict[str, str] = {}
     for part in token[len(PREFIX):].split("&"):
         name, eq, value = part.partition("=")
-        if not eq or name not in ("sr", "sig", "se") or name in fields or not value:
+        if not eq or name not in ("sr", "sig", "se", "skn") or name in fields or not value:
             raise SasRefused(MALFORMED, f"field {name!r} unknown, repeated or empty")
         fields[name] = value
+    skn = fields.pop("skn", None)
+    if skn is not None and skn != key_name:
+        raise SasRefused(MALFORMED, f"skn={skn!r}: a key name this token cannot carry")
     if len(fields) != 3:
         raise SasRefused(MALFORMED, "needs sr, sig and se")
     se = fields["se"]
@@ -117,13 +130,15 @@ def parse_token(token: str) -> SasToken:
         sig = b""
     if len(sig) != hashlib.sha256().digest_size:
         raise SasRefused(MALFORMED, "sig is not a base64 HMAC-SHA256")
-    return SasToken(fields["sr"], sig, se)
+    return SasToken(fields["sr"], sig, se, skn)
 
 
-def verify_token(token: str, key: bytes, resource: str, *, now: float | None = None) -> SasToken:
+def verify_token(token: str, key: bytes, resource: str, *, now: float | None = None,
+                 key_name: str | None = None) -> SasToken:
     """The token, when it grants ``resource`` under ``key`` at ``now`` (default: this host's clock);
-    else :class:`SasRefused` naming the first rule it breaks (form, resource, signature, expiry)."""
-    parsed = parse_token(token)
+    else :class:`SasRefused` naming the first rule it breaks (form, resource, signature, expiry).
+    ``key_name``: the ``skn`` it may carry (none by default)."""
+    parsed = parse_token(token, key_name)
     if parsed.resource != resource:
         raise SasRefused(WRONG_RESOURCE)
     if not hmac.compare_digest(signature(key, parsed.sr, parsed.se), parsed.sig):

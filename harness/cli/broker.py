@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.broker import BROKER_KINDS, Broker, BrokerOptions, default_kind, open_broker
-from harness.broker.credentials import DEFAULT_HUB, validate_hub
+from harness.broker.credentials import DEFAULT_HUB, DEFAULT_ID_SCOPE, validate_hub
 from harness.cli import output_folder
 from harness.cli._signals import StopSignals
 from harness.errors import ConfigError, InfrastructureError, UsageError
@@ -141,6 +141,7 @@ def settings(args: argparse.Namespace) -> Settings:
     tls = args.tls or bool(lab_broker and lab_broker.tls)
     options = BrokerOptions(
         bind=bind, port=args.port, tls=tls, hub=hub,
+        id_scope=lab_broker.id_scope if lab_broker is not None else DEFAULT_ID_SCOPE,
         url=args.url or (lab_broker.url if lab_broker is not None else None),
         ca_path=Path(args.ca) if args.ca else None,
         tls_files=lab_ca(lab).files if tls and lab is not None and kind != "external" else None)
@@ -199,7 +200,7 @@ def _serve(args: argparse.Namespace, chosen: Settings, run_dir: Path, archive: P
     broker = open_broker(chosen.kind, run_dir, chosen.options)
     if chosen.lab is not None and not args.no_lab_devices:
         for device in chosen.lab.settings.devices:  # the registry: SAS tokens from their keys
-            broker.add_device(device.id, key=device.key)
+            broker.add_device(device.id, key=device.key, registration_id=device.dps_registration_id)
         for board in chosen.lab.boards.values():
             if chosen.lab.registered(board.identity.device_id) is None:
                 broker.add_device(board.identity.device_id, password=device_secret(board))

@@ -131,12 +131,17 @@ def test_the_plugin_still_reads_version_1_files_which_carry_no_keys(brokers: Cal
     path = b.identities_path  # type: ignore[attr-defined]
     v2 = path.read_text()
     assert v2.startswith("hil-identities 2\n")
-    path.write_text(v2.replace("hil-identities 2\n", "hil-identities 1\n", 1))  # as an older harness wrote it
+    path.write_text(_as_v1(v2))  # as an older harness wrote it
     assert raw_connect(b.url, plain.client_id, plain.username, plain.password) == ACCEPTED
     b.add_device("dev-a", key=KEY_A)
     with_key = path.read_text()
     assert "\nkey " in with_key
-    path.write_text(with_key.replace("hil-identities 2\n", "hil-identities 1\n", 1))
+    path.write_text(_as_v1(with_key))
     mark = b._pump.mark()  # type: ignore[attr-defined]
     assert raw_connect(b.url, plain.client_id, plain.username, plain.password) != ACCEPTED
     assert b.wait_log(r"hil-auth: .*unknown key 'key'", 5, since=mark)  # type: ignore[attr-defined]
+
+
+def _as_v1(text: str) -> str:
+    """A version 2 file in version 1's words (no DPS scope line), keys left in."""
+    return re.sub(r"\nscope [^\n]*", "", text.replace("hil-identities 2\n", "hil-identities 1\n", 1), count=1)
