@@ -43,6 +43,25 @@ def _name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+def _ca_certificate(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, name: x509.Name, start: _dt.datetime,
+                    end: _dt.datetime) -> x509.Certificate:
+    """A self-signed CA certificate that signs server certificates only (path length 0)."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
 def make_run_pki(folder: Path, hosts: list[str], *, days: int = 2) -> TlsFiles:
     """Write ``ca.crt``, ``server.crt`` and ``server.key`` (mode 0600) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -51,20 +70,7 @@ def make_run_pki(folder: Path, hosts: list[str], *, days: int = 2) -> TlsFiles:
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("hil run CA")
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(until)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_cert = _ca_certificate(ca_key, ca_name, now, until)
 
     sans: list[x509.GeneralName] = []
     for host in hosts:
@@ -167,20 +173,7 @@ def _make_lab_ca(pki: LabPki) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, _LAB_ORG),
                       x509.NameAttribute(NameOID.COMMON_NAME, "hil lab CA")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + _dt.timedelta(days=LAB_CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert = _ca_certificate(key, name, now, now + _dt.timedelta(days=LAB_CA_DAYS))
     _write_private(pki.ca_key_path, _key_pem(key))  # the key first: a certificate never lacks its key
     _write_private(pki.files.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from harness.broker import Broker, relay
+from harness.broker import Broker, DeviceCredentials, relay
 
 from .conftest import DeviceClient
 
@@ -24,6 +24,18 @@ def _service(b: Broker, devices: Callable[..., DeviceClient]) -> DeviceClient:
     return svc
 
 
+def _service_and_two_devices(b: Broker, devices: Callable[..., DeviceClient]
+                             ) -> tuple[DeviceClient, DeviceClient, DeviceClient, DeviceCredentials]:
+    """The service, and dev-a and dev-b connected and subscribed to IoT Hub's shared reply names (and
+    dev-b's credentials, for more connections)."""
+    a_creds, b_creds = b.add_device("dev-a"), b.add_device("dev-b")
+    svc = _service(b, devices)
+    a, other = devices(b.url, a_creds), devices(b.url, b_creds)
+    assert a.connected() and other.connected()
+    assert a.subscribe_granted(SHARED) == [True] * 3 and other.subscribe_granted(SHARED) == [True] * 3
+    return svc, a, other, b_creds
+
+
 def _wait_topic(client: DeviceClient, topic: str, timeout: float = 10) -> bytes:
     with client._arrived:
         assert client._arrived.wait_for(lambda: any(m.topic == topic for m in client.received), timeout), \
@@ -36,11 +48,7 @@ def _wait_topic(client: DeviceClient, topic: str, timeout: float = 10) -> bytes:
 def test_a_reply_reaches_only_the_device_it_is_meant_for(kind: str, brokers: Callable[..., Broker],
                                                           devices: Callable[..., DeviceClient]) -> None:
     b = brokers(kind)
-    a_creds, b_creds = b.add_device("dev-a"), b.add_device("dev-b")
-    svc = _service(b, devices)
-    a, other = devices(b.url, a_creds), devices(b.url, b_creds)
-    assert a.connected() and other.connected()
-    assert a.subscribe_granted(SHARED) == [True] * 3 and other.subscribe_granted(SHARED) == [True] * 3
+    svc, a, other, _ = _service_and_two_devices(b, devices)
 
     # the request reaches the service under the sender's id, and no other device
     assert a.publish_settled("$iothub/twin/GET/?$rid=1", b"")
@@ -66,11 +74,7 @@ def test_a_reply_reaches_only_the_device_it_is_meant_for(kind: str, brokers: Cal
 def test_a_device_can_neither_read_requests_nor_forge_replies(kind: str, brokers: Callable[..., Broker],
                                                                devices: Callable[..., DeviceClient]) -> None:
     b = brokers(kind)
-    a_creds, b_creds = b.add_device("dev-a"), b.add_device("dev-b")
-    svc = _service(b, devices)
-    victim, spy = devices(b.url, a_creds), devices(b.url, b_creds)
-    assert victim.connected() and spy.connected()
-    assert victim.subscribe_granted(SHARED) == [True] * 3
+    svc, victim, spy, b_creds = _service_and_two_devices(b, devices)
     # the relay's own names, and IoT Hub's request names, are not a device's to read
     assert spy.subscribe_granted([(relay.FROM_PREFIX + "#", 1), (relay.FROM_PREFIX + "dev-a/#", 1),
                                   (relay.TO_PREFIX + "#", 1), ("$iothub/twin/GET/#", 1), ("hil/#", 1)]) == [False] * 5
