@@ -632,6 +632,7 @@ static int on_message(int event, void *event_data, void *userdata)
 		sprintf(routed, "%s%s/%s", RELAY_FROM, client_id, ed->topic);
 		mosquitto_free(ed->topic);
 		ed->topic = routed;
+		ed->retain = false; /* a request is for now: never kept for the service's next subscription */
 		return MOSQ_ERR_SUCCESS;
 	}
 	if(strncmp(ed->topic, RELAY_TO, strlen(RELAY_TO)) == 0){
