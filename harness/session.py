@@ -34,6 +34,7 @@ from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.firmware import FirmwareBuild
 from harness.hub.ca import lab_ca
+from harness.hub.service import IotHubStandIn
 from harness.lab import BoardConfig, Lab, TestNetwork, device_secret
 from harness.lease import Lease
 from harness.netpolicy import TargetPolicy
@@ -85,6 +86,7 @@ class RunSession:
         self.networks: dict[str, NetworkPlace] = {}
         self.boards: dict[str, Board] = {}
         self.broker: Broker | None = None
+        self.hub: IotHubStandIn | None = None  # twin, methods, C2D and DPS, when the lab has a device registry
         self.collector: Collector | None = None
         self._stack = ExitStack()
         self._services: dict[str, Any] = {}
@@ -212,6 +214,9 @@ class RunSession:
         self._stack.callback(broker.stop)
         broker.start()
         self.broker = broker
+        if self.lab.settings.devices and broker.kind != "external":  # the registry's devices talk to IoT Hub
+            self.hub = IotHubStandIn(broker).start()
+            self._stack.callback(self.hub.stop)
         self.log.record("broker", kind=broker.kind, url=broker.url, tls_url=broker.tls_url)
 
     def _start_collector(self) -> None:

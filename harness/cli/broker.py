@@ -21,6 +21,7 @@ or when the broker was found dead at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import errno
 import ipaddress
@@ -39,6 +40,7 @@ from harness.cli import output_folder
 from harness.cli._signals import StopSignals
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.hub.ca import lab_ca
+from harness.hub.service import IotHubStandIn
 from harness.lab import Lab, device_secret, load_lab
 from harness.state import ENV_LAB, default_lab_dir, resolve_state_dir
 from harness.telemetry.collector import Collector
@@ -206,7 +208,7 @@ def _serve(args: argparse.Namespace, chosen: Settings, run_dir: Path, archive: P
                 broker.add_device(board.identity.device_id, password=device_secret(board))
     for device in args.device:
         broker.add_device(device)
-    with broker:
+    with broker, (IotHubStandIn(broker) if broker.kind != "external" else contextlib.nullcontext()):
         collector = Collector.from_endpoint(broker.endpoint(), archive, tls=chosen.options.tls)
         collector.on_received(lambda item: emit(_line(item, args.json)))
         with collector:
