@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from harness.broker.credentials import COLLECTOR_CLIENT_ID
+from harness.broker.relay import SERVICE_CLIENT_ID
 from harness.broker.sas import decode_key
 from harness.config import StrictModel, load, no_nul, read_yaml, shown, validate
 from harness.errors import ConfigError
@@ -379,6 +381,8 @@ class BrokerSettings(StrictModel):
         return self
 
 
+#: Client ids of the harness's own services on the broker: no device may take them.
+RESERVED_CLIENT_IDS = (COLLECTOR_CLIENT_ID, SERVICE_CLIENT_ID)
 RegistrationId = Annotated[str, Field(pattern=r"^[a-z0-9\-._:]{1,128}$")]
 
 
@@ -405,6 +409,8 @@ class RegisteredDevice(StrictModel):
 
     @model_validator(mode="after")
     def _credential(self) -> RegisteredDevice:
+        if self.id in RESERVED_CLIENT_IDS:
+            raise ValueError(f"device id {self.id} is the harness's own service's; give the device another id")
         if self.x509_thumbprint is not None:
             raise ValueError(f"device {self.id}: x509_thumbprint: X.509 client certificates are not offered by this "
                              "harness yet; give the device a symmetric_key instead")

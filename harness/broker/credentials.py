@@ -178,6 +178,8 @@ class IdentityTable:
         with self._lock:
             existing = self._by_client.get(client_id)
             if existing is not None:
+                if existing.device_id is not None:
+                    raise UsageError(f"service client id {client_id!r} is taken by a device")
                 return existing
             creds = DeviceCredentials(client_id, client_id, password or new_secret())
             canary = (canary_topic(client_id),)

@@ -22,6 +22,7 @@ The mosquitto plugin (``mosquitto_auth.c``, its MOSQ_EVT_MESSAGE callback and
 
 from __future__ import annotations
 
+SERVICE_CLIENT_ID = "hil-hub"  # the hub stand-in's service identity (harness.hub.service)
 FROM_PREFIX = "hil/hub/from/"
 TO_PREFIX = "hil/hub/to/"
 RELAYED = ("$iothub/", "$dps/")

@@ -34,6 +34,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from harness.broker import Broker, parse_mqtt_url, relay
+from harness.broker.relay import SERVICE_CLIENT_ID
 from harness.errors import CheckFailed, InfrastructureError, UsageError
 from harness.hub.dps import DpsStandIn
 from harness.hub.twin import PatchRefused, Twin
@@ -41,7 +42,6 @@ from harness.telemetry.topic import decode_pairs, encode_pairs
 
 log = logging.getLogger(__name__)
 
-SERVICE_CLIENT_ID = "hil-hub"
 CONNECT_TIMEOUT = 10.0
 PUBLISH_TIMEOUT = 10.0
 TWIN_GET = "$iothub/twin/GET/"
@@ -105,7 +105,7 @@ class IotHubStandIn:
         c.reconnect_delay_set(min_delay=1, max_delay=2)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
-        c.on_subscribe = lambda *args: self._subscribed.set()
+        c.on_subscribe = self._on_subscribe
         c.on_message = self._on_message
         self._client = c
 
@@ -120,7 +120,8 @@ class IotHubStandIn:
         self._client.loop_start()
         if not self._subscribed.wait(CONNECT_TIMEOUT):
             self.stop()
-            raise InfrastructureError(f"the hub stand-in did not connect and subscribe within {CONNECT_TIMEOUT:.0f} s",
+            raise InfrastructureError(f"the hub stand-in did not connect and subscribe within {CONNECT_TIMEOUT:.0f} s "
+                                      "(or the broker refused its login or subscription)",
                                       evidence=self.broker.log_path)
         return self
 
@@ -143,6 +144,12 @@ class IotHubStandIn:
             if self.outages and self.outages[-1][1] is None:
                 self.outages[-1] = (self.outages[-1][0], time.time())
         client.subscribe([(relay.FROM_PREFIX + "#", 1)])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, codes: list[Any], props: object) -> None:
+        if any(code.is_failure for code in codes):
+            log.error("hub stand-in: the broker refused its subscription to %s", relay.FROM_PREFIX + "#")
+            return
+        self._subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, rc: Any, props: object) -> None:
         was = self._connected.is_set()
@@ -193,7 +200,7 @@ class IotHubStandIn:
             try:
                 patch = json.loads(payload)
                 version = self._twin(device).patch_reported(patch)
-            except (ValueError, PatchRefused) as exc:
+            except (ValueError, RecursionError, PatchRefused) as exc:  # RecursionError: JSON nested past Python
                 self._refused.setdefault(device, []).append(str(exc))
                 self._cond.notify_all()
                 status, query = 400, f"$rid={rid}"

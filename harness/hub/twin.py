@@ -27,17 +27,23 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
     return out
 
 
+#: IoT Hub keeps at most this many levels of objects in a twin's properties.
+MAX_DEPTH = 10
+
+
 def _check(patch: Any) -> dict[str, Any]:
     if not isinstance(patch, dict):
         raise PatchRefused(f"a twin patch is a JSON object, not {type(patch).__name__}")
-    stack = [patch]
+    stack = [(patch, 1)]
     while stack:
-        node = stack.pop()
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PatchRefused(f"objects nested deeper than {MAX_DEPTH} levels (IoT Hub's limit)")
         for key, value in node.items():
             if key.startswith("$"):
                 raise PatchRefused(f"property {key!r}: names starting with '$' are IoT Hub's own")
             if isinstance(value, dict):
-                stack.append(value)
+                stack.append((value, depth + 1))
     return patch
 
 

@@ -139,3 +139,15 @@ def test_a_device_takes_a_password_or_a_key_and_keeps_it() -> None:
     with pytest.raises(UsageError, match="another secret"):
         table.add_device("dev-a", key=KEY_B)
     assert table.add_device("dev-a", key=KEY_A).key == KEY_A
+
+
+def test_a_device_id_and_a_service_client_id_never_share_an_identity() -> None:
+    from harness.errors import UsageError
+
+    table = IdentityTable(hub=HUB)
+    table.add_device("hil-hub", key=KEY_A)
+    with pytest.raises(UsageError, match="taken by a device"):
+        table.add_service("hil-hub")
+    table.add_service("svc")
+    with pytest.raises(UsageError, match="taken by a service"):
+        table.add_device("svc")

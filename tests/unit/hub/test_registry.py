@@ -59,6 +59,8 @@ def test_a_registry_loads_with_its_keys(tmp_path: Path) -> None:
     ([{"id": "gs-01", "symmetric_key": KEY, "registration_id": "Upper"}], ["devices[0].registration_id",
                                                                             "a DPS registration id"]),
     ([{"id": "gs-01", "symmetric_key": KEY}] * 2, ["device ids must be unique", "gs-01"]),
+    ([{"id": "hil-hub", "symmetric_key": KEY}], ["hil-hub is the harness's own service's"]),
+    ([{"id": "hil-collector", "symmetric_key": KEY}], ["hil-collector is the harness's own service's"]),
     ([{"id": "a", "symmetric_key": KEY, "registration_id": "r"}, {"id": "b", "symmetric_key": KEY,
                                                                   "registration_id": "r"}],
      ["registration ids must be unique"]),

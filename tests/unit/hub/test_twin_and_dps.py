@@ -23,10 +23,17 @@ def test_twin_versions_count_patches_and_dollar_keys_are_refused() -> None:
     twin = Twin(desired={"i": 1})
     assert twin.patch_reported({"fw": "1"}) == 2 and twin.patch_desired({"i": 2}) == 2
     assert twin.document() == {"desired": {"i": 2, "$version": 2}, "reported": {"fw": "1", "$version": 2}}
-    for bad in ([1], "x", {"$version": 3}, {"n": {"$metadata": {}}}):
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(10):  # 11 levels of objects: one past IoT Hub's limit
+        node["n"] = {}
+        node = node["n"]  # type: ignore[assignment]
+    ten_levels = {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": {"j": 1}}}}}}}}}}
+    assert twin.patch_reported(ten_levels) == 3
+    for bad in ([1], "x", {"$version": 3}, {"n": {"$metadata": {}}}, deep):
         with pytest.raises(PatchRefused):
             twin.patch_reported(bad)
-    assert twin.reported_version == 2
+    assert twin.reported_version == 3
 
 
 def _reply(dps: DpsStandIn, reg: str, topic: str, body: bytes = b"") -> tuple[int, dict[str, str], dict]:  # type: ignore[type-arg]
