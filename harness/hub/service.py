@@ -13,7 +13,9 @@ names::
         hub.send_c2d("gs-01", b"hello", {"kind": "greeting"})
         hub.dps.registrations["gs-01"]                        # what DPS assigned
 
-Waits end on the event they wait for; a deadline passing is :class:`MethodTimeout` or
+Every request and every answer is written as it happens to ``<run dir>/hub-service.jsonl`` (the
+broker's run folder; one JSON object a line: time, direction, client id, topic, payload size), the
+evidence a failed wait points at. Waits end on the event they wait for; a deadline passing is :class:`MethodTimeout` or
 :class:`HubWaitTimeout` (a device's failure: ``CheckFailed``), unless the service's own connection
 was down meanwhile, which is an ``InfrastructureError`` (never read as the device's fault).
 """
@@ -42,6 +44,7 @@ from harness.telemetry.topic import decode_pairs, encode_pairs
 
 log = logging.getLogger(__name__)
 
+LOG_NAME = "hub-service.jsonl"
 CONNECT_TIMEOUT = 10.0
 PUBLISH_TIMEOUT = 10.0
 TWIN_GET = "$iothub/twin/GET/"
@@ -95,6 +98,8 @@ class IotHubStandIn:
         self._refused: dict[str, list[str]] = {}  # why a device's patch was answered 400
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._rids = itertools.count(1)
+        self.log_path = broker.run_dir / LOG_NAME
+        self._log_lock = threading.Lock()
         self._cond = threading.Condition()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
@@ -168,6 +173,7 @@ class IotHubStandIn:
         client_id, topic = split
         with self._cond:
             self.requests.append(Request(time.time(), client_id, topic, bytes(msg.payload)))
+        self._record("from", client_id, topic, len(msg.payload))
         try:
             self._dispatch(client_id, topic, bytes(msg.payload))
         except Exception:  # a device's request must never stop the service
@@ -225,10 +231,18 @@ class IotHubStandIn:
         pending.done.set()
 
     def _reply(self, client_id: str, topic: str, payload: bytes) -> None:
+        self._record("to", client_id, topic, len(payload))
         self._client.publish(relay.to_client(client_id, topic), payload, qos=1)
+
+    def _record(self, direction: str, client_id: str, topic: str, size: int) -> None:
+        line = json.dumps({"time": time.time(), "dir": direction, "client": client_id, "topic": topic, "bytes": size})
+        with self._log_lock, self.log_path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
 
     def _publish(self, topic: str, payload: bytes) -> None:
         """A QoS 1 publish the broker acknowledged, or an infrastructure error."""
+        target = relay.outbound(topic)
+        self._record("to", *(target or (topic.split("/")[1], topic)), len(payload))
         info = self._client.publish(topic, payload, qos=1)
         try:
             info.wait_for_publish(PUBLISH_TIMEOUT)
@@ -291,7 +305,8 @@ class IotHubStandIn:
                     raise HubWaitTimeout(
                         f"{device} sent no matching reported-properties patch within {within:g} s",
                         expected="a twin PATCH on $iothub/twin/PATCH/properties/reported/",
-                        actual=f"patches: {self._reported.get(device, [])}; refused: {self._refused.get(device, [])}")
+                        actual=f"patches: {self._reported.get(device, [])}; refused: {self._refused.get(device, [])}",
+                        evidence=self.log_path)
                 self._cond.wait(left)
 
     # -- methods and C2D ---------------------------------------------------------------------------
@@ -314,7 +329,8 @@ class IotHubStandIn:
             raise MethodTimeout(f"{device} did not answer direct method {name!r} within {timeout:g} s",
                                 expected=f"a PUBLISH to $iothub/methods/res/<status>/?$rid={rid}",
                                 actual=f"requests from {device}: "
-                                       f"{[r.topic for r in self.requests if r.client_id == device][-5:]}")
+                                       f"{[r.topic for r in self.requests if r.client_id == device][-5:]}",
+                                evidence=self.log_path)
         finally:
             with self._cond:
                 self._pending.pop((device, rid), None)

@@ -91,6 +91,11 @@ def test_twin_get_patch_and_desired(kind: str, hub_on: Callable[[str], tuple[Bro
     assert json.loads(body) == {"interval": None, "mode": "fast", "$version": 2}
     assert hub.twin("dev-a")["desired"] == {"nested": {"x": 1}, "mode": "fast", "$version": 2}
     assert hub.reported_patches("dev-b") == [] and other.received == []  # dev-b asked nothing, got nothing
+    # the evidence: every request and answer, in order
+    logged = [(e["dir"], e["client"], e["topic"]) for e in map(json.loads, hub.log_path.read_text().splitlines())]
+    assert logged[:2] == [("from", "dev-a", "$iothub/twin/GET/?$rid=1"),
+                          ("to", "dev-a", "$iothub/twin/res/200/?$rid=1")]
+    assert ("to", "dev-a", f"$iothub/twin/PATCH/properties/desired/?$version={version}") in logged
 
 
 @pytest.mark.timeout(60)
