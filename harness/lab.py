@@ -21,6 +21,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from harness.broker.credentials import COLLECTOR_CLIENT_ID
+from harness.broker.relay import SERVICE_CLIENT_ID
+from harness.broker.sas import decode_key
 from harness.config import StrictModel, load, no_nul, read_yaml, shown, validate
 from harness.errors import ConfigError
 from harness.netpolicy import TargetPolicy
@@ -226,10 +229,13 @@ class CredentialsConfig(StrictModel):
     _path = field_validator("path")(no_nul)
 
 
+DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$",
+                                description="an IoT Hub device id: 1-128 letters, digits or - . % _ * ? ! ( ) "
+                                            ", : = @ $ '")]
+
+
 class IdentityConfig(StrictModel):
-    device_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$",
-                                    description="an IoT Hub device id: 1-128 letters, digits or - . % _ * ? ! ( ) "
-                                                ", : = @ $ '")]
+    device_id: DeviceId
     module_id: str | None = None
     credentials: CredentialsConfig = CredentialsConfig()
 
@@ -351,23 +357,78 @@ class BrokerSettings(StrictModel):
     kind: str = "mosquitto"
     url: str | None = None
     hub: str = "hil-lab.azure-devices.net"
+    dps: str = "hil-lab-dps.azure-devices-provisioning.net"  # the DPS host name images are built for
+    id_scope: str = Field(default="0ne00000000", pattern=r"^[A-Za-z0-9]{1,64}$",
+                          description="a DPS ID scope: 1-64 letters or digits, like 0ne00123ABC")
     bind: ipaddress.IPv4Address | None = None
     tls: bool = False
 
-    @field_validator("hub")
+    @field_validator("hub", "dps")
     @classmethod
-    def _hub(cls, value: str) -> str:
+    def _host(cls, value: str) -> str:
         if not _HOST_NAME.match(value):
-            raise ValueError(f"hub {shown(value)} is not a host name; write it like my-hub.azure-devices.net")
+            raise ValueError(f"{shown(value)} is not a host name; write it like my-hub.azure-devices.net")
         return value
 
     @model_validator(mode="after")
     def _external(self) -> BrokerSettings:
+        if self.dps == self.hub:
+            raise ValueError(f"broker.dps and broker.hub are both {self.dps}; DPS and the hub have names of their own")
         if self.kind == "external" and not self.url:
             raise ValueError("broker kind 'external' needs 'url: mqtt://HOST:PORT'")
         if self.kind != "external" and self.url is not None:
             raise ValueError(f"'url' is used only with broker kind: external (here {self.kind}); remove it")
         return self
+
+
+#: Client ids of the harness's own services on the broker: no device may take them.
+RESERVED_CLIENT_IDS = (COLLECTOR_CLIENT_ID, SERVICE_CLIENT_ID)
+RegistrationId = Annotated[str, Field(pattern=r"^[a-z0-9\-._:]{1,128}$")]
+
+
+class RegisteredDevice(StrictModel):
+    """A device of the lab's registry (``lab.yaml`` ``devices:``), as IoT Hub and DPS know it: it
+    signs in with SAS tokens signed with its symmetric key."""
+
+    id: DeviceId
+    symmetric_key: str | None = Field(default=None, description="the device's primary key, base64")
+    x509_thumbprint: str | None = None
+    registration_id: RegistrationId | None = Field(  # default: the device id (which must then be one)
+        default=None, description="a DPS registration id: 1-128 lower-case letters, digits or - . _ :")
+
+    @field_validator("symmetric_key")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                decode_key(value)
+            except ValueError as exc:
+                raise ValueError(f"symmetric key {shown(value)} {exc}; write the device's primary key as IoT "
+                                 "Hub shows it (e.g. from `openssl rand -base64 32`)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _credential(self) -> RegisteredDevice:
+        if self.id in RESERVED_CLIENT_IDS:
+            raise ValueError(f"device id {self.id} is the harness's own service's; give the device another id")
+        if self.x509_thumbprint is not None:
+            raise ValueError(f"device {self.id}: x509_thumbprint: X.509 client certificates are not offered by this "
+                             "harness yet; give the device a symmetric_key instead")
+        if self.symmetric_key is None:
+            raise ValueError(f"device {self.id}: needs symmetric_key (its primary key, base64)")
+        if self.registration_id is None and not re.fullmatch(r"[a-z0-9\-._:]{1,128}", self.id):
+            raise ValueError(f"device {self.id}: its id cannot be a DPS registration id (lower-case letters, digits, "
+                             "- . _ : only); set registration_id")
+        return self
+
+    @property
+    def key(self) -> bytes:
+        assert self.symmetric_key is not None
+        return decode_key(self.symmetric_key)
+
+    @property
+    def dps_registration_id(self) -> str:
+        return self.registration_id or self.id
 
 
 class TimeServerSettings(StrictModel):
@@ -389,6 +450,17 @@ class LabSettings(StrictModel):
     networks: tuple[TestNetwork, ...] = ()
     broker: BrokerSettings = BrokerSettings()
     time_server: TimeServerSettings = TimeServerSettings()
+    devices: tuple[RegisteredDevice, ...] = ()
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_devices(cls, devices: tuple[RegisteredDevice, ...]) -> tuple[RegisteredDevice, ...]:
+        for what, values in (("device ids", [d.id for d in devices]),
+                             ("registration ids", [d.dps_registration_id for d in devices])):
+            dup = {v for v in values if values.count(v) > 1}
+            if dup:
+                raise ValueError(f"{what} must be unique in the registry; repeated: {', '.join(sorted(dup))}")
+        return devices
 
     @field_validator("networks")
     @classmethod
@@ -438,6 +510,10 @@ class Lab:
         except KeyError:
             known = ", ".join(sorted(self.boards)) or "(none)"
             raise ConfigError(f"no board named {name!r} in {self.root}", fix=f"use one of: {known}") from None
+
+    def registered(self, device_id: str) -> RegisteredDevice | None:
+        """The registry's device with this id (it signs in with SAS tokens), or None."""
+        return next((d for d in self.settings.devices if d.id == device_id), None)
 
     def network(self, name: str) -> TestNetwork | None:
         return next((n for n in self.settings.networks if n.name == name), None)
@@ -508,6 +584,12 @@ def _check_in_lab(lab: Lab, board: BoardConfig, path: Path) -> None:
             fix="give every board a unique name",
         )
     _check_probe_unique(lab, board, path)
+    if lab.registered(board.identity.device_id) is not None and board.identity.credentials.source != "generated":
+        raise ConfigError(
+            f"{path}: field identity.credentials.source: device {board.identity.device_id!r} is in the registry of "
+            f"{lab.root / LAB_FILE}, so it signs in with SAS tokens from its symmetric key, not with a "
+            f"{board.identity.credentials.source} secret",
+            fix="remove identity.credentials (or give the board another device id)")
     net = board.network.test_network
     if net != "emulated" and lab.network(net) is None:
         known = ", ".join(n.name for n in lab.settings.networks) or "(none defined)"
@@ -597,6 +679,7 @@ __all__ = [
     "BoardKind",
     "Lab",
     "LabSettings",
+    "RegisteredDevice",
     "TestNetwork",
     "device_secret",
     "load_board",

@@ -33,6 +33,8 @@ from harness.board.kinds import BoardSite, factory_for, network_mode
 from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker, parse_mqtt_url
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.firmware import FirmwareBuild
+from harness.hub.ca import lab_ca
+from harness.hub.service import IotHubStandIn
 from harness.lab import BoardConfig, Lab, TestNetwork, device_secret
 from harness.lease import Lease
 from harness.netpolicy import TargetPolicy
@@ -84,6 +86,7 @@ class RunSession:
         self.networks: dict[str, NetworkPlace] = {}
         self.boards: dict[str, Board] = {}
         self.broker: Broker | None = None
+        self.hub: IotHubStandIn | None = None  # twin, methods, C2D and DPS, when the lab has a device registry
         self.collector: Collector | None = None
         self._stack = ExitStack()
         self._services: dict[str, Any] = {}
@@ -202,12 +205,19 @@ class RunSession:
         # one broker for the run: on loopback (the collector, tools, QEMU's user-network forwards)
         # and on each of the run's test networks (what the boards there connect to)
         networks = [str(p.harness_address) for p in self.networks.values() if p.routed]
+        lab_tls = settings.tls and self.broker_kind != "external"  # TLS with the lab CA images trust
         options = BrokerOptions(bind="127.0.0.1", also_bind=tuple(a for a in networks if a != "127.0.0.1"),
-                                hub=settings.hub, tls=settings.tls, url=settings.url)
+                                hub=settings.hub, id_scope=settings.id_scope, tls=settings.tls, url=settings.url,
+                                tls_files=lab_ca(self.lab).files if lab_tls else None)
         broker = open_broker(self.broker_kind, self.run_dir / "broker", options)
+        for device in self.lab.settings.devices:  # the lab's registry: SAS tokens from their keys
+            broker.add_device(device.id, key=device.key, registration_id=device.dps_registration_id)
         self._stack.callback(broker.stop)
         broker.start()
         self.broker = broker
+        if self.lab.settings.devices and broker.kind != "external":  # the registry's devices talk to IoT Hub
+            self.hub = IotHubStandIn(broker).start()
+            self._stack.callback(self.hub.stop)
         self.log.record("broker", kind=broker.kind, url=broker.url, tls_url=broker.tls_url)
 
     def _start_collector(self) -> None:
@@ -222,6 +232,10 @@ class RunSession:
         file says where its secret is)."""
         if self.broker is None:
             raise UsageError("the session is not started", fix="use RunSession as a context manager")
+        registered = self.lab.registered(config.identity.device_id)
+        if registered is not None:
+            return self.broker.add_device(registered.id, key=registered.key,
+                                          registration_id=registered.dps_registration_id)
         return self.broker.add_device(config.identity.device_id, password=device_secret(config))
 
     # -- boards --------------------------------------------------------------------------------

@@ -25,9 +25,12 @@ from typing import Any
 
 from amqtt.adapters import BufferReader, ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker as AmqttBroker
+from amqtt.contexts import Action
 from amqtt.mqtt.connect import ConnectPacket
+from amqtt.session import Session
 
-from harness.broker.credentials import IdentityTable
+from harness.broker import relay
+from harness.broker.credentials import IdentityTable, SignInRefused
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,7 @@ class HubBroker(AmqttBroker):
         self._max_packet = max_packet
         self._closing = False
         self._connections: set[asyncio.Task[Any]] = set()
+        self._relayed: set[asyncio.Task[Any]] = set()
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
@@ -186,6 +190,40 @@ class HubBroker(AmqttBroker):
                 task.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
 
+    async def _handle_message_delivery(self, client_session: Session, handler: Any,
+                                       wait_deliver: asyncio.Future[Any]) -> bool:
+        """IoT Hub's shared topics, relayed as :mod:`harness.broker.relay` says (amqtt itself would close
+        the connection of a client publishing to a topic that starts with '$')."""
+        message = wait_deliver.result()
+        topic = getattr(message, "topic", None)
+        client_id = client_session.client_id
+        if topic and client_id:
+            routed = relay.inbound(client_id, topic)
+            if routed is not None:
+                if await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+                    await self._broadcast_message(client_session, routed, message.data)
+                else:
+                    log.info("embedded broker: %s may not publish to %r: dropped", client_id, topic)
+                return True
+            target = relay.outbound(topic)
+            if target is not None and await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+                await self._deliver_to(*target, message.data, message.qos)
+                return True
+        return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+
+    async def _deliver_to(self, client_id: str, topic: str, data: bytes, qos: int) -> None:
+        """To one connected client, if it may read ``topic`` (else, as mosquitto does, dropped)."""
+        session, handler = self._sessions.get(client_id, (None, None))
+        if session is None or handler is None or session.transitions.state != "connected":
+            log.info("embedded broker: relay to %r dropped: not connected", client_id)
+            return
+        if not await self._topic_filtering(session, topic=topic, action=Action.RECEIVE):
+            log.info("embedded broker: relay to %r dropped: it may not read %r", client_id, topic)
+            return
+        task = asyncio.ensure_future(handler.mqtt_publish(topic, data, qos, retain=False))
+        self._relayed.add(task)
+        task.add_done_callback(self._relayed.discard)
+
     async def _admit(self, guarded: GuardedReader, writer: WriterAdapter) -> bool:
         """Read and check the CONNECT; refuse it here, or leave it for amqtt to read again."""
         raw = await guarded.read_connect()
@@ -200,8 +238,10 @@ class HubBroker(AmqttBroker):
         except Exception as exc:  # malformed: amqtt would refuse it too, without a CONNACK
             log.info("embedded broker: unreadable CONNECT (%r): connection closed", exc)
             return False
-        if self._table.authenticate(client_id, username, password) is None:
-            log.info("embedded broker: refused client id %r user %r", client_id, username)
+        try:
+            self._table.sign_in(client_id, username, password)
+        except SignInRefused as why:
+            log.info("embedded broker: refused client id %r user %r: %s", client_id, username, why)
             writer.write(CONNACK_NOT_AUTHORIZED)
             await writer.drain()
             return False

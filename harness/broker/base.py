@@ -23,6 +23,7 @@ from harness.broker.credentials import (
     COLLECTOR_CLIENT_ID,
     COLLECTOR_SUBSCRIBE,
     DEFAULT_HUB,
+    DEFAULT_ID_SCOPE,
     DeviceCredentials,
     IdentityTable,
 )
@@ -55,9 +56,13 @@ class BrokerOptions:
     tls: bool = False
     tls_port: int = 0
     hub: str = DEFAULT_HUB
+    id_scope: str = DEFAULT_ID_SCOPE  # DPS registrations sign in under it
     url: str | None = None  # external kind only: mqtt[s]://[user:password@]host:port
     ca_path: Path | None = None  # external kind only: CA to trust for mqtts
     collector_id: str = COLLECTOR_CLIENT_ID
+    # with tls: the CA and server certificate to serve (the lab CA's, :func:`harness.broker.tls.lab_pki`);
+    # default: a CA made for the run
+    tls_files: TlsFiles | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,7 @@ class Broker(ABC):
     def __init__(self, run_dir: Path, options: BrokerOptions) -> None:
         self.run_dir = run_dir
         self.options = options
-        self.identities = IdentityTable(hub=options.hub)
+        self.identities = IdentityTable(hub=options.hub, id_scope=options.id_scope)
         self._collector = self.identities.add_service(options.collector_id)
         self._lock = threading.RLock()
         self._running = False
@@ -284,13 +289,21 @@ class Broker(ABC):
             raise InfrastructureError(f"{self.kind} broker is not healthy: {h.detail}",
                                       evidence=self.log_path)
 
-    def add_device(self, device_id: str, *, password: str | None = None, **username_params: str) -> DeviceCredentials:
+    def add_device(self, device_id: str, *, password: str | None = None, key: bytes | None = None,
+                   registration_id: str | None = None, **username_params: str) -> DeviceCredentials:
         """Register a device for this run (also while running) and return what it connects with; the
         broker enforces it when this returns. ``password``: the device's own secret (default: one
-        made for the run)."""
+        made for the run); or ``key``: its symmetric key (it signs in with SAS tokens), and then
+        ``registration_id``: it may also register with DPS under that id."""
+        if registration_id is not None and key is None:
+            raise UsageError(f"device {device_id!r}: a DPS registration needs the device's key")
         with self._lock:
-            known = self.identities.get(device_id) is not None
-            ident = self.identities.add_device(device_id, password=password, **username_params)
+            known = self.identities.get(device_id) is not None and (
+                registration_id is None or self.identities.registration(registration_id) is not None)
+            ident = self.identities.add_device(device_id, password=password, key=key, **username_params)
+            if registration_id is not None:
+                assert key is not None
+                self.identities.add_registration(registration_id, device_id, key)
             if self._running and not known:
                 self._identities_changed()
                 self.write_endpoint()

@@ -3,8 +3,10 @@
 Each device is an IoT Hub identity: client id = device id, user name
 ``{hub}/{device id}/?api-version=…`` and a secret generated for the run. The collector is a service
 identity that reads every device's telemetry. Every identity may connect only with its own client
-id. Every broker kind enforces the same policy from the :class:`IdentityTable`: the embedded broker
-asks :meth:`IdentityTable.authenticate` and :meth:`IdentityTable.allowed` directly; the mosquitto
+id. A device given a symmetric key (a device of the lab's registry) signs in as on IoT Hub, with
+a SAS token signed with that key (:mod:`harness.broker.sas`), never with a password. Every broker
+kind enforces the same policy from the :class:`IdentityTable`: the embedded broker asks
+:meth:`IdentityTable.sign_in` and :meth:`IdentityTable.allowed` directly; the mosquitto
 kind writes the table to a file (:mod:`harness.broker.identity_file`) that the harness's own
 mosquitto plugin (``mosquitto_auth.c``) enforces with the same rules.
 
@@ -16,18 +18,22 @@ from __future__ import annotations
 
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from enum import Enum
 
+from harness.broker import relay, sas
 from harness.errors import UsageError
 from harness.telemetry.topic import UserNameError, compose_username, parse_username
 
 DEFAULT_HUB = "hil-hub.azure-devices.net"
+DEFAULT_ID_SCOPE = "0ne00000000"
 COLLECTOR_CLIENT_ID = "hil-collector"
 
-# Topic filters, ``{d}`` = the device id.
-DEVICE_PUBLISH = ("devices/{d}/messages/events/#", "devices/{d}/modules/+/messages/events/#")
-DEVICE_SUBSCRIBE = ("devices/{d}/messages/devicebound/#", "devices/{d}/modules/+/messages/devicebound/#")
+# Topic filters, ``{d}`` = the device id; with IoT Hub's request and reply topics (see harness.broker.relay)
+DEVICE_PUBLISH = ("devices/{d}/messages/events/#", "devices/{d}/modules/+/messages/events/#", *relay.HUB_PUBLISH)
+DEVICE_SUBSCRIBE = ("devices/{d}/messages/devicebound/#", "devices/{d}/modules/+/messages/devicebound/#",
+                    *relay.HUB_SUBSCRIBE)
 COLLECTOR_SUBSCRIBE = ("devices/+/messages/events/#", "devices/+/modules/+/messages/events/#")
 CANARY_TOPIC = "hil/canary/{c}"  # {c}: the service identity's client id
 
@@ -66,10 +72,20 @@ class Identity:
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
     device_id: str | None = None  # set for device identities: the user name is parsed, not compared
+    key: bytes | None = field(default=None, repr=False)  # a device's symmetric key: SAS tokens only
+    registration_id: str | None = None  # a DPS registration (client id = it) of device ``device_id``
 
     @property
     def client_id(self) -> str:
         return self.credentials.client_id
+
+
+class SignInRefused(Exception):
+    """A CONNECT that proves no identity; the message says which rule it broke."""
+
+
+#: How long the SAS token a keyed device's credentials carry is valid (the harness's own clients).
+CREDENTIALS_TOKEN_TTL = 7 * 24 * 3600.0
 
 
 def new_secret() -> str:
@@ -106,31 +122,50 @@ class IdentityTable:
     """The run's identities; thread-safe, devices may be added while a broker runs."""
 
     hub: str = DEFAULT_HUB
+    id_scope: str = DEFAULT_ID_SCOPE
     _by_client: dict[str, Identity] = field(default_factory=dict)
+    _registrations: dict[str, Identity] = field(default_factory=dict)  # DPS sign-ins, by registration id
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         validate_hub(self.hub)
+        if not self.id_scope.isascii() or not self.id_scope.isalnum():
+            raise UsageError(f"ID scope {self.id_scope!r} is not letters and digits", fix="write it like 0ne00123ABC")
 
-    def add_device(self, device_id: str, *, password: str | None = None, **params: str) -> Identity:
-        """Register a device (idempotent: the same id returns its existing identity)."""
+    @property
+    def registration_prefix(self) -> str:
+        """How a DPS user name starts: ``{id scope}/registrations/``."""
+        return f"{self.id_scope}/registrations/"
+
+    def add_device(self, device_id: str, *, password: str | None = None, key: bytes | None = None,
+                   **params: str) -> Identity:
+        """Register a device (idempotent: the same id returns its existing identity). With ``key`` (its
+        symmetric key, decoded) it signs in only with SAS tokens signed with that key, and its
+        credentials carry one valid for :data:`CREDENTIALS_TOKEN_TTL`; else with ``password`` (default:
+        one made for the run)."""
         validate_device_id(device_id)
+        if key is not None and password is not None:
+            raise UsageError(f"device {device_id!r}: give a password or a key, not both")
         with self._lock:
             existing = self._by_client.get(device_id)
             if existing is not None:
                 if existing.device_id is None:
                     raise UsageError(f"device id {device_id!r} is taken by a service identity")
+                if existing.key != key and key is not None:
+                    raise UsageError(f"device {device_id!r} is already registered with another secret")
                 return existing
             creds = DeviceCredentials(
                 client_id=device_id,
                 username=compose_username(self.hub, device_id, **params),
-                password=password or new_secret(),
+                password=(sas.device_token(key, self.hub, device_id, ttl=CREDENTIALS_TOKEN_TTL) if key is not None
+                          else password or new_secret()),
             )
             ident = Identity(
                 credentials=creds,
                 publish=tuple(p.format(d=device_id) for p in DEVICE_PUBLISH),
                 subscribe=tuple(p.format(d=device_id) for p in DEVICE_SUBSCRIBE),
                 device_id=device_id,
+                key=key,
             )
             self._by_client[device_id] = ident
             return ident
@@ -143,6 +178,8 @@ class IdentityTable:
         with self._lock:
             existing = self._by_client.get(client_id)
             if existing is not None:
+                if existing.device_id is not None:
+                    raise UsageError(f"service client id {client_id!r} is taken by a device")
                 return existing
             creds = DeviceCredentials(client_id, client_id, password or new_secret())
             canary = (canary_topic(client_id),)
@@ -150,30 +187,99 @@ class IdentityTable:
             self._by_client[client_id] = ident
             return ident
 
+    def add_registration(self, registration_id: str, device_id: str, key: bytes) -> Identity:
+        """Let a device register with DPS as ``registration_id`` (its client id there), signing its
+        tokens with ``key``; DPS then assigns it ``device_id`` (idempotent like :meth:`add_device`)."""
+        validate_client_id(registration_id, "registration id")
+        with self._lock:
+            existing = self._registrations.get(registration_id)
+            if existing is not None:
+                if (existing.key, existing.device_id) != (key, device_id):
+                    raise UsageError(f"registration {registration_id!r} is already registered for another device "
+                                     "or key")
+                return existing
+            resource = sas.registration_resource(self.id_scope, registration_id)
+            token = sas.make_token(key, resource, int(time.time() + CREDENTIALS_TOKEN_TTL), sas.DPS_KEY_NAME)
+            ident = Identity(
+                credentials=DeviceCredentials(registration_id, f"{resource}/api-version=2019-03-31", token),
+                publish=relay.DPS_PUBLISH, subscribe=relay.DPS_SUBSCRIBE,
+                device_id=device_id, key=key, registration_id=registration_id,
+            )
+            self._registrations[registration_id] = ident
+            return ident
+
     def identities(self) -> list[Identity]:
+        """The hub's identities (devices and services), not the DPS registrations."""
         with self._lock:
             return list(self._by_client.values())
+
+    def registrations(self) -> list[Identity]:
+        with self._lock:
+            return list(self._registrations.values())
+
+    def registration(self, registration_id: str) -> Identity | None:
+        with self._lock:
+            return self._registrations.get(registration_id)
 
     def get(self, client_id: str) -> Identity | None:
         with self._lock:
             return self._by_client.get(client_id)
 
-    def authenticate(self, client_id: str | None, username: str | None, password: str | None) -> Identity | None:
-        """The identity these CONNECT fields prove, or None. Device user names are parsed: the hub
-        and device id must match, the api-version and other query parameters may be anything."""
-        if not client_id or username is None or password is None:
+    def authenticate(self, client_id: str | None, username: str | None, password: str | None, *,
+                     now: float | None = None) -> Identity | None:
+        """The identity these CONNECT fields prove, or None (:meth:`sign_in` says why)."""
+        try:
+            return self.sign_in(client_id, username, password, now=now)
+        except SignInRefused:
             return None
-        ident = self.get(client_id)
-        if ident is None or not secrets.compare_digest(ident.credentials.password.encode(), password.encode()):
-            return None
+
+    def sign_in(self, client_id: str | None, username: str | None, password: str | None, *,
+                now: float | None = None, expiry: bool = True) -> Identity:
+        """The identity these CONNECT fields prove; else :class:`SignInRefused` saying why, in the words
+        of ``mosquitto_auth.c``'s log. Device user names are parsed: the hub and device id must match,
+        the api-version and other query parameters may be anything. A keyed device's password is a
+        SAS token (:func:`harness.broker.sas.verify_token`; ``expiry=False`` skips only its expiry,
+        ``now`` is the broker's clock)."""
+        dps = username is not None and username.startswith(self.registration_prefix)
+        ident = (self.registration(client_id) if dps else self.get(client_id)) if client_id else None
+        if ident is None:
+            raise SignInRefused("no identity has this client id")
+        if username is None or password is None:
+            raise SignInRefused("no user name or password")
+        if ident.registration_id is not None:
+            return self._dps_sign_in(ident, username, password, now=now if expiry else 0.0)
+        if ident.key is not None:
+            assert ident.device_id is not None
+            try:
+                sas.verify_token(password, ident.key, sas.device_resource(self.hub, ident.device_id),
+                                 now=now if expiry else 0.0)
+            except sas.SasRefused as exc:
+                raise SignInRefused(exc.reason) from None
+        elif not secrets.compare_digest(ident.credentials.password.encode(), password.encode()):
+            raise SignInRefused("wrong password")
         if ident.device_id is None:
-            return ident if username == ident.credentials.username else None
+            if username != ident.credentials.username:
+                raise SignInRefused("the user name is not this identity's")
+            return ident
         try:
             parsed = parse_username(username)
         except UserNameError:
-            return None
+            raise SignInRefused("the user name is not this identity's") from None
         if parsed.device_id != ident.device_id or parsed.hub != self.hub or parsed.module_id:
-            return None
+            raise SignInRefused("the user name is not this identity's")
+        return ident
+
+    def _dps_sign_in(self, ident: Identity, username: str, password: str, now: float | None) -> Identity:
+        """``{id scope}/registrations/{registration id}/api-version=…[&…]`` and a token for that resource,
+        with no ``skn`` or ``skn=registration``."""
+        assert ident.key is not None and ident.registration_id is not None
+        resource = sas.registration_resource(self.id_scope, ident.registration_id)
+        try:
+            sas.verify_token(password, ident.key, resource, now=now, key_name=sas.DPS_KEY_NAME)
+        except sas.SasRefused as exc:
+            raise SignInRefused(exc.reason) from None
+        if not username.startswith(f"{resource}/api-version="):
+            raise SignInRefused("the user name is not this identity's")
         return ident
 
     @staticmethod

@@ -41,6 +41,8 @@ LOG_NAME = "embedded-broker.log"
 _keys = itertools.count(1)
 # loggers whose records go to the running embedded brokers' log files; amqtt's only there
 _ROUTED = ("amqtt", "harness.broker.amqtt_front", "harness.broker.amqtt_plugins", "harness.broker.embedded")
+# loggers of what clients do (amqtt's, and the door's refusals with their reasons): at INFO, only there
+_CLIENT_NEWS = ("amqtt", "harness.broker.amqtt_front", "harness.broker.amqtt_plugins")
 _routes: list[logging.Handler] = []
 _routes_lock = threading.Lock()
 
@@ -53,10 +55,11 @@ def _route_logs(path: Path) -> logging.Handler:
         _routes.append(handler)
         for name in _ROUTED:
             logging.getLogger(name).addHandler(handler)
-        amqtt = logging.getLogger("amqtt")
-        amqtt.propagate = False
-        if amqtt.level == logging.NOTSET:
-            amqtt.setLevel(logging.INFO)
+        for name in _CLIENT_NEWS:
+            news = logging.getLogger(name)
+            news.propagate = False
+            if news.level == logging.NOTSET:
+                news.setLevel(logging.INFO)
     return handler
 
 
@@ -67,7 +70,8 @@ def _unroute_logs(handler: logging.Handler) -> None:
         if handler in _routes:
             _routes.remove(handler)
         if not _routes:
-            logging.getLogger("amqtt").propagate = True
+            for name in _CLIENT_NEWS:
+                logging.getLogger(name).propagate = True
     handler.close()
 
 
@@ -122,8 +126,8 @@ class EmbeddedBroker(LocalBroker):
 
         amqtt_plugins.register_table(self._key, self.identities)
         if self.options.tls and self._tls is None:
-            self._tls = make_run_pki(self.run_dir / "embedded-tls",
-                                     [*all_binds(self.options), "localhost", self.options.hub])
+            self._tls = self.options.tls_files or make_run_pki(
+                self.run_dir / "embedded-tls", [*all_binds(self.options), "localhost", self.options.hub])
         if not self._port:
             self._port = free_port(self.options.bind)
         if self.options.tls and not self._tls_port:

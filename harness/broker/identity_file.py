@@ -3,30 +3,42 @@
 The plugin reads the file again at every CONNECT; :func:`write_identities` replaces it atomically
 (a temporary file renamed over it), so once it returns, the next CONNECT meets the new table: an
 identity change needs no reload and no signal. Format (documented with the parser in
-``mosquitto_auth.c``): a ``hil-identities 1`` line, then ``key value`` lines, values
+``mosquitto_auth.c``): a ``hil-identities 2`` line, then ``key value`` lines, values
 percent-encoded::
 
-    hil-identities 1
+    hil-identities 2
     hub lab-hub.azure-devices.net
     identity dev-a
     device dev-a
     password 8f3k...
     publish devices/dev-a/messages/events/#
     subscribe devices/dev-a/messages/devicebound/#
+    identity dev-k
+    device dev-k
+    key q0Jx...=                 a keyed device: SAS tokens signed with this key (base64), no password
+    ...
+    identity dev-k               a DPS registration (here with the device's id as registration id):
+    registration dev-k           the device DPS assigns it; it signs in with the scope's user name
+    key q0Jx...=
+    ...
     end
 
-New keys (a device's SAS key, reply-topic rewriting) are added here and to the parser together;
-the parser refuses keys it does not know, and a file without its ``end`` line.
+with ``scope <DPS ID scope>`` after the hub line.
+
+Version 2 added ``key``, ``scope`` and ``registration``; the plugin still reads version 1 (none of
+them), which older harnesses write. New keys are added here and to the parser together, with a
+new version; the parser refuses keys it does not know, and a file without its ``end`` line.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
 from harness.broker.credentials import IdentityTable
 
-FORMAT_LINE = "hil-identities 1"
+FORMAT_LINE = "hil-identities 2"
 _PLAIN = frozenset(range(0x21, 0x7F)) - {ord("%")}
 
 
@@ -36,7 +48,7 @@ def encode_value(value: str) -> str:
 
 
 def render_identities(table: IdentityTable) -> str:
-    lines = [FORMAT_LINE, f"hub {encode_value(table.hub)}"]
+    lines = [FORMAT_LINE, f"hub {encode_value(table.hub)}", f"scope {encode_value(table.id_scope)}"]
     for ident in table.identities():
         creds = ident.credentials
         lines.append(f"identity {encode_value(creds.client_id)}")
@@ -44,9 +56,18 @@ def render_identities(table: IdentityTable) -> str:
             lines.append(f"device {encode_value(ident.device_id)}")
         else:
             lines.append(f"username {encode_value(creds.username)}")
-        lines.append(f"password {encode_value(creds.password)}")
+        if ident.key is not None:
+            lines.append(f"key {base64.b64encode(ident.key).decode()}")
+        else:
+            lines.append(f"password {encode_value(creds.password)}")
         lines += [f"publish {encode_value(t)}" for t in ident.publish]
         lines += [f"subscribe {encode_value(t)}" for t in ident.subscribe]
+    for reg in table.registrations():
+        assert reg.key is not None and reg.registration_id is not None and reg.device_id is not None
+        lines += [f"identity {encode_value(reg.registration_id)}", f"registration {encode_value(reg.device_id)}",
+                  f"key {base64.b64encode(reg.key).decode()}"]
+        lines += [f"publish {encode_value(t)}" for t in reg.publish]
+        lines += [f"subscribe {encode_value(t)}" for t in reg.subscribe]
     lines.append("end")
     return "\n".join(lines) + "\n"
 

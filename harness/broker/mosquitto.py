@@ -195,7 +195,8 @@ class MosquittoBroker(LocalBroker):
         self.folder.mkdir(parents=True, exist_ok=True)
         self._plugin = plugin_path()
         if self.options.tls and self._tls is None:
-            self._tls = make_run_pki(self.folder / "tls", [*all_binds(self.options), "localhost", self.options.hub])
+            self._tls = self.options.tls_files or make_run_pki(
+                self.folder / "tls", [*all_binds(self.options), "localhost", self.options.hub])
         write_identities(self.identities_path, self.identities)
         auto = not self.options.port
         for attempt in range(3):

@@ -5,12 +5,26 @@
  * - CONNECT (MOSQ_EVT_BASIC_AUTH): the client id must be an identity of the table, the password
  *   that identity's, and the user name either the service identity's own, or a device's IoT Hub
  *   user name "{hub}/{device id}/?..." naming this hub and this device (no module), with an
- *   api-version parameter (its value and any other parameter may be anything). Anything else is
- *   refused before mosquitto looks for a session under that client id, so a refused login never
- *   disconnects or takes over anyone's session.
+ *   api-version parameter (its value and any other parameter may be anything). A device with a key
+ *   instead of a password signs in as on IoT Hub: its password is a SAS token
+ *   "SharedAccessSignature sr=<url-encoded {hub}/devices/{device id}>&sig=<url-encoded base64
+ *   HMAC-SHA256(key, sr + "\n" + se)>&se=<expiry>", fields in any order, each once, no other field,
+ *   not expired by this host's clock (harness/broker/sas.py applies the same rules in the same
+ *   order, and logs the same reasons). A DPS registration signs in under the same client id as
+ *   its device may: the user name "{id scope}/registrations/{registration id}/api-version=..."
+ *   says it is the registration, whose token is for "{id scope}/registrations/{registration id}"
+ *   and may carry "skn=registration". Anything else is refused before mosquitto looks for a
+ *   session under that client id, so a refused login never disconnects or takes over anyone's
+ *   session.
  * - ACL (MOSQ_EVT_ACL_CHECK): publish (WRITE) only to the identity's publish filters; subscribe
  *   and receive (SUBSCRIBE, READ) only within its subscribe filters. A subscription's own '+' and
  *   '#' are taken literally, so a client cannot widen its reach with wildcards.
+ * - Relay (MOSQ_EVT_MESSAGE, after the ACL check): IoT Hub's shared request and reply topics name
+ *   no device, so a PUBLISH to "$iothub/..." or "$dps/..." is routed as
+ *   "hil/hub/from/{client id}/{topic}" (only the hub's service may read that), and the service's
+ *   PUBLISH to "hil/hub/to/{client id}/{topic}" is delivered to that one client as "{topic}"
+ *   (mosquitto_broker_publish_copy with its client id; its READ access is still checked). The
+ *   rules of harness/broker/relay.py.
  *
  * The table is the file named by "plugin_opt_identities", which the harness replaces atomically
  * (write a temporary file, rename it). The file is read again at every CONNECT, so when the
@@ -21,12 +35,16 @@
  * File format (UTF-8 text, one "key value" per line, values percent-encoded: '%', spaces,
  * control characters and bytes outside printable ASCII as %XX; '#' starts a comment line):
  *
- *   hil-identities 1
+ *   hil-identities 2              (version 1, which has no "key", is read too)
  *   hub <IoT Hub host name>
+ *   scope <DPS ID scope>          (version 2; required before any registration)
  *   identity <client id>          starts an identity; the keys below belong to it
  *   device <device id>            a device identity (its user name is parsed), or
- *   username <user name>          a service identity (its user name is compared)
- *   password <secret>
+ *   username <user name>          a service identity (its user name is compared), or
+ *   registration <device id>      a DPS registration (the client id is its registration id) that
+ *                                 is assigned this device; it needs a key (version 2)
+ *   password <secret>             or, for a device only (version 2):
+ *   key <base64 symmetric key>    SAS tokens signed with this key, 16-64 bytes
  *   publish <topic filter>        any number of each
  *   subscribe <topic filter>
  *   end                           the last line: a file without it is incomplete
@@ -40,12 +58,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 
-#define FORMAT_LINE "hil-identities 1"
+#define FORMAT_LINE "hil-identities 2"
+#define FORMAT_LINE_V1 "hil-identities 1"
+#define KEY_MIN 16
+#define KEY_MAX 64
+#define SAS_PREFIX "SharedAccessSignature "
+#define SAS_MAX 2048
+#define SAS_MAX_EXPIRY_DIGITS 12
+#define SHA256_BYTES 32
+/* the refusals, in the words of harness/broker/sas.py */
+#define SAS_MALFORMED "malformed token"
+#define SAS_WRONG_RESOURCE "token for another resource"
+#define SAS_BAD_SIGNATURE "token not signed with this device's key"
+#define SAS_EXPIRED "token expired"
+#define DPS_KEY_NAME "registration"
+#define RELAY_FROM "hil/hub/from/"
+#define RELAY_TO "hil/hub/to/"
 #define MAX_FILE (16 * 1024 * 1024)
 #define LOG_PREFIX "hil-auth: "
 
@@ -53,7 +91,10 @@ struct identity {
 	char *client_id;
 	char *device_id; /* a device: the user name is parsed */
 	char *username;  /* a service: the user name is compared */
+	char *registration; /* a DPS registration (client id = registration id): the device it is assigned */
 	char *password;
+	unsigned char *key; /* a device signing in with SAS tokens */
+	size_t key_len;
 	char **publish;
 	size_t n_publish;
 	char **subscribe;
@@ -62,6 +103,7 @@ struct identity {
 
 struct table {
 	char *hub;
+	char *scope;
 	struct identity *ids;
 	size_t n;
 };
@@ -85,22 +127,38 @@ static void free_table(struct table *t)
 		free(id->client_id);
 		free(id->device_id);
 		free(id->username);
+		free(id->registration);
 		free(id->password);
+		if(id->key) OPENSSL_cleanse(id->key, id->key_len);
+		free(id->key);
 		free_strings(id->publish, id->n_publish);
 		free_strings(id->subscribe, id->n_subscribe);
 	}
 	free(t->ids);
 	free(t->hub);
+	free(t->scope);
 	memset(t, 0, sizeof(*t));
 }
 
-static const struct identity *find(const struct table *t, const char *client_id)
+/* The identity with this client id: its DPS registration when `registration`, else its device or
+ * service identity (a device and its registration may share a client id). */
+static const struct identity *find(const struct table *t, const char *client_id, bool registration)
 {
 	if(client_id == NULL) return NULL;
 	for(size_t i = 0; i < t->n; i++){
-		if(strcmp(t->ids[i].client_id, client_id) == 0) return &t->ids[i];
+		if(strcmp(t->ids[i].client_id, client_id) == 0 && (t->ids[i].registration != NULL) == registration){
+			return &t->ids[i];
+		}
 	}
 	return NULL;
+}
+
+/* Does this user name sign in to DPS ("{scope}/registrations/...")? */
+static bool dps_username(const struct table *t, const char *username)
+{
+	if(t->scope == NULL || username == NULL) return false;
+	size_t sl = strlen(t->scope);
+	return strncmp(username, t->scope, sl) == 0 && strncmp(username + sl, "/registrations/", 15) == 0;
 }
 
 static int hexval(char c)
@@ -151,13 +209,58 @@ static bool set_once(char **field, const char *value)
 	return *field != NULL;
 }
 
+static int b64val(char c)
+{
+	if(c >= 'A' && c <= 'Z') return c - 'A';
+	if(c >= 'a' && c <= 'z') return c - 'a' + 26;
+	if(c >= '0' && c <= '9') return c - '0' + 52;
+	if(c == '+') return 62;
+	if(c == '/') return 63;
+	return -1;
+}
+
+/* Standard base64, padded ('=' only at the end, at most two), as Python's
+ * base64.b64decode(validate=True) takes it (unused low bits are ignored). Writes at most `size`
+ * bytes; returns the count, or -1 when the text is not base64 or does not fit. */
+static long b64decode(const char *in, unsigned char *out, size_t size)
+{
+	size_t len = strlen(in), pad = 0, n = 0;
+	if(len == 0 || len % 4 != 0) return -1;
+	while(pad < 2 && in[len - 1 - pad] == '=') pad++;
+	unsigned long acc = 0;
+	for(size_t i = 0; i < len - pad; i++){
+		int v = b64val(in[i]);
+		if(v < 0) return -1;
+		acc = (acc << 6) | (unsigned long)v;
+		if(i % 4 != 0){
+			if(n >= size) return -1;
+			out[n++] = (unsigned char)(acc >> (2 * (3 - i % 4)));
+			acc &= (1UL << (2 * (3 - i % 4))) - 1;
+		}
+	}
+	return (long)n;
+}
+
+static bool set_key(struct identity *id, const char *value)
+{
+	unsigned char buf[KEY_MAX];
+	long n = id->key ? -1 : b64decode(value, buf, sizeof(buf));
+	if(n < KEY_MIN) return false;
+	id->key = malloc((size_t)n);
+	if(id->key == NULL) return false;
+	memcpy(id->key, buf, (size_t)n);
+	id->key_len = (size_t)n;
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return true;
+}
+
 /* Parse the file's text (modified in place) into t; on failure say why in err. */
 static bool parse(char *text, struct table *t, char *err, size_t errlen)
 {
 	struct identity *id = NULL;
 	int lineno = 0;
 	char *next = text;
-	bool saw_format = false, saw_end = false;
+	bool saw_format = false, saw_end = false, v1 = false;
 
 	while(next != NULL && *next != '\0'){
 		char *line = next;
@@ -166,8 +269,9 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 		if(nl) *nl = '\0';
 		lineno++;
 		if(!saw_format){
-			if(strcmp(line, FORMAT_LINE) != 0){
-				snprintf(err, errlen, "line 1 is not '%s'", FORMAT_LINE);
+			v1 = strcmp(line, FORMAT_LINE_V1) == 0;
+			if(strcmp(line, FORMAT_LINE) != 0 && !v1){
+				snprintf(err, errlen, "line 1 is not '%s' (nor '%s')", FORMAT_LINE, FORMAT_LINE_V1);
 				return false;
 			}
 			saw_format = true;
@@ -196,11 +300,9 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 		bool ok;
 		if(strcmp(key, "hub") == 0){
 			ok = set_once(&t->hub, value);
+		}else if(strcmp(key, "scope") == 0 && !v1){
+			ok = set_once(&t->scope, value);
 		}else if(strcmp(key, "identity") == 0){
-			if(find(t, value) != NULL){
-				snprintf(err, errlen, "line %d: client id '%s' twice", lineno, value);
-				return false;
-			}
 			struct identity *grown = realloc(t->ids, (t->n + 1) * sizeof(struct identity));
 			ok = grown != NULL;
 			if(ok){
@@ -217,8 +319,16 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 			ok = set_once(&id->device_id, value);
 		}else if(strcmp(key, "username") == 0){
 			ok = set_once(&id->username, value);
+		}else if(strcmp(key, "registration") == 0 && !v1){
+			ok = set_once(&id->registration, value);
 		}else if(strcmp(key, "password") == 0){
 			ok = set_once(&id->password, value);
+		}else if(strcmp(key, "key") == 0 && !v1){
+			ok = set_key(id, value);
+			if(!ok){
+				snprintf(err, errlen, "line %d: key repeated, not base64 or not %d-%d bytes", lineno, KEY_MIN, KEY_MAX);
+				return false;
+			}
 		}else if(strcmp(key, "publish") == 0){
 			ok = push(&id->publish, &id->n_publish, value);
 		}else if(strcmp(key, "subscribe") == 0){
@@ -238,10 +348,20 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 	}
 	for(size_t i = 0; i < t->n; i++){
 		const struct identity *x = &t->ids[i];
-		if(x->password == NULL || (x->device_id == NULL) == (x->username == NULL)){
-			snprintf(err, errlen, "identity '%s' needs a password and exactly one of device or username",
-					x->client_id);
+		int kinds = (x->device_id != NULL) + (x->username != NULL) + (x->registration != NULL);
+		if(kinds != 1 || (x->password == NULL) == (x->key == NULL) || (x->key != NULL && x->username != NULL)
+				|| (x->registration != NULL && (x->key == NULL || t->scope == NULL))){
+			snprintf(err, errlen, "identity '%s' needs exactly one of device, username or registration, and "
+					"exactly one of password or key (a key for a device or registration only; a registration "
+					"needs a key and a scope)", x->client_id);
 			return false;
+		}
+		for(size_t j = 0; j < i; j++){
+			if(strcmp(t->ids[j].client_id, x->client_id) == 0
+					&& (t->ids[j].registration != NULL) == (x->registration != NULL)){
+				snprintf(err, errlen, "client id '%s' twice", x->client_id);
+				return false;
+			}
 		}
 	}
 	return true;
@@ -345,6 +465,74 @@ static bool allowed(char *const *filters, size_t n, const char *topic)
 	return false;
 }
 
+/* A SAS token for `resource` under `key`, carrying no skn or skn=`key_name` (when not NULL): NULL
+ * when it is good, else why not (the order of harness.broker.sas.verify_token: form, resource,
+ * signature, expiry). */
+static const char *sas_refusal(const char *token, const unsigned char *key, size_t key_len, const char *resource,
+		const char *key_name)
+{
+	size_t plen = strlen(SAS_PREFIX), len = strlen(token);
+	if(len > SAS_MAX || strncmp(token, SAS_PREFIX, plen) != 0) return SAS_MALFORMED;
+	for(size_t i = 0; i < len; i++){
+		if((unsigned char)token[i] > 0x7f) return SAS_MALFORMED;
+	}
+	char *fields = strdup(token + plen);
+	if(fields == NULL) return SAS_MALFORMED;
+	const char *sr = NULL, *sig = NULL, *se = NULL, *skn = NULL;
+	const char *why = NULL;
+	char *save = NULL;
+	for(char *part = strtok_r(fields, "&", &save); part && !why; part = strtok_r(NULL, "&", &save)){
+		char *eq = strchr(part, '=');
+		if(eq == NULL || eq[1] == '\0'){
+			why = SAS_MALFORMED;
+			break;
+		}
+		*eq = '\0';
+		const char **slot = strcmp(part, "sr") == 0 ? &sr : strcmp(part, "sig") == 0 ? &sig
+			: strcmp(part, "se") == 0 ? &se : strcmp(part, "skn") == 0 ? &skn : NULL;
+		if(slot == NULL || *slot != NULL) why = SAS_MALFORMED;
+		else *slot = eq + 1;
+	}
+	/* strtok_r skips empty parts ("a&&b", a leading or trailing '&'): sas.py refuses them */
+	if(!why && (strstr(token + plen, "&&") || token[plen] == '&' || token[len - 1] == '&')) why = SAS_MALFORMED;
+	if(!why && skn != NULL && (key_name == NULL || strcmp(skn, key_name) != 0)) why = SAS_MALFORMED;
+	if(!why && (sr == NULL || sig == NULL || se == NULL)) why = SAS_MALFORMED;
+	size_t se_len = se ? strlen(se) : 0;
+	if(!why && (se_len > SAS_MAX_EXPIRY_DIGITS || strspn(se, "0123456789") != se_len)) why = SAS_MALFORMED;
+	unsigned char mac[SHA256_BYTES], want[SHA256_BYTES + 3];
+	if(!why){
+		char *sig_text = strdup(sig);
+		long n = sig_text && percent_decode(sig_text, false) ? b64decode(sig_text, want, sizeof(want)) : -1;
+		free(sig_text);
+		if(n != SHA256_BYTES) why = SAS_MALFORMED;
+	}
+	if(!why){
+		char *decoded = strdup(sr);
+		bool same = decoded && percent_decode(decoded, false) && strcmp(decoded, resource) == 0;
+		free(decoded);
+		if(!same) why = SAS_WRONG_RESOURCE;
+	}
+	if(!why){
+		size_t sr_len = strlen(sr);
+		char *signed_text = malloc(sr_len + 1 + se_len + 1);
+		unsigned int mac_len = 0;
+		if(signed_text == NULL) why = SAS_BAD_SIGNATURE;
+		else{
+			memcpy(signed_text, sr, sr_len);
+			signed_text[sr_len] = '\n';
+			memcpy(signed_text + sr_len + 1, se, se_len + 1);
+			if(HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)signed_text, sr_len + 1 + se_len,
+					mac, &mac_len) == NULL || mac_len != SHA256_BYTES || CRYPTO_memcmp(mac, want, SHA256_BYTES) != 0){
+				why = SAS_BAD_SIGNATURE;
+			}
+			free(signed_text);
+		}
+	}
+	if(!why && strtoll(se, NULL, 10) <= (long long)time(NULL)) why = SAS_EXPIRED;
+	free(fields);
+	return why;
+}
+
 /* ---- callbacks ------------------------------------------------------------------------------ */
 
 /* A client's string for the log: at most 200 bytes, anything but printable ASCII as '?', so a
@@ -367,6 +555,22 @@ static int refuse(const char *client_id, const char *username, const char *why)
 	return MOSQ_ERR_AUTH;
 }
 
+/* A DPS registration: a token for "{scope}/registrations/{registration id}" (skn=registration
+ * allowed) and the user name "{that resource}/api-version=...". */
+static int dps_sign_in(const struct identity *id, const char *username, const char *password)
+{
+	char *resource = malloc(strlen(current.scope) + strlen(id->client_id) + 16);
+	if(resource == NULL) return refuse(id->client_id, username, "out of memory");
+	sprintf(resource, "%s/registrations/%s", current.scope, id->client_id);
+	const char *why = sas_refusal(password, id->key, id->key_len, resource, DPS_KEY_NAME);
+	size_t rl = strlen(resource);
+	if(why == NULL && (strncmp(username, resource, rl) != 0 || strncmp(username + rl, "/api-version=", 13) != 0)){
+		why = "the user name is not this identity's";
+	}
+	free(resource);
+	return why == NULL ? MOSQ_ERR_SUCCESS : refuse(id->client_id, username, why);
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
@@ -375,10 +579,21 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	(void)userdata;
 
 	if(!reload()) return refuse(client_id, ed->username, "the identities file is unusable");
-	const struct identity *id = find(&current, client_id);
+	bool dps = dps_username(&current, ed->username);
+	const struct identity *id = find(&current, client_id, dps);
 	if(id == NULL) return refuse(client_id, ed->username, "no identity has this client id");
 	if(ed->username == NULL || ed->password == NULL) return refuse(client_id, ed->username, "no user name or password");
-	if(!same_secret(id->password, ed->password)) return refuse(client_id, ed->username, "wrong password");
+	if(dps) return dps_sign_in(id, ed->username, ed->password);
+	if(id->key != NULL){
+		char *resource = malloc(strlen(current.hub) + strlen(id->device_id) + 10);
+		if(resource == NULL) return refuse(client_id, ed->username, "out of memory");
+		sprintf(resource, "%s/devices/%s", current.hub, id->device_id);
+		const char *why = sas_refusal(ed->password, id->key, id->key_len, resource, NULL);
+		free(resource);
+		if(why != NULL) return refuse(client_id, ed->username, why);
+	}else if(!same_secret(id->password, ed->password)){
+		return refuse(client_id, ed->username, "wrong password");
+	}
 	bool user_ok = id->device_id
 		? device_username_ok(ed->username, current.hub, id->device_id)
 		: strcmp(id->username, ed->username) == 0;
@@ -393,12 +608,57 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	(void)userdata;
 
 	if(ed->access == MOSQ_ACL_UNSUBSCRIBE) return MOSQ_ERR_SUCCESS;
-	const struct identity *id = find(&current, mosquitto_client_id(ed->client));
+	const struct identity *id = find(&current, mosquitto_client_id(ed->client),
+			dps_username(&current, mosquitto_client_username(ed->client)));
 	if(id == NULL || ed->topic == NULL) return MOSQ_ERR_ACL_DENIED;
 	bool ok = ed->access == MOSQ_ACL_WRITE
 		? allowed(id->publish, id->n_publish, ed->topic)
 		: allowed(id->subscribe, id->n_subscribe, ed->topic);
 	return ok ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+}
+
+/* The relay of harness/broker/relay.py; runs after the publisher's ACL check. */
+static int on_message(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_message *ed = event_data;
+	const char *client_id = mosquitto_client_id(ed->client);
+	(void)event;
+	(void)userdata;
+
+	if(ed->topic == NULL || client_id == NULL) return MOSQ_ERR_SUCCESS;
+	if(strncmp(ed->topic, "$iothub/", 8) == 0 || strncmp(ed->topic, "$dps/", 5) == 0){
+		char *routed = mosquitto_malloc(strlen(RELAY_FROM) + strlen(client_id) + 1 + strlen(ed->topic) + 1);
+		if(routed == NULL) return MOSQ_ERR_NOMEM;
+		sprintf(routed, "%s%s/%s", RELAY_FROM, client_id, ed->topic);
+		mosquitto_free(ed->topic);
+		ed->topic = routed;
+		ed->retain = false; /* a request is for now: never kept for the service's next subscription */
+		return MOSQ_ERR_SUCCESS;
+	}
+	if(strncmp(ed->topic, RELAY_TO, strlen(RELAY_TO)) == 0){
+		const char *target = ed->topic + strlen(RELAY_TO);
+		const char *slash = strchr(target, '/');
+		if(slash == NULL || slash == target || slash[1] == '\0') return MOSQ_ERR_SUCCESS;
+		char *to = strndup(target, (size_t)(slash - target));
+		if(to == NULL) return MOSQ_ERR_NOMEM;
+		const char *topic = slash + 1;
+		/* mosquitto checks no READ access of a message sent to one client: check it here, against the
+		 * identity the topic is for (a DPS reply goes to the registration) */
+		const struct identity *id = find(&current, to, strncmp(topic, "$dps/", 5) == 0);
+		char shown_to[201];
+		if(id == NULL || !allowed(id->subscribe, id->n_subscribe, topic)){
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "relay to client '%s' dropped: it may not read that topic",
+					shown(to, shown_to, sizeof(shown_to)));
+		}else{
+			int rc = mosquitto_broker_publish_copy(to, topic, (int)ed->payloadlen, ed->payload, ed->qos, false, NULL);
+			if(rc != MOSQ_ERR_SUCCESS){
+				mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "relay to client '%s' failed (%d)",
+						shown(to, shown_to, sizeof(shown_to)), rc);
+			}
+		}
+		free(to);
+	}
+	return MOSQ_ERR_SUCCESS;
 }
 
 /* ---- plugin entry points -------------------------------------------------------------------- */
@@ -430,7 +690,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 	}
 	if(!reload()) return MOSQ_ERR_INVAL;
 	if(mosquitto_callback_register(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL) != MOSQ_ERR_SUCCESS
-			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL) != MOSQ_ERR_SUCCESS){
+			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL) != MOSQ_ERR_SUCCESS
+			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL, NULL) != MOSQ_ERR_SUCCESS){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot register callbacks");
 		return MOSQ_ERR_UNKNOWN;
 	}
@@ -445,6 +706,7 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	(void)option_count;
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL);
 	free_table(&current);
 	free(identities_path);
 	identities_path = NULL;

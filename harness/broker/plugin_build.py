@@ -23,7 +23,8 @@ SOURCE = Path(__file__).with_name("mosquitto_auth.c")
 PLUGIN_NAME = "hil_auth.so"
 CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-std=c11", "-D_POSIX_C_SOURCE=200809L")
 HEADERS = {"mosquitto.h": "libmosquitto-dev", "mosquitto_broker.h": "mosquitto-dev",
-           "mosquitto_plugin.h": "mosquitto-dev"}
+           "mosquitto_plugin.h": "mosquitto-dev", "openssl/hmac.h": "libssl-dev"}
+LIBS = ("-lcrypto",)  # OpenSSL's HMAC-SHA256 for SAS tokens
 BUILD_TIMEOUT = 120.0
 _MISSING_HEADER = re.compile(r"fatal error: (\S+?\.h): No such file")
 _built: dict[Path, Path] = {}
@@ -52,7 +53,7 @@ def _header_text(cc: str) -> bytes:
 def build_key(source: Path = SOURCE, cc: str = "gcc") -> str:
     h = hashlib.sha256(source.read_bytes())
     h.update(_header_text(cc))
-    h.update(" ".join(CFLAGS).encode())
+    h.update(" ".join(CFLAGS + LIBS).encode())
     return h.hexdigest()[:20]
 
 
@@ -80,7 +81,7 @@ def plugin_path(*, cc: str = "gcc", source: Path = SOURCE, cache: Path | None = 
 
 def _compile(cc: str, source: Path, out: Path) -> None:
     try:
-        done = subprocess.run([cc, *CFLAGS, "-o", str(out), str(source)], capture_output=True, text=True,
+        done = subprocess.run([cc, *CFLAGS, "-o", str(out), str(source), *LIBS], capture_output=True, text=True,
                               timeout=BUILD_TIMEOUT)
     except FileNotFoundError:
         raise InfrastructureError(
@@ -93,15 +94,16 @@ def _compile(cc: str, source: Path, out: Path) -> None:
     if done.returncode == 0:
         return
     missing = _MISSING_HEADER.search(done.stderr)
-    if missing and missing.group(1).rsplit("/", 1)[-1] in HEADERS:
-        package = HEADERS[missing.group(1).rsplit("/", 1)[-1]]
+    header = missing.group(1) if missing else ""
+    package = HEADERS.get(header) or HEADERS.get(header.rsplit("/", 1)[-1])
+    if package:
         raise InfrastructureError(
-            f"cannot build the harness's mosquitto plugin: the header {missing.group(1)} is missing",
-            fix=f"apt-get install {package} (the mosquitto kind needs mosquitto-dev and libmosquitto-dev), "
-                "or use the embedded broker kind",
+            f"cannot build the harness's mosquitto plugin: the header {header} is missing",
+            fix=f"apt-get install {package} (the mosquitto kind needs mosquitto-dev, libmosquitto-dev and "
+                "libssl-dev), or use the embedded broker kind",
         )
     raise InfrastructureError(
         f"building the harness's mosquitto plugin failed ({cc} exited {done.returncode})",
         actual=done.stderr.strip()[-2000:] or "no output", evidence=source,
-        fix="install mosquitto-dev and libmosquitto-dev from Debian 12 (mosquitto 2.0)",
+        fix="install mosquitto-dev, libmosquitto-dev and libssl-dev from Debian 12 (mosquitto 2.0)",
     )

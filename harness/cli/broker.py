@@ -21,6 +21,7 @@ or when the broker was found dead at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import errno
 import ipaddress
@@ -34,10 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.broker import BROKER_KINDS, Broker, BrokerOptions, default_kind, open_broker
-from harness.broker.credentials import DEFAULT_HUB, validate_hub
+from harness.broker.credentials import DEFAULT_HUB, DEFAULT_ID_SCOPE, validate_hub
 from harness.cli import output_folder
 from harness.cli._signals import StopSignals
 from harness.errors import ConfigError, InfrastructureError, UsageError
+from harness.hub.ca import lab_ca
+from harness.hub.service import IotHubStandIn
 from harness.lab import Lab, device_secret, load_lab
 from harness.state import ENV_LAB, default_lab_dir, resolve_state_dir
 from harness.telemetry.collector import Collector
@@ -137,10 +140,13 @@ def settings(args: argparse.Namespace) -> Settings:
         validate_hub(hub)
     except UsageError as exc:
         raise ConfigError(f"{'--hub' if args.hub else lab_file + '.hub'}: {exc.message}", fix=exc.fix) from None
+    tls = args.tls or bool(lab_broker and lab_broker.tls)
     options = BrokerOptions(
-        bind=bind, port=args.port, tls=args.tls or bool(lab_broker and lab_broker.tls), hub=hub,
+        bind=bind, port=args.port, tls=tls, hub=hub,
+        id_scope=lab_broker.id_scope if lab_broker is not None else DEFAULT_ID_SCOPE,
         url=args.url or (lab_broker.url if lab_broker is not None else None),
-        ca_path=Path(args.ca) if args.ca else None)
+        ca_path=Path(args.ca) if args.ca else None,
+        tls_files=lab_ca(lab).files if tls and lab is not None and kind != "external" else None)
     return Settings(kind, options, lab)
 
 
@@ -195,11 +201,14 @@ def _serve(args: argparse.Namespace, chosen: Settings, run_dir: Path, archive: P
            emit: Callable[[str | None], None], stop: StopSignals) -> int:
     broker = open_broker(chosen.kind, run_dir, chosen.options)
     if chosen.lab is not None and not args.no_lab_devices:
+        for device in chosen.lab.settings.devices:  # the registry: SAS tokens from their keys
+            broker.add_device(device.id, key=device.key, registration_id=device.dps_registration_id)
         for board in chosen.lab.boards.values():
-            broker.add_device(board.identity.device_id, password=device_secret(board))
+            if chosen.lab.registered(board.identity.device_id) is None:
+                broker.add_device(board.identity.device_id, password=device_secret(board))
     for device in args.device:
         broker.add_device(device)
-    with broker:
+    with broker, (IotHubStandIn(broker) if broker.kind != "external" else contextlib.nullcontext()):
         collector = Collector.from_endpoint(broker.endpoint(), archive, tls=chosen.options.tls)
         collector.on_received(lambda item: emit(_line(item, args.json)))
         with collector:

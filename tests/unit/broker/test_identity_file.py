@@ -72,8 +72,8 @@ def test_the_plugin_source_compiles_without_warnings(tmp_path: Path) -> None:
     import subprocess
 
     out = tmp_path / "p.so"
-    done = subprocess.run(["gcc", *plugin_build.CFLAGS, "-Werror", "-o", str(out), str(plugin_build.SOURCE)],
-                          capture_output=True, text=True)
+    done = subprocess.run(["gcc", *plugin_build.CFLAGS, "-Werror", "-o", str(out), str(plugin_build.SOURCE),
+                           *plugin_build.LIBS], capture_output=True, text=True)
     assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
