@@ -434,6 +434,17 @@ class RegisteredDevice(StrictModel):
 class TimeServerSettings(StrictModel):
     kind: Literal["chrony", "sntp", "external", "none"] = "chrony"
     host: str | None = None
+    # the time servers' names the lab's images ask for (e.g. 0.pool.ntp.org): on the harness's
+    # emulated network its DNS answers them with its own time server
+    names: tuple[str, ...] = ()
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _HOST_NAME.match(name):
+                raise ValueError(f"{shown(name)} is not a host name; write it like 0.pool.ntp.org")
+        return value
 
     @model_validator(mode="after")
     def _external(self) -> TimeServerSettings:

@@ -162,7 +162,10 @@ class RunSession:
                              fix="give every emulated board of the run the same qemu.network")
         from harness.emulation.tap_network import TapNetwork
 
-        net = self._stack.enter_context(TapNetwork(self.run_dir / "net"))
+        settings = self.lab.settings  # the names the images were built for answer with our services
+        aliases = {settings.broker.hub: "broker", settings.broker.dps: "broker",
+                   **{name: "time" for name in settings.time_server.names}}
+        net = self._stack.enter_context(TapNetwork(self.run_dir / "net", aliases))
         assert net.subnet is not None
         names = {n.split(".", 1)[0]: n for n in net.names}
         return NetworkPlace(EMULATED, net.subnet, net.harness_address, names["broker"], names["time"], net)

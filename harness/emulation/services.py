@@ -60,13 +60,14 @@ class Dnsmasq:
     def __init__(self, run_dir: Path, ns: str, interface: str, server: ipaddress.IPv4Interface,
                  pool: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address],
                  records: dict[str, ipaddress.IPv4Address], router: ipaddress.IPv4Address,
-                 ntp: ipaddress.IPv4Address) -> None:
+                 ntp: ipaddress.IPv4Address, aliases: dict[str, ipaddress.IPv4Address] | None = None) -> None:
         self.run_dir = run_dir.resolve()
         self.ns = ns
         self.interface = interface
         self.server = server
         self.pool = pool
-        self.records = dict(records)
+        self.records = dict(records)  # names in hil.test
+        self.aliases = dict(aliases or {})  # full names outside it (the hub the images were built for)
         self.router = router
         self.ntp = ntp
         self.lease_file = run_dir / "dnsmasq.leases"
@@ -88,7 +89,8 @@ class Dnsmasq:
                 f"--dhcp-option=option:router,{self.router}",
                 f"--dhcp-option=option:dns-server,{self.server.ip}",
                 f"--dhcp-option=option:ntp-server,{self.ntp}",
-                *(f"--host-record={name}.{DOMAIN},{addr}" for name, addr in self.records.items())]
+                *(f"--host-record={name}.{DOMAIN},{addr}" for name, addr in self.records.items()),
+                *(f"--host-record={name},{addr}" for name, addr in self.aliases.items())]
 
     def start(self, timeout: float = 10.0) -> None:
         self._write_host_files()

@@ -24,6 +24,7 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,14 @@ def networks_dir() -> Path:
 class TapNetwork:
     """One private test subnet with its services; see the module docstring."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, aliases: Mapping[str, str] | None = None) -> None:
         self.run_dir = Path(run_dir).resolve()  # dnsmasq and chronyd run in other working folders
+        # host names outside hil.test that the boards' images were built for (the IoT hub, DPS, a
+        # time server), answered with the address of a service of ours: {name: "broker" | "time"}
+        self.aliases = dict(aliases or {})
+        unknown = {t for t in self.aliases.values()} - {"broker", "time"}
+        if unknown:
+            raise UsageError(f"aliases of the test network point at {sorted(unknown)}", fix="use broker or time")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.token = secrets.token_hex(3)
         self.bridge = f"{netns.PREFIX}{self.token}"
@@ -118,6 +125,10 @@ class TapNetwork:
     def names(self) -> dict[str, ipaddress.IPv4Address]:
         return {f"broker.{DOMAIN}": self.harness_address, f"time.{DOMAIN}": self.services_address,
                 f"dns.{DOMAIN}": self.services_address}
+
+    @property
+    def alias_addresses(self) -> dict[str, ipaddress.IPv4Address]:
+        return {name: self.names[f"{target}.{DOMAIN}"] for name, target in self.aliases.items()}
 
     # ---------------------------------------------------------------- life cycle
 
@@ -154,7 +165,8 @@ class TapNetwork:
         records = {name.removesuffix(f".{DOMAIN}"): addr for name, addr in self.names.items()}
         self.dnsmasq = Dnsmasq(self.run_dir, self.services_ns, "eth0",
                                ipaddress.IPv4Interface(f"{self.services_address}/{prefix}"), pool,
-                               records, router=self.harness_address, ntp=self.services_address)
+                               records, router=self.harness_address, ntp=self.services_address,
+                               aliases=self.alias_addresses)
         self.dnsmasq.start()
         self.chrony = Chrony(self.run_dir, self.services_ns,
                              ipaddress.IPv4Interface(f"{self.services_address}/{prefix}"))

@@ -238,3 +238,26 @@ def test_a_relative_run_folder_still_gives_the_board_its_fixed_lease(tmp_path: P
                                "--mac", att.mac], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert ipaddress.IPv4Address(json.loads(done.stdout)["address"]) == att.address
+
+
+@pytest.mark.timeout(60)
+def test_the_names_images_were_built_for_answer_with_the_networks_services(run_dir: Path) -> None:
+    """A stock image resolves the hub and DPS names it was built for, and its time server's: the
+    test network's DNS answers them with the harness (broker) and the services' address (time),
+    and still knows nothing else outside hil.test."""
+    aliases = {"hil-lab.azure-devices.net": "broker", "hil-lab-dps.azure-devices-provisioning.net": "broker",
+               "0.pool.ntp.org": "time"}
+    with TapNetwork(run_dir, aliases) as net:
+        dns = net.services_address
+        assert dns_query("hil-lab.azure-devices.net", dns) == net.harness_address
+        assert dns_query("hil-lab-dps.azure-devices-provisioning.net", dns) == net.harness_address
+        assert dns_query("0.pool.ntp.org", dns) == net.services_address
+        assert dns_query("broker.hil.test", dns) == net.harness_address
+        assert dns_query("other-hub.azure-devices.net", dns) is None  # nothing else is made up
+
+
+def test_aliases_point_only_at_the_networks_services(run_dir: Path) -> None:
+    from harness.errors import UsageError
+
+    with pytest.raises(UsageError, match="broker or time"):
+        TapNetwork(run_dir, {"hil-lab.azure-devices.net": "somewhere"})

@@ -151,6 +151,7 @@ def test_duplicate_board_names(lab: LabFactory) -> None:
         ({"networks": [{"name": "emulated", "subnet": "10.0.0.0/24", "interface": "x"}]}, "reserved"),
         ({"broker": {"kind": "external"}}, "needs 'url"),
         ({"time_server": {"kind": "external"}}, "needs 'host'"),
+        ({"time_server": {"names": ["pool ntp org"]}}, "'pool ntp org' is not a host name"),
         ({"brokr": {}}, "did you mean 'broker'"),
     ],
 )
