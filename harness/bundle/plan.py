@@ -1,0 +1,130 @@
+"""What of a bundle's capture the bench replays, and what that traffic looks like to the module.
+
+The replay (:func:`harness.traffic.replay.replay`) re-sends every datagram a peer sent the device
+and re-enacts every TCP connection a peer opened. A capture also holds the device's own
+exchanges, which the bench board makes again by itself; replaying their answers would add flows the
+field device never had. So the plan keeps only the exchanges peers started, from ``replay_from``
+(bundle.yaml; default: the device's first security PUBLISH, since before it the device booted and
+was brought up, which the bench does again):
+
+- TCP: connections a peer opened (its SYN), every segment of them;
+- UDP: datagrams from a peer on a (peer, peer port, device port) the device had not sent on first
+  (answers to the device's DNS, NTP, DHCP are its own exchanges);
+- ICMP: messages from a peer other than answers and errors (echo reply, unreachable, time exceeded).
+
+The plan writes those frames as a pcap beside the report (the replay's input, kept as evidence)
+and says which (protocol, device port) pairs the replayed traffic has, so both sides' telemetry
+can be split into the replayed traffic and the device's own background.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import ConfigError
+from harness.traffic.capture import module_datagrams, read_pcap, write_pcap
+
+IPv4 = ipaddress.IPv4Address
+ICMP_ANSWERS = {0, 3, 11, 14, 16, 18}  # echo reply, unreachable, time exceeded, and the other replies
+SERVICE_PORTS = {53, 67, 68, 123}  # DNS, DHCP, NTP: the device's own exchanges when a peer answers from them
+
+
+@dataclass
+class ReplayPlan:
+    pcap: Path  # the frames to replay
+    device: IPv4
+    start: float  # capture time from which traffic is replayed
+    first_publish: float | None  # capture time of the device's first security PUBLISH
+    frames: int = 0
+    peers: set[IPv4] = field(default_factory=set)
+    keys: set[tuple[str, int]] = field(default_factory=set)  # (protocol name, device port) of replayed traffic
+    first: float | None = None  # capture time of the first replayed frame
+    last: float | None = None
+    boot_messages: int = 0  # security messages the device sent before the first replayed frame
+
+    @property
+    def offset(self) -> float:
+        """Seconds from the device's first security PUBLISH to the first replayed frame."""
+        if self.first is None or self.first_publish is None:
+            return 0.0
+        return max(0.0, self.first - self.first_publish)
+
+    @property
+    def duration(self) -> float:
+        return 0.0 if self.first is None or self.last is None else self.last - self.first
+
+
+def plan_replay(capture: Path, device: IPv4, replay_from: float | None, out: Path, *, where: str) -> ReplayPlan:
+    frames = list(read_pcap(capture))
+    publishes = [d.time for d in module_datagrams(frames, device)
+                 if d.security_publish and not _dup(frames[d.frame][1])]
+    first_publish = publishes[0] if publishes else None
+    start = replay_from if replay_from is not None else (first_publish if first_publish is not None else 0.0)
+    plan = ReplayPlan(out, device, start, first_publish)
+    kept: list[tuple[float, bytes]] = []
+    tcp_open: set[tuple[IPv4, int, int]] = set()
+    device_sent: set[tuple[IPv4, int, int]] = set()
+    for t, frame in frames:
+        parsed = _ip(frame)
+        if parsed is None:
+            continue
+        src, dst, proto, body = parsed
+        if device not in (src, dst):
+            continue
+        from_peer = dst == device
+        peer = src if from_peer else dst
+        sport, dport = struct.unpack_from("!HH", body) if proto in (6, 17) and len(body) >= 4 else (0, 0)
+        peer_port, device_port = (sport, dport) if from_peer else (dport, sport)
+        conv = (peer, peer_port, device_port)
+        keep = False
+        if proto == 6 and len(body) >= 14:
+            flags = body[13]
+            if flags & 0x02 and not flags & 0x10 and from_peer and t >= start:
+                tcp_open.add(conv)
+            keep = conv in tcp_open
+        elif proto == 17:
+            if not from_peer:
+                device_sent.add(conv)
+            elif conv not in device_sent and peer_port not in SERVICE_PORTS and t >= start:
+                keep = True
+        elif proto == 1 and from_peer and body and body[0] not in ICMP_ANSWERS and t >= start:
+            keep = True
+        if keep:
+            kept.append((t, frame))
+            plan.peers.add(peer)
+            plan.keys.add(({6: "TCP", 17: "UDP", 1: "ICMP"}[proto], device_port))
+    if not kept:
+        raise ConfigError(f"{where}: the capture holds no traffic a peer started at the device {device} "
+                          f"after {start:.3f} s (its boot and bring-up are not replayed): nothing to reproduce",
+                          fix="capture while the traffic of interest reaches the device, or set replay_from "
+                              "(bundle.yaml) earlier")
+    plan.frames = len(kept)
+    plan.first, plan.last = kept[0][0], kept[-1][0]
+    plan.boot_messages = sum(1 for t in publishes if t < plan.first)
+    write_pcap(out, kept)
+    return plan
+
+
+def _ip(frame: bytes) -> tuple[IPv4, IPv4, int, bytes] | None:
+    """(source, destination, protocol, transport bytes) of an unfragmented IPv4 frame."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4:
+        return None
+    ip = frame[14:]
+    ihl = (ip[0] & 0x0F) * 4
+    total = struct.unpack_from("!H", ip, 2)[0]
+    if struct.unpack_from("!H", ip, 6)[0] & 0x3FFF or ihl < 20:
+        return None
+    return IPv4(ip[12:16]), IPv4(ip[16:20]), ip[9], bytes(ip[ihl:total])
+
+
+def _dup(frame: bytes) -> bool:
+    """A PUBLISH sent again (DUP flag): the same message, not another window."""
+    parsed = _ip(frame)
+    if parsed is None or len(parsed[3]) < 20:
+        return False
+    body = parsed[3]
+    data = body[(body[12] >> 4) * 4:]
+    return bool(data) and bool(data[0] & 0x08)

@@ -1,0 +1,108 @@
+"""Reproducing a bundle on the bench: bring a board up with the lab build, replay, collect, compare.
+
+The bench run keeps the bundle's relative timing: the replay begins as long after the board's
+first security message as the field traffic began after the device's (on the capture's clock),
+its gaps scaled by ``speed``; collection goes on for as long as the bundle's telemetry lasted, and
+at least two collection intervals after the replay (so the window holding its last datagrams is
+reported). Outages are not re-enacted yet: a bundle with a gap is compared as it is, and the gap is
+reported as a difference if the bench does not show it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.bundle.compare import Comparison, Side, compare
+from harness.bundle.load import Bundle
+from harness.bundle.plan import ReplayPlan, plan_replay
+from harness.bundle.telemetry import DeviceMessages, load_messages
+from harness.errors import CheckFailed
+from harness.firmware import FirmwareBuild
+from harness.lab import Lab
+from harness.session import RunSession
+from harness.traffic.replay import replay
+
+FIRST_MESSAGE_SLACK = 60.0  # seconds past the build's first-collection window to wait for a first message
+
+Pause = Callable[[float], bool]  # wait up to S seconds; True when a stop was asked for
+
+
+@dataclass
+class Reproduction:
+    bundle: Bundle
+    build: FirmwareBuild
+    build_why: str
+    board: str
+    plan: ReplayPlan
+    run_dir: Path
+    speed: float
+    bench: DeviceMessages | None = None
+    comparison: Comparison | None = None
+    replay: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    complete: bool = False
+
+
+def reproduce(lab: Lab, bundle: Bundle, build: FirmwareBuild, build_why: str, board_name: str, report: Path, *,
+              speed: float = 1.0, pause: Pause, progress: Callable[[str], None] = lambda _: None) -> Reproduction:
+    where = f"{bundle.yaml}: field capture: {bundle.manifest.capture}"
+    plan = plan_replay(bundle.capture, bundle.device_address, bundle.manifest.replay_from, report / "replay.pcap",
+                       where=where)
+    result = Reproduction(bundle, build, build_why, board_name, plan, report / "run", speed)
+    fw = bundle.manifest.firmware
+    if (build.manifest.version, build.manifest.build.build_id) != (fw.version, fw.build_id):
+        result.notes.append(f"the build run ({build.manifest.version}, build id {build.manifest.build.build_id}) is "
+                            f"not the bundle's ({fw.version}, build id {fw.build_id}): chosen with --firmware")
+    if build.manifest.security_module.version != fw.module_version:
+        result.notes.append(f"the build carries module {build.manifest.security_module.version}, the bundle "
+                            f"{fw.module_version}")
+    messages = bundle.messages.messages
+    span = messages[-1].received - messages[0].received
+    with RunSession(lab, boards=[board_name], run_dir=result.run_dir) as session:
+        assert session.collector is not None
+        progress(f"bringing {board_name} up with {build.manifest.name}")
+        board = session.bring_up(board_name, build)
+        behaviour = build.manifest.behaviour
+        first_due = behaviour.first_collection_window()[1] + FIRST_MESSAGE_SLACK
+        session.collector.wait_for(board.device_id, lambda e: True, first_due, since=board.boot_mark,
+                                   what="the board's first security message")
+        first = session.collector.messages(board.device_id, since=board.boot_mark)[0].received
+        stopped = pause(first + plan.offset * speed - time.time())
+        if not stopped:
+            progress(f"replaying {plan.frames} frame(s) of the bundle's traffic at {board.address} (speed {speed:g})")
+            replay_start = time.time()
+            exchange = replay(board.traffic_target(), plan.pcap, str(plan.device), speed=speed)
+            result.replay = {**exchange.details, "started": replay_start, "ended": time.time(),
+                             "harness_address": _harness_address(board)}
+            end = max(first + span, time.time() + 2 * behaviour.intervals_s.high + 3)
+            stopped = pause(end - time.time())
+        session.collector.require_intact()  # a collector that lost its session: exit 3, not a difference
+        result.complete = not stopped
+        address, device_id = board.address, board.device_id
+        archive = session.archive
+    bench = load_messages(archive, "archive", device_id, what=f"the bench's archive {archive}")
+    result.bench = bench
+    if not bench.messages:
+        raise CheckFailed(f"board {board_name} sent no security message on the bench", evidence=archive)
+    replay_started = result.replay.get("started", float("inf"))
+    bundle_side = Side("bundle", bundle.device_address, frozenset(plan.peers), frozenset(plan.keys),
+                       plan.boot_messages)
+    bench_side = Side("bench", address, frozenset({result.replay.get("harness_address", address)}),
+                      frozenset(plan.keys), sum(1 for m in bench.messages if m.received < replay_started))
+    result.comparison = compare(messages, bench.messages, bundle_side, bench_side,
+                                pending_time_s=behaviour.pending_time_s)
+    return result
+
+
+def _harness_address(board: Any) -> Any:
+    """The harness address the replay's traffic left from (the bench's only peer)."""
+    import ipaddress
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((str(board.address), 9))
+        return ipaddress.IPv4Address(probe.getsockname()[0])
