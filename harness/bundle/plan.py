@@ -66,7 +66,7 @@ def plan_replay(capture: Path, device: IPv4, replay_from: float | None, out: Pat
     plan = ReplayPlan(out, device, start, first_publish)
     kept: list[tuple[float, bytes]] = []
     tcp_open: set[tuple[IPv4, int, int]] = set()
-    device_sent: set[tuple[IPv4, int, int]] = set()
+    udp_started: dict[tuple[IPv4, int, int], bool] = {}  # who sent first on it: True the peer
     for t, frame in frames:
         parsed = _ip(frame)
         if parsed is None:
@@ -86,10 +86,8 @@ def plan_replay(capture: Path, device: IPv4, replay_from: float | None, out: Pat
                 tcp_open.add(conv)
             keep = conv in tcp_open
         elif proto == 17:
-            if not from_peer:
-                device_sent.add(conv)
-            elif conv not in device_sent and peer_port not in SERVICE_PORTS and t >= start:
-                keep = True
+            by_peer = udp_started.setdefault(conv, from_peer)
+            keep = from_peer and by_peer and peer_port not in SERVICE_PORTS and t >= start
         elif proto == 1 and from_peer and body and body[0] not in ICMP_ANSWERS and t >= start:
             keep = True
         if keep:

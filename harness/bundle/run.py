@@ -67,7 +67,7 @@ def reproduce(lab: Lab, bundle: Bundle, build: FirmwareBuild, build_why: str, bo
         progress(f"bringing {board_name} up with {build.manifest.name}")
         board = session.bring_up(board_name, build)
         behaviour = build.manifest.behaviour
-        first_due = behaviour.first_collection_window()[1] + FIRST_MESSAGE_SLACK
+        first_due = behaviour.first_collection_window[1] + FIRST_MESSAGE_SLACK
         session.collector.wait_for(board.device_id, lambda e: True, first_due, since=board.boot_mark,
                                    what="the board's first security message")
         first = session.collector.messages(board.device_id, since=board.boot_mark)[0].received
@@ -106,3 +106,35 @@ def _harness_address(board: Any) -> Any:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((str(board.address), 9))
         return ipaddress.IPv4Address(probe.getsockname()[0])
+
+
+def report_data(result: Reproduction) -> dict[str, Any]:
+    """What the report shows, as JSON (see :mod:`harness.report.reproduction`)."""
+    b, m, fw = result.bundle, result.build.manifest, result.bundle.manifest.firmware
+    comparison = result.comparison
+    verdict = ("incomplete" if not result.complete or comparison is None else
+               "reproduced" if comparison.reproduced else "differs")
+    messages = b.messages.messages
+    data: dict[str, Any] = {
+        "verdict": verdict, "complete": result.complete,
+        "bundle": {"path": str(b.root), "firmware_version": fw.version, "build_id": fw.build_id,
+                   "module_version": fw.module_version, "field_sha256": fw.sha256 or "-",
+                   "board_type": b.manifest.board.type, "device": b.messages.device_id,
+                   "device_address": str(b.device_address), "messages": len(messages),
+                   "duplicates_dropped": b.messages.duplicates,
+                   "span_s": round(messages[-1].received - messages[0].received, 1),
+                   "recorded": b.manifest.recorded or "-", "notes": b.manifest.notes},
+        "bench": {"board": result.board, "build": m.name, "build_folder": str(result.build.folder),
+                  "build_version": m.version, "build_id": m.build.build_id or "-", "build_sha256": m.sha256,
+                  "build_chosen": result.build_why, "speed": result.speed,
+                  "messages": len(result.bench.messages) if result.bench else 0,
+                  "replayed_frames": result.plan.frames, "replay_from_s": round(result.plan.start, 3),
+                  "replay_offset_s": round(result.plan.offset, 3)},
+        "replay": {k: v for k, v in result.replay.items() if k not in ("started", "ended")},
+        "notes": result.notes,
+        "evidence": {"replayed capture": "replay.pcap", "bench run folder": "run",
+                     "bench telemetry": "run/telemetry.bin", "run log": "run/run-log.jsonl"},
+    }
+    if comparison is not None:
+        data["comparison"] = comparison.to_json()
+    return data

@@ -1,0 +1,72 @@
+"""`hil capture BOARD --out BUNDLE [--duration S]`: record a field bundle from a bench run.
+
+Brings the board up through its RunSession (as `hil watch` does), records for the duration — the
+board link's pcap, the telemetry archive, the console log — and writes the bundle (a folder, or a
+``.tar.gz`` when BUNDLE ends so) with the build's identity in ``bundle.yaml``. Ctrl-C or SIGTERM
+ends the recording early and the bundle is written with what was recorded. Exit 0 written, 1 no
+security message arrived (written anyway), 2 usage, 3 infrastructure (the collector lost its
+session: written anyway, and said so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.bundle.write import check_out, write_bundle
+from harness.cli import seconds
+from harness.cli._board import add_board_argument, lab_for, resolve_build, session_for
+from harness.cli._signals import StopSignals
+from harness.errors import InfrastructureError
+from harness.traffic.capture import read_pcap
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("capture", help="record a field bundle (pcap, telemetry, console, build identity) "
+                                       "from a bench run")
+    add_board_argument(p)
+    p.add_argument("--out", required=True, metavar="BUNDLE", type=Path,
+                   help="the bundle to write: a new folder, or a file ending .tar.gz")
+    p.add_argument("--firmware", metavar="BUILD",
+                   help="a build folder (default for an emulated board: the reference firmware, fast preset)")
+    p.add_argument("--duration", type=seconds, default=30.0, metavar="S", help="seconds to record (default 30)")
+    p.add_argument("--notes", metavar="TEXT", help="free notes for bundle.yaml")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = check_out(args.out)
+    lab = lab_for(args, args.board)
+    config = lab.board(args.board)
+    build = resolve_build(args.firmware, config, "--firmware BUILD")
+    _, session = session_for(args, args.board, lab=lab)
+    broken: InfrastructureError | None = None
+    with session:
+        board = session.bring_up(args.board, build)
+        assert session.collector is not None
+        pcap = board.parts.link_capture()
+        if pcap is None:
+            raise InfrastructureError(f"board {board.name}: its link is not captured here, so no bundle can be made",
+                                      fix="run as root with tcpdump installed (or use an emulated board)")
+        frames = list(read_pcap(pcap))
+        replay_from = frames[-1][0] if frames else None  # what came before is bring-up, not field traffic
+        with StopSignals() as stop:
+            print(f"{board.name} up at {board.address}, device {board.device_id}; recording for {args.duration:g} s "
+                  "(Ctrl-C ends it, keeping what was recorded)", file=sys.stderr, flush=True)
+            stopped = stop.wait(args.duration)
+        seen = len(session.collector.messages(board.device_id, since=board.boot_mark))
+        try:
+            session.collector.require_intact()
+        except InfrastructureError as exc:
+            broken = exc
+        address, device_id, archive = str(board.address), board.device_id, session.archive
+    console = next((p for p in (session.run_dir / f"{board.name}-console.log",
+                                session.run_dir / f"{board.name}-console-read.log") if p.is_file()), None)
+    write_bundle(out, build=build, board_type=config.probe.target, device_id=device_id, device_address=address,
+                 pcap=pcap, archive=archive, console=console, replay_from=replay_from, notes=args.notes)
+    print(f"bundle written: {out} ({seen} security message(s){', stopped early' if stopped else ''})",
+          file=sys.stderr, flush=True)
+    if broken is not None:
+        raise broken
+    return 0 if seen else 1

@@ -1,0 +1,104 @@
+"""`hil reproduce BUNDLE [--board B] [--firmware BUILD] [--report-dir DIR] [--speed X]`: replay a
+field bundle on the bench and say whether the bench reports what the field device reported.
+
+The bundle is checked whole before anything is brought up. The build is the lab build of the
+bundle's firmware version and build id (under firmware-builds/), or the one given; the board is
+the one given, or the lab's first of the bundle's board type. Writes ``reproduction.json`` and
+``reproduction.html`` (with timelines) into the report folder, with the bench run's evidence in
+``run/``. Exit 0 reproduced, 1 differs, 2 usage, 3 infrastructure (never reported as a difference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from harness.board.board import check_build
+from harness.bundle.builds import pick_build
+from harness.bundle.load import open_bundle
+from harness.bundle.run import Reproduction, report_data, reproduce
+from harness.cli import output_folder
+from harness.cli._board import BUILDS, lab_for
+from harness.cli._signals import StopSignals
+from harness.errors import UsageError
+from harness.firmware import load_build
+from harness.lab import Lab
+from harness.report.reproduction import write_reproduction
+
+MAX_SPEED = 1000.0
+
+
+def speed(text: str) -> float:
+    """An argument type: the replay's time scale (1 as captured, 2 twice as slow, 0 as fast as possible)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value <= MAX_SPEED:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time scale from 0 to {MAX_SPEED:g} "
+                                         "(1: as captured; 0: as fast as possible)")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("reproduce", help="replay a field bundle on a bench board and compare its telemetry")
+    p.add_argument("bundle", metavar="BUNDLE", help="a bundle folder (holding bundle.yaml) or its .tar.gz")
+    p.add_argument("--board", metavar="B", help="a board of the lab (default: the first of the bundle's board type)")
+    p.add_argument("--firmware", metavar="BUILD",
+                   help=f"a build folder (default: the build under {BUILDS}/ of the bundle's version and build id)")
+    p.add_argument("--report-dir", metavar="DIR", type=output_folder("report folder"),
+                   help="where the report and the bench run's evidence go (default: <state>/runs/<run id>)")
+    p.add_argument("--speed", type=speed, default=1.0, metavar="X",
+                   help="scale the captured timing by X (1: as captured, the default; 0: as fast as possible)")
+    p.set_defaults(func=run)
+
+
+def _board_for(lab: Lab, name: str | None, board_type: str) -> str:
+    if name is not None:
+        config = lab.board(name)
+        if config.probe.target != board_type:
+            raise UsageError(f"--board {name} is a {config.probe.target}, the bundle's device a {board_type}",
+                             fix="choose a board of the bundle's type (hil boards lists them)")
+        return name
+    fitting = [c.name for c in lab.boards.values() if c.probe.target == board_type]
+    if not fitting:
+        there = ", ".join(f"{c.name} ({c.probe.target})" for c in lab.boards.values()) or "none"
+        raise UsageError(f"the lab has no board of the bundle's type {board_type}: its boards are {there}",
+                         fix="add one to the lab, or use --lab DIR for a lab that has one")
+    return sorted(fitting)[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    lab = lab_for(args)
+    report = Path(args.report_dir).resolve() if args.report_dir else lab.state.new_run_dir()
+    report.mkdir(parents=True, exist_ok=True)
+    bundle = open_bundle(args.bundle, report / "bundle")
+    board = _board_for(lab, args.board, bundle.manifest.board.type)
+    target = lab.board(board).probe.target
+    if args.firmware:
+        build, why = load_build(args.firmware), "given with --firmware"
+        check_build(build, lab.board(board))
+    else:
+        choice = pick_build(bundle.manifest, BUILDS, target)
+        build, why = choice.build, choice.why
+        check_build(build, lab.board(board))
+    print(f"reproducing {bundle.root} ({bundle.manifest.firmware.version} build {bundle.manifest.firmware.build_id}) "
+          f"on {board} with {build.folder}; report in {report}", file=sys.stderr, flush=True)
+    with StopSignals() as stop:
+        result = reproduce(lab, bundle, build, why, board, report, speed=args.speed, pause=stop.wait,
+                           progress=lambda line: print(line, file=sys.stderr, flush=True))
+    return _finish(report, result)
+
+
+def _finish(report: Path, result: Reproduction) -> int:
+    data = report_data(result)
+    page = write_reproduction(report, data)
+    comparison = result.comparison
+    for line in (comparison.differences if comparison else []):
+        print(f"  differs: {line}", file=sys.stderr)
+    print(f"{data['verdict']}: {page}", file=sys.stderr, flush=True)
+    if data["verdict"] == "incomplete":
+        return 130
+    return 0 if data["verdict"] == "reproduced" else 1
