@@ -1,6 +1,7 @@
 """`hil capture BOARD --out BUNDLE [--duration S]`: record a field bundle from a bench run.
 
-Brings the board up through its RunSession (as `hil watch` does), records for the duration — the
+Brings the board up through its RunSession (as `hil watch` does), waits for its first security
+message (the end of its boot), then records for the duration — the
 board link's pcap, the telemetry archive, the console log — and writes the bundle (a folder, or a
 ``.tar.gz`` when BUNDLE ends so) with the build's identity in ``bundle.yaml``. Ctrl-C or SIGTERM
 ends the recording early and the bundle is written with what was recorded. Exit 0 written, 1 no
@@ -14,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.bundle.run import FIRST_MESSAGE_SLACK
 from harness.bundle.write import check_out, write_bundle
 from harness.cli import seconds
 from harness.cli._board import add_board_argument, lab_for, resolve_build, session_for
@@ -49,8 +51,13 @@ def run(args: argparse.Namespace) -> int:
         if pcap is None:
             raise InfrastructureError(f"board {board.name}: its link is not captured here, so no bundle can be made",
                                       fix="run as root with tcpdump installed (or use an emulated board)")
+        # the boot ends with the first security message: what the link saw until then is bring-up (the
+        # bench does its own), not field traffic; the recording is announced after it
+        first_due = build.manifest.behaviour.first_collection_window[1] + FIRST_MESSAGE_SLACK
+        session.collector.wait_for(board.device_id, lambda e: True, first_due, since=board.boot_mark,
+                                   what="the board's first security message")
         frames = list(read_pcap(pcap))
-        replay_from = frames[-1][0] if frames else None  # what came before is bring-up, not field traffic
+        replay_from = frames[-1][0] if frames else None
         with StopSignals() as stop:
             print(f"{board.name} up at {board.address}, device {board.device_id}; recording for {args.duration:g} s "
                   "(Ctrl-C ends it, keeping what was recorded)", file=sys.stderr, flush=True)

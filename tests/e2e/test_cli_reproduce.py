@@ -1,0 +1,69 @@
+"""`hil reproduce` as a user runs it: a bundle captured on an emulated board reproduces on a fresh
+one with no difference; against a build that counts the IP header, exactly the windows holding the
+replayed traffic differ, by 20 bytes a datagram."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_cli_capture import NEEDS, capture_with_traffic, hil, reference_build
+from tests.processes import processes_mentioning
+
+pytestmark = [pytest.mark.needs(*NEEDS)]
+
+
+@pytest.fixture(scope="module")
+def field(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace with the reference build in firmware-builds/ and a bundle captured with it."""
+    workspace = tmp_path_factory.mktemp("field")
+    build = reference_build(workspace)
+    result = capture_with_traffic(workspace, workspace / "field.tar.gz", build)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workspace
+
+
+def reproduce(workspace: Path, report: Path, *args: str) -> tuple[int, str, dict[str, Any]]:
+    proc = hil(workspace, "reproduce", str(workspace / "field.tar.gz"), "--report-dir", str(report), *args)
+    _, err = proc.communicate(timeout=240)
+    data = json.loads((report / "reproduction.json").read_text()) if (report / "reproduction.json").exists() else {}
+    return proc.returncode, err, data
+
+
+@pytest.mark.timeout(400)
+def test_a_captured_bundle_reproduces_on_a_fresh_board(field: Path, tmp_path: Path) -> None:
+    code, err, data = reproduce(field, tmp_path / "report")
+    assert code == 0, err[-3000:]
+    assert data["verdict"] == "reproduced" and data["complete"] and data["comparison"]["differences"] == []
+    assert "the build of the bundle's version and build id" in data["bench"]["build_chosen"]  # found by identity
+    groups = data["comparison"]["groups"]
+    assert groups and all(g["verdict"] == "match" for g in groups)
+    flows = {r["flow"] for g in groups for r in g["flows"]}
+    assert {"TCP device:7 peer:*", "UDP device:7 peer:*", "ICMP"} <= flows  # all three kinds replayed
+    html = (tmp_path / "report" / "reproduction.html").read_text()
+    assert 'data-verdict="reproduced"' in html and "How the windows were aligned" in html
+    assert all((tmp_path / "report" / f"timeline-{side}.svg").exists() for side in ("bundle", "bench"))
+    assert not processes_mentioning(str(tmp_path / "report")), "processes of the run still alive"
+
+
+@pytest.mark.timeout(400)
+def test_a_build_counting_the_ip_header_differs_exactly_where_the_traffic_is(field: Path, tmp_path: Path) -> None:
+    wrong = reference_build(tmp_path, "wrong", ASC_FAULT_BYTES_WITH_IP_HEADER=1)
+    code, err, data = reproduce(field, tmp_path / "report", "--firmware", str(wrong))
+    assert code == 1, err[-3000:]
+    comparison = data["comparison"]
+    assert data["verdict"] == "differs" and "given with --firmware" in data["bench"]["build_chosen"]
+    groups = comparison["groups"]
+    assert groups and all(g["verdict"] == "differs" for g in groups)  # every window holding replayed traffic
+    assert all(g["bundle_windows"] and g["bench_windows"] for g in groups)  # aligned, none left alone
+    for g in groups:
+        for row in g["flows"]:
+            assert row["bundle"] and row["bench"], row  # the same flows on both sides ...
+            extra = [b - a for a, b in zip(row["bundle"], row["bench"], strict=True)]
+            assert all(x > 0 and x % 20 == 0 for x in extra), row  # ... each datagram 20 bytes more
+    assert comparison["events"]["same"] and comparison["gaps"]["same"]  # nothing else differs
+    assert all(d.startswith("replayed traffic differs") for d in comparison["differences"])
+    assert "differs:" in err and "Traceback" not in err
