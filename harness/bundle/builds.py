@@ -42,7 +42,7 @@ def describe(build: FirmwareBuild) -> str:
             f"targets {', '.join(m.targets)})")
 
 
-def pick_build(bundle: BundleManifest, folder: Path, target: str) -> Choice:
+def pick_build(bundle: BundleManifest, folder: Path, target: str, *, where: str = "bundle.yaml") -> Choice:
     """The build of ``folder`` for the bundle, or a UsageError listing the builds there are."""
     fw = bundle.firmware
     builds, unusable = lab_builds(folder)
@@ -51,8 +51,8 @@ def pick_build(bundle: BundleManifest, folder: Path, target: str) -> Choice:
     if not fitting:
         there = "; ".join(describe(b) for b in builds) or "none"
         broken = f" (not builds: {'; '.join(unusable)})" if unusable else ""
-        raise UsageError(f"no lab build of firmware version {fw.version} build id {fw.build_id} for {target} "
-                         f"in {folder}: the builds there are {there}{broken}",
+        raise UsageError(f"{where}: fields firmware.version {fw.version!r} and firmware.build_id {fw.build_id!r}: "
+                         f"no lab build of them for {target} in {folder}: the builds there are {there}{broken}",
                          fix=f"build or copy that version into {folder}/, or name a build with --firmware BUILD")
     same_image = [b for b in fitting if fw.sha256 and b.manifest.sha256 == fw.sha256]
     chosen = (same_image or fitting)[0]

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         build, why = load_build(args.firmware), "given with --firmware"
         check_build(build, lab.board(board))
     else:
-        choice = pick_build(bundle.manifest, BUILDS, target)
+        choice = pick_build(bundle.manifest, BUILDS, target, where=str(bundle.yaml))
         build, why = choice.build, choice.why
         check_build(build, lab.board(board))
     print(f"reproducing {bundle.root} ({bundle.manifest.firmware.version} build {bundle.manifest.firmware.build_id}) "
