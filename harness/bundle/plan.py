@@ -15,6 +15,13 @@ was brought up, which the bench does again):
 The plan writes those frames as a pcap beside the report (the replay's input, kept as evidence)
 and says which (protocol, device port) pairs the replayed traffic has, so both sides' telemetry
 can be split into the replayed traffic and the device's own background.
+
+It also finds the hub's outages on the capture, to re-enact them at the bench's broker: from the
+device's connection to its broker (where its security PUBLISHes go) closed by either side (a FIN
+or RST) once established, until the broker was there again: just after the last connection attempt
+it refused (an RST to the device's SYN), or, where none was refused (a silent path), when it next
+accepted one (its SYN-ACK: the device's own back-off then counts in); as seconds after the
+device's first security PUBLISH.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from harness.traffic.capture import module_datagrams, read_pcap, write_pcap
 IPv4 = ipaddress.IPv4Address
 ICMP_ANSWERS = {0, 3, 11, 14, 16, 18}  # echo reply, unreachable, time exceeded, and the other replies
 SERVICE_PORTS = {53, 67, 68, 123}  # DNS, DHCP, NTP: the device's own exchanges when a peer answers from them
+REFUSED_SLACK = 0.5  # seconds after the last refused attempt the broker is taken to be back
 
 
 @dataclass
@@ -44,6 +52,7 @@ class ReplayPlan:
     first: float | None = None  # capture time of the first replayed frame
     last: float | None = None
     boot_messages: int = 0  # security messages the device sent before the first replayed frame
+    outages: list[tuple[float, float]] = field(default_factory=list)  # the hub gone, s after the first PUBLISH
 
     @property
     def offset(self) -> float:
@@ -59,11 +68,15 @@ class ReplayPlan:
 
 def plan_replay(capture: Path, device: IPv4, replay_from: float | None, out: Path, *, where: str) -> ReplayPlan:
     frames = list(read_pcap(capture))
-    publishes = [d.time for d in module_datagrams(frames, device)
-                 if d.security_publish and not _dup(frames[d.frame][1])]
+    datagrams = module_datagrams(frames, device)
+    publishes = [d.time for d in datagrams if d.security_publish and not _dup(frames[d.frame][1])]
     first_publish = publishes[0] if publishes else None
     start = replay_from if replay_from is not None else (first_publish if first_publish is not None else 0.0)
     plan = ReplayPlan(out, device, start, first_publish)
+    hub = next(((d.key[1], d.key[3]) for d in datagrams if d.security_publish), None)
+    if hub is not None and first_publish is not None:
+        plan.outages = [(a - first_publish, b - first_publish) for a, b in hub_outages(frames, device, *hub)
+                        if b > first_publish]
     kept: list[tuple[float, bytes]] = []
     tcp_open: set[tuple[IPv4, int, int]] = set()
     udp_started: dict[tuple[IPv4, int, int], bool] = {}  # who sent first on it: True the peer
@@ -104,6 +117,33 @@ def plan_replay(capture: Path, device: IPv4, replay_from: float | None, out: Pat
     plan.boot_messages = sum(1 for t in publishes if t < plan.first)
     write_pcap(out, kept)
     return plan
+
+
+def hub_outages(frames: list[tuple[float, bytes]], device: IPv4, broker: IPv4, port: int) -> list[tuple[float, float]]:
+    """(from, to) capture times when the device had no connection to its broker (see the module
+    docstring); an outage still on when the capture ends lasts to its last frame."""
+    outages, up, down_since, refused = [], False, None, None
+    for t, frame in frames:
+        parsed = _ip(frame)
+        if parsed is None or parsed[2] != 6 or len(parsed[3]) < 14:
+            continue
+        src, dst, _, body = parsed
+        sport, dport = struct.unpack_from("!HH", body)
+        flags = body[13]
+        from_broker = (src, sport, dst) == (broker, port, device)
+        if not from_broker and (src, dst, dport) != (device, broker, port):
+            continue
+        if from_broker and flags & 0x12 == 0x12:  # SYN-ACK: the broker takes a connection
+            if down_since is not None:
+                outages.append((down_since, refused + REFUSED_SLACK if refused is not None else t))
+            up, down_since, refused = True, None, None
+        elif up and flags & 0x05:  # FIN or RST, either side: the connection is gone
+            up, down_since = False, t
+        elif not up and from_broker and flags & 0x04:  # a connection attempt refused: still gone
+            refused = t
+    if down_since is not None and frames:
+        outages.append((down_since, frames[-1][0]))
+    return outages
 
 
 def _ip(frame: bytes) -> tuple[IPv4, IPv4, int, bytes] | None:

@@ -4,8 +4,10 @@ The bench run keeps the bundle's relative timing: the replay begins as long afte
 first security message as the field traffic began after the device's (on the capture's clock),
 its gaps scaled by ``speed``; collection goes on for as long as the bundle's telemetry lasted, and
 at least two collection intervals after the replay (so the window holding its last datagrams is
-reported). Outages are not re-enacted yet: a bundle with a gap is compared as it is, and the gap is
-reported as a difference if the bench does not show it.
+reported). The hub's outages seen on the capture are re-enacted at the bench's broker (stopped and
+started again) at the same offsets from the first security message, in real time (``speed``
+scales only the replay), by the thread that runs the replay: the broker's process is tied to the
+thread that starts it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.broker import Broker
 from harness.bundle.compare import Comparison, Side, compare
 from harness.bundle.load import Bundle
 from harness.bundle.plan import ReplayPlan, plan_replay
@@ -26,6 +29,7 @@ from harness.lab import Lab
 from harness.session import RunSession
 from harness.traffic.replay import replay
 
+RECONNECT = 15.0  # the device's reconnection back-off after the broker returns, at most
 FIRST_MESSAGE_SLACK = 60.0  # seconds past the build's first-collection window to wait for a first message
 
 Pause = Callable[[float], bool]  # wait up to S seconds; True when a stop was asked for
@@ -71,15 +75,16 @@ def reproduce(lab: Lab, bundle: Bundle, build: FirmwareBuild, build_why: str, bo
         session.collector.wait_for(board.device_id, lambda e: True, first_due, since=board.boot_mark,
                                    what="the board's first security message")
         first = session.collector.messages(board.device_id, since=board.boot_mark)[0].received
-        stopped = pause(first + plan.offset * speed - time.time())
-        if not stopped:
-            progress(f"replaying {plan.frames} frame(s) of the bundle's traffic at {board.address} (speed {speed:g})")
-            replay_start = time.time()
-            exchange = replay(board.traffic_target(), plan.pcap, str(plan.device), speed=speed)
-            result.replay = {**exchange.details, "started": replay_start, "ended": time.time(),
-                             "harness_address": _harness_address(board)}
-            end = max(first + span, time.time() + 2 * behaviour.intervals_s.high + 3)
-            stopped = pause(end - time.time())
+        assert session.broker is not None
+        try:
+            stopped = _enact(session.broker, board, plan, first, speed, pause, progress, result)
+            if not stopped:
+                end = max(first + span, time.time() + 2 * behaviour.intervals_s.high + 3,
+                          *(first + b + RECONNECT + behaviour.intervals_s.low for _, b in plan.outages))
+                stopped = pause(end - time.time())
+        finally:
+            if not session.broker.running:  # stopped while the hub was gone: back, for a clean end
+                session.broker.start()
         session.collector.require_intact()  # a collector that lost its session: exit 3, not a difference
         result.complete = not stopped
         address, device_id = board.address, board.device_id
@@ -96,6 +101,39 @@ def reproduce(lab: Lab, bundle: Bundle, build: FirmwareBuild, build_why: str, bo
     result.comparison = compare(messages, bench.messages, bundle_side, bench_side,
                                 pending_time_s=behaviour.pending_time_s)
     return result
+
+
+def _enact(broker: Broker, board: Any, plan: ReplayPlan, first: float, speed: float, pause: Pause,
+           progress: Callable[[str], None], result: Reproduction) -> bool:
+    """The replay and the outages, in the order of their times after ``first``, all in this thread
+    (the broker's process must be started by a thread that lives as long as the run). An action
+    due while the replay still runs happens when it ends; the times each happened are recorded.
+    True when a stop was asked for."""
+    actions: list[tuple[float, str, float]] = [(first + plan.offset * speed, "replay", 0.0)]
+    for start, end in plan.outages:
+        actions += [(first + start, "stop", end - start), (first + end, "start", 0.0)]
+    done: list[list[float]] = []
+    result.replay["outages"] = done
+    for at, what, length in sorted(actions, key=lambda a: a[0]):
+        if pause(at - time.time()):
+            return True
+        late = round(time.time() - at, 1)
+        if what == "replay":
+            progress(f"replaying {plan.frames} frame(s) of the bundle's traffic at {board.address} (speed {speed:g})")
+            started = time.time()
+            exchange = replay(board.traffic_target(), plan.pcap, str(plan.device), speed=speed)
+            result.replay.update(exchange.details, started=started, ended=time.time(),
+                                 harness_address=_harness_address(board))
+        elif what == "stop":
+            progress(f"broker stopped for {length:.1f} s, as the hub was gone in the bundle")
+            broker.stop()
+            done.append([round(time.time() - first, 1)])
+        else:
+            broker.start()
+            done[-1].append(round(time.time() - first, 1))
+        if late > 1.0:
+            result.notes.append(f"{what} at {at - first:.1f} s came {late:g} s late (the replay was still running)")
+    return False
 
 
 def _harness_address(board: Any) -> Any:

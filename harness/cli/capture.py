@@ -20,7 +20,8 @@ from harness.bundle.write import check_out, write_bundle
 from harness.cli import seconds
 from harness.cli._board import add_board_argument, lab_for, resolve_build, session_for
 from harness.cli._signals import StopSignals
-from harness.errors import InfrastructureError
+from harness.errors import InfrastructureError, UsageError
+from harness.session import RunSession
 from harness.traffic.capture import read_pcap
 
 
@@ -34,11 +35,48 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="a build folder (default for an emulated board: the reference firmware, fast preset)")
     p.add_argument("--duration", type=seconds, default=30.0, metavar="S", help="seconds to record (default 30)")
     p.add_argument("--notes", metavar="TEXT", help="free notes for bundle.yaml")
+    p.add_argument("--outage", type=outage, metavar="START+LENGTH",
+                   help="stop the run's broker START s into the recording for LENGTH s, then start it again "
+                        "(a bundle of how the device lives through losing its hub)")
     p.set_defaults(func=run)
+
+
+def outage(text: str) -> tuple[float, float]:
+    """An argument type: ``START+LENGTH`` in seconds (e.g. 4+10)."""
+    start, plus, length = text.partition("+")
+    try:
+        values = (seconds(start), seconds(length)) if plus else None
+    except argparse.ArgumentTypeError:
+        values = None
+    if values is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not START+LENGTH in seconds (e.g. 4+10)")
+    return values
+
+
+def _record(stop: StopSignals, session: RunSession, args: argparse.Namespace) -> bool:
+    """Wait out the recording (with the outage, if asked); True when stopped early."""
+    if args.outage is None:
+        return stop.wait(args.duration)
+    start, length = args.outage
+    assert session.broker is not None
+    if stop.wait(start):
+        return True
+    print(f"broker stopped for {length:g} s", file=sys.stderr, flush=True)
+    session.broker.stop()
+    try:
+        if stop.wait(length):
+            return True
+    finally:
+        session.broker.start()
+    print("broker started again", file=sys.stderr, flush=True)
+    return stop.wait(args.duration - start - length)
 
 
 def run(args: argparse.Namespace) -> int:
     out = check_out(args.out)
+    if args.outage is not None and sum(args.outage) >= args.duration:
+        raise UsageError(f"--outage {args.outage[0]:g}+{args.outage[1]:g} does not end within --duration "
+                         f"{args.duration:g}", fix="make the outage end before the recording does")
     lab = lab_for(args, args.board)
     config = lab.board(args.board)
     build = resolve_build(args.firmware, config, "--firmware BUILD")
@@ -61,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         with StopSignals() as stop:
             print(f"{board.name} up at {board.address}, device {board.device_id}; recording for {args.duration:g} s "
                   "(Ctrl-C ends it, keeping what was recorded)", file=sys.stderr, flush=True)
-            stopped = stop.wait(args.duration)
+            stopped = _record(stop, session, args)
         seen = len(session.collector.messages(board.device_id, since=board.boot_mark))
         try:
             session.collector.require_intact()

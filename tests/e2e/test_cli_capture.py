@@ -65,11 +65,11 @@ def drive_traffic(address: str) -> None:
                     break
 
 
-def capture_with_traffic(workspace: Path, out: Path, build: Path, duration: float = 14) -> subprocess.CompletedProcess[
-        str]:
+def capture_with_traffic(workspace: Path, out: Path, build: Path, duration: float = 14,
+                         *extra: str) -> subprocess.CompletedProcess[str]:
     """`hil capture` for ``duration`` s, the traffic driven once it says it records."""
     proc = hil(workspace, "capture", BOARD, "--out", str(out), "--duration", str(duration), "--firmware", str(build),
-               "--report-dir", str(workspace / f"{out.name}.run"), "--notes", "bench capture")
+               "--report-dir", str(workspace / f"{out.name}.run"), "--notes", "bench capture", *extra)
     assert proc.stderr is not None
     lines = []
     try:

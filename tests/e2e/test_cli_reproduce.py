@@ -67,3 +67,18 @@ def test_a_build_counting_the_ip_header_differs_exactly_where_the_traffic_is(fie
     assert comparison["events"]["same"] and comparison["gaps"]["same"]  # nothing else differs
     assert all(d.startswith("replayed traffic differs") for d in comparison["differences"])
     assert "differs:" in err and "Traceback" not in err
+
+
+@pytest.mark.timeout(400)
+def test_a_bundle_captured_through_a_broker_outage_reproduces_its_pending_gap(tmp_path: Path) -> None:
+    """The broker gone 10 s (less than the fast preset's 20 s pending time): the field telemetry has a
+    PENDING gap; the bench re-enacts the outage at its broker and shows the same gap."""
+    build = reference_build(tmp_path)
+    captured = capture_with_traffic(tmp_path, tmp_path / "field.tar.gz", build, 30, "--outage", "8+10")
+    assert captured.returncode == 0, captured.stderr[-3000:]
+    code, err, data = reproduce(tmp_path, tmp_path / "report")
+    assert code == 0, err[-3000:]
+    gaps = data["comparison"]["gaps"]
+    assert [g["state"] for g in gaps["bundle"]] == ["PENDING"] == [g["state"] for g in gaps["bench"]]
+    (outage,) = data["replay"]["outages"]  # re-enacted once, where the bundle's hub was gone
+    assert 6 <= outage[0] <= 12 and outage[1] > outage[0]

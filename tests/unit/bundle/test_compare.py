@@ -131,3 +131,20 @@ def test_a_flow_split_over_two_windows_on_one_side_only_is_summed_before_it_is_j
     result = compare(field, bench, FIELD, BENCH, pending_time_s=20)
     assert result.reproduced, result.differences
     assert [[w.index for w in g.bench] for g in result.groups] == [[2, 3]]
+
+
+def test_the_hubs_outage_is_found_on_the_capture(tmp_path: Path) -> None:
+    """Connected at 0 s, the broker closes at 8 s, refuses an attempt at 12 s, accepts one at 16 s."""
+    from tests.unit.bundle.fake import publish, tcp
+
+    up = [(T0 - 0.5, tcp(DEVICE, PEER, 49152, 8883, 0x02)), (T0 - 0.49, tcp(PEER, DEVICE, 8883, 49152, 0x12))]
+    down = [(T0 + 8.0, tcp(PEER, DEVICE, 8883, 49152, 0x11)), (T0 + 12.0, tcp(DEVICE, PEER, 49153, 8883, 0x02)),
+            (T0 + 12.001, tcp(PEER, DEVICE, 8883, 49153, 0x14)), (T0 + 16.0, tcp(DEVICE, PEER, 49154, 8883, 0x02)),
+            (T0 + 16.001, tcp(PEER, DEVICE, 8883, 49154, 0x12))]
+    pcap = write_pcap(tmp_path / "in.pcap", sorted([*frames(), *up, *down, (T0 + 17, publish())]))
+    plan = plan_replay(pcap, IP(DEVICE), None, tmp_path / "replay.pcap", where="bundle.yaml")
+    assert [(round(a, 3), round(b, 3)) for a, b in plan.outages] == [(8.0, 12.501)]  # just after the refusal
+    silent = [f for f in down if f[0] != T0 + 12.001]  # no answer at all while it was gone
+    pcap = write_pcap(tmp_path / "silent.pcap", sorted([*frames(), *up, *silent]))
+    plan = plan_replay(pcap, IP(DEVICE), None, tmp_path / "replay.pcap", where="bundle.yaml")
+    assert [(round(a, 3), round(b, 3)) for a, b in plan.outages] == [(8.0, 16.001)]
