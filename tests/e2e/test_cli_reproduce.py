@@ -82,3 +82,20 @@ def test_a_bundle_captured_through_a_broker_outage_reproduces_its_pending_gap(tm
     assert [g["state"] for g in gaps["bundle"]] == ["PENDING"] == [g["state"] for g in gaps["bench"]]
     (outage,) = data["replay"]["outages"]  # re-enacted once, where the bundle's hub was gone
     assert 6 <= outage[0] <= 12 and outage[1] > outage[0]
+
+
+@pytest.mark.timeout(600)
+def test_bisect_over_three_builds_names_the_wrong_one(field: Path, tmp_path: Path) -> None:
+    """ref (1.0.0, the bundle's), 1.1.0 as good, 1.2.0 counting the IP header: the first that differs."""
+    reference_build(field, "bisect-1.1.0", VERSION="1.1.0")
+    reference_build(field, "bisect-1.2.0", VERSION="1.2.0", ASC_FAULT_BYTES_WITH_IP_HEADER=1)
+    proc = hil(field, "reproduce", str(field / "field.tar.gz"), "--report-dir", str(tmp_path / "report"),
+               "--builds", "ref..bisect-1.2.0")
+    _, err = proc.communicate(timeout=500)
+    assert proc.returncode == 1, err[-3000:]
+    found = json.loads((tmp_path / "report" / "bisect.json").read_text())
+    assert found["builds"] == ["ref", "bisect-1.1.0", "bisect-1.2.0"] and found["complete"]
+    assert found["first_differing"] == "bisect-1.2.0"
+    assert found["verdicts"] == {"bisect-1.1.0": "reproduced", "bisect-1.2.0": "differs"}  # two runs, not three
+    assert "first build that differs: bisect-1.2.0" in err
+    assert (tmp_path / "report" / "bisect-1.2.0" / "reproduction.html").exists()
