@@ -21,6 +21,7 @@ from harness.config import load
 from harness.errors import ConfigError, UsageError
 from harness.traffic.capture import module_datagrams, read_pcap
 
+MAX_CAPTURE = 1 << 30  # the replay reads the capture whole
 FIX_CAPTURE = "give a classic pcap file (tcpdump -w, or the pcap of hil capture) in the bundle's capture field"
 
 
@@ -62,7 +63,7 @@ def open_bundle(path: Path | str, unpack_to: Path) -> Bundle:
     if not yaml_path.is_file():
         raise ConfigError(f"{path}: no {BUNDLE_FILE} in it", fix="a bundle holds bundle.yaml (hil capture writes one)")
     manifest = load(BundleManifest, yaml_path)
-    capture = _member(root, manifest.capture, "capture", "capture")
+    capture = _member(root, manifest.capture, "capture", "capture", limit=MAX_CAPTURE)
     telemetry = _member(root, manifest.telemetry.path, "telemetry.path", "telemetry file")
     console = _member(root, manifest.console, "console", "console log") if manifest.console else None
     address = _device_address(yaml_path, manifest, capture)
@@ -74,7 +75,7 @@ def open_bundle(path: Path | str, unpack_to: Path) -> Bundle:
     return Bundle(root, manifest, capture, telemetry, console, address, messages)
 
 
-def _member(root: Path, name: str, field: str, what: str) -> Path:
+def _member(root: Path, name: str, field: str, what: str, *, limit: int | None = None) -> Path:
     where = root / BUNDLE_FILE
     path = root / name
     try:
@@ -89,6 +90,9 @@ def _member(root: Path, name: str, field: str, what: str) -> Path:
                           fix=f"copy the {what} into the bundle")
     if not real.is_file():
         raise ConfigError(f"{where}: field {field}: {name} is not a regular file", fix=f"give the {what}")
+    if limit is not None and real.stat().st_size > limit:
+        raise ConfigError(f"{where}: field {field}: {name} is {real.stat().st_size} bytes; a {what} is at most "
+                          f"{limit} bytes here", fix=f"cut the {what} to the time of interest (editcap -A/-B)")
     return real
 
 

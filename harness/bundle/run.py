@@ -23,7 +23,7 @@ from harness.bundle.compare import Comparison, Side, compare
 from harness.bundle.load import Bundle
 from harness.bundle.plan import ReplayPlan, plan_replay
 from harness.bundle.telemetry import DeviceMessages, load_messages
-from harness.errors import CheckFailed
+from harness.errors import CheckFailed, ConfigError, HarnessError, InfrastructureError
 from harness.firmware import FirmwareBuild
 from harness.lab import Lab
 from harness.session import RunSession
@@ -49,6 +49,17 @@ class Reproduction:
     replay: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     complete: bool = False
+    error: HarnessError | None = None  # what ended the bench run; the report is written all the same
+
+
+def fresh_folder(parent: Path, name: str) -> Path:
+    """``parent/name``, or ``name-2``, ``name-3``... when an earlier run in the same report folder
+    left it (its evidence is kept, never mixed with this run's)."""
+    candidate, n = parent / name, 1
+    while candidate.exists():
+        n += 1
+        candidate = parent / f"{name}-{n}"
+    return candidate
 
 
 def reproduce(lab: Lab, bundle: Bundle, build: FirmwareBuild, build_why: str, board_name: str, report: Path, *,
@@ -56,7 +67,7 @@ def reproduce(lab: Lab, bundle: Bundle, build: FirmwareBuild, build_why: str, bo
     where = f"{bundle.yaml}: field capture: {bundle.manifest.capture}"
     plan = plan_replay(bundle.capture, bundle.device_address, bundle.manifest.replay_from, report / "replay.pcap",
                        where=where)
-    result = Reproduction(bundle, build, build_why, board_name, plan, report / "run", speed)
+    result = Reproduction(bundle, build, build_why, board_name, plan, fresh_folder(report, "run"), speed)
     fw = bundle.manifest.firmware
     if (build.manifest.version, build.manifest.build.build_id) != (fw.version, fw.build_id):
         result.notes.append(f"the build run ({build.manifest.version}, build id {build.manifest.build.build_id}) is "
@@ -64,6 +75,34 @@ def reproduce(lab: Lab, bundle: Bundle, build: FirmwareBuild, build_why: str, bo
     if build.manifest.security_module.version != fw.module_version:
         result.notes.append(f"the build carries module {build.manifest.security_module.version}, the bundle "
                             f"{fw.module_version}")
+    messages = bundle.messages.messages
+    try:
+        address, device_id, archive = _bench_run(lab, result, pause, progress)
+    except HarnessError as exc:  # the caller writes the report with what there is, then raises it
+        result.error = exc
+        return result
+    try:
+        bench = load_messages(archive, "archive", device_id, what=f"the bench's archive {archive}")
+    except ConfigError as exc:  # the harness's own archive: not the user's input
+        result.error = InfrastructureError(exc.message, evidence=archive)
+        return result
+    result.bench = bench
+    if not bench.messages:
+        result.error = CheckFailed(f"board {board_name} sent no security message on the bench", evidence=archive)
+        return result
+    replay_started = result.replay.get("started", float("inf"))
+    bundle_side = Side("bundle", bundle.device_address, frozenset(plan.peers), frozenset(plan.keys),
+                       plan.boot_messages)
+    bench_side = Side("bench", address, frozenset({result.replay.get("harness_address", address)}),
+                      frozenset(plan.keys), sum(1 for m in bench.messages if m.received < replay_started))
+    result.comparison = compare(messages, bench.messages, bundle_side, bench_side,
+                                pending_time_s=build.manifest.behaviour.pending_time_s)
+    return result
+
+
+def _bench_run(lab: Lab, result: Reproduction, pause: Pause, progress: Callable[[str], None]) -> tuple[Any, str, Path]:
+    """Bring the board up, replay and re-enact, collect; the board's address, device and archive."""
+    bundle, build, board_name, plan, speed = result.bundle, result.build, result.board, result.plan, result.speed
     messages = bundle.messages.messages
     span = messages[-1].received - messages[0].received
     with RunSession(lab, boards=[board_name], run_dir=result.run_dir) as session:
@@ -87,20 +126,8 @@ def reproduce(lab: Lab, bundle: Bundle, build: FirmwareBuild, build_why: str, bo
                 session.broker.start()
         session.collector.require_intact()  # a collector that lost its session: exit 3, not a difference
         result.complete = not stopped
-        address, device_id = board.address, board.device_id
-        archive = session.archive
-    bench = load_messages(archive, "archive", device_id, what=f"the bench's archive {archive}")
-    result.bench = bench
-    if not bench.messages:
-        raise CheckFailed(f"board {board_name} sent no security message on the bench", evidence=archive)
-    replay_started = result.replay.get("started", float("inf"))
-    bundle_side = Side("bundle", bundle.device_address, frozenset(plan.peers), frozenset(plan.keys),
-                       plan.boot_messages)
-    bench_side = Side("bench", address, frozenset({result.replay.get("harness_address", address)}),
-                      frozenset(plan.keys), sum(1 for m in bench.messages if m.received < replay_started))
-    result.comparison = compare(messages, bench.messages, bundle_side, bench_side,
-                                pending_time_s=behaviour.pending_time_s)
-    return result
+        address, device_id, archive = board.address, board.device_id, session.archive
+    return address, device_id, archive
 
 
 def _enact(broker: Broker, board: Any, plan: ReplayPlan, first: float, speed: float, pause: Pause,
@@ -150,7 +177,9 @@ def report_data(result: Reproduction) -> dict[str, Any]:
     """What the report shows, as JSON (see :mod:`harness.report.reproduction`)."""
     b, m, fw = result.bundle, result.build.manifest, result.bundle.manifest.firmware
     comparison = result.comparison
-    verdict = ("incomplete" if not result.complete or comparison is None else
+    error = result.error
+    verdict = ({3: "infrastructure", 1: "differs"}.get(error.exit_code, "error") if error is not None else
+               "incomplete" if not result.complete or comparison is None else
                "reproduced" if comparison.reproduced else "differs")
     messages = b.messages.messages
     data: dict[str, Any] = {
@@ -170,8 +199,10 @@ def report_data(result: Reproduction) -> dict[str, Any]:
                   "replay_offset_s": round(result.plan.offset, 3)},
         "replay": {k: v for k, v in result.replay.items() if k not in ("started", "ended")},
         "notes": result.notes,
-        "evidence": {"replayed capture": "replay.pcap", "bench run folder": "run",
-                     "bench telemetry": "run/telemetry.bin", "run log": "run/run-log.jsonl"},
+        "error": str(error) if error is not None else None,
+        "evidence": {"replayed capture": "replay.pcap", "bench run folder": result.run_dir.name,
+                     "bench telemetry": f"{result.run_dir.name}/telemetry.bin",
+                     "run log": f"{result.run_dir.name}/run-log.jsonl"},
     }
     if comparison is not None:
         data["comparison"] = comparison.to_json()

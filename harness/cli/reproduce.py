@@ -23,7 +23,7 @@ from harness.board.board import check_build
 from harness.bundle.bisect import bisect, build_range
 from harness.bundle.builds import pick_build
 from harness.bundle.load import Bundle, open_bundle
-from harness.bundle.run import Reproduction, report_data, reproduce
+from harness.bundle.run import Reproduction, fresh_folder, report_data, reproduce
 from harness.cli import output_folder
 from harness.cli._board import BUILDS, lab_for
 from harness.cli._signals import StopSignals
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     lab = lab_for(args)
     report = Path(args.report_dir).resolve() if args.report_dir else lab.state.new_run_dir()
     report.mkdir(parents=True, exist_ok=True)
-    bundle = open_bundle(args.bundle, report / "bundle")
+    bundle = open_bundle(args.bundle, fresh_folder(report, "bundle"))
     board = _board_for(lab, args.board, bundle.manifest.board.type)
     target = lab.board(board).probe.target
     if args.builds:
@@ -120,6 +120,8 @@ def _bisect(lab: Lab, bundle: Bundle, board: str, report: Path, args: argparse.N
         data = report_data(result)
         write_reproduction(folder, data)
         print(f"{build.folder.name}: {data['verdict']} ({folder / HTML_NAME})", file=sys.stderr, flush=True)
+        if result.error is not None and result.error.exit_code != 1:
+            raise result.error  # the lab's trouble, not the build's: the bisection cannot go on
         return str(data["verdict"])
 
     found = bisect(builds, one)
@@ -138,6 +140,9 @@ def _bisect(lab: Lab, bundle: Bundle, board: str, report: Path, args: argparse.N
 def _finish(report: Path, result: Reproduction) -> int:
     data = report_data(result)
     page = write_reproduction(report, data)
+    if result.error is not None:
+        print(f"{data['verdict']}: {page}", file=sys.stderr, flush=True)
+        raise result.error
     comparison = result.comparison
     for line in (comparison.differences if comparison else []):
         print(f"  differs: {line}", file=sys.stderr)

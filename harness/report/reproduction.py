@@ -15,7 +15,8 @@ from harness.report.page import key_rows, page
 from harness.report.timeline import timeline_svg
 
 JSON_NAME, HTML_NAME = "reproduction.json", "reproduction.html"
-COLOURS = {"reproduced": "#2e7d32", "differs": "#c62828", "match": "#2e7d32", "incomplete": "#6a1b9a"}
+COLOURS = {"reproduced": "#2e7d32", "differs": "#c62828", "match": "#2e7d32", "incomplete": "#6a1b9a",
+           "infrastructure": "#6a1b9a", "error": "#6a1b9a"}
 
 
 def _timeline(windows: Sequence[Mapping[str, Any]], gaps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -84,6 +85,7 @@ def _html(data: Mapping[str, Any]) -> str:
 <p id="verdict" data-verdict="{e(verdict)}">Verdict: <b style="color:{COLOURS.get(verdict, '#000')}">{e(verdict)}</b>
  — {e("complete" if data.get("complete") else "stopped before the end")}</p>
 <ul id="differences">{diffs or "<li>none</li>"}</ul>
+{f'<pre id="error">{e(data["error"])}</pre>' if data.get("error") else ""}
 <h2>Bundle and bench</h2><table>{key_rows((k, v) for k, v in data.get("bundle", {}).items() if k != "notes")}</table>
 <p>Bundle notes: {e(str(data.get("bundle", {}).get("notes") or "-"))}</p>
 <table>{key_rows(data.get("bench", {}).items())}</table>

@@ -180,3 +180,11 @@ def test_yaml_tricks_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         open_bundle(folder, tmp_path / "unpack")
 
+
+
+def test_a_capture_too_big_to_replay_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    folder = make_bundle(tmp_path / "b")
+    with (folder / "traffic.pcap").open("r+b") as fh:
+        fh.truncate((1 << 30) + 1)  # sparse: no disk used
+    with pytest.raises(ConfigError, match=r"capture: traffic\.pcap is 1073741825 bytes.*at most"):
+        open_bundle(folder, tmp_path / "unpack")
