@@ -38,6 +38,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from harness.config import StrictModel
+from harness.telemetry.model import ModuleVersion
 
 BUNDLE_FILE = "bundle.yaml"
 FORMAT = 1
@@ -62,8 +63,7 @@ class FirmwareIdentity(StrictModel):
     @field_validator("module_version")
     @classmethod
     def _module(cls, value: str) -> str:
-        if not re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,5}", value):
-            raise ValueError(f"module version {value!r} must be MAJOR.MINOR.PATCH, e.g. 3.5.4")
+        ModuleVersion.parse(value).to_int()  # as the wire carries it (8.8.16 bits), or a ValueError saying why
         return value
 
     @field_validator("sha256", mode="before")

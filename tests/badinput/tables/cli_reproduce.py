@@ -3,12 +3,11 @@ there and wrong arguments, refused before any board is brought up."""
 
 from __future__ import annotations
 
-import copy
 import tarfile
 from pathlib import Path
 
 from tests.badinput.case import Step, build, error, folder, good_lab, refused, steps, write
-from tests.unit.bundle.fake import GOOD_YAML, make_bundle, tar_with
+from tests.unit.bundle.fake import changed_yaml, make_bundle, tar_with
 
 SURFACE = "cli-reproduce"
 R = "--lab lab reproduce b"
@@ -16,17 +15,7 @@ R = "--lab lab reproduce b"
 
 def bundle(**changes: object) -> Step:
     """A good bundle in ``b/`` (its bundle.yaml changed: ``section__key=value``, None removes)."""
-    data = copy.deepcopy(GOOD_YAML)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split("__")
-        node = data
-        for p in parents:
-            node = node[p]
-        if value is None:
-            node.pop(last)
-        else:
-            node[last] = value
-    return lambda root: make_bundle(root / "b", data) and None
+    return lambda root: make_bundle(root / "b", changed_yaml(**changes)) and None
 
 
 def damage(relpath: str, how: str) -> Step:

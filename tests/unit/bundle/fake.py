@@ -3,6 +3,7 @@ traffic), an archive of the messages it sent, and a bundle.yaml naming them."""
 
 from __future__ import annotations
 
+import copy
 import io
 import ipaddress
 import struct
@@ -122,6 +123,21 @@ GOOD_YAML: dict[str, Any] = {
     "telemetry": {"path": "telemetry.bin", "format": "archive"},
     "notes": "seen in the field",
 }
+
+
+def changed_yaml(**changes: object) -> dict[str, Any]:
+    """GOOD_YAML with ``section__key=value`` set (None: removed)."""
+    data = copy.deepcopy(GOOD_YAML)
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = data
+        for p in parents:
+            node = node[p]
+        if value is None:
+            node.pop(last)
+        else:
+            node[last] = value
+    return data
 
 
 def make_bundle(folder: Path, yaml_data: dict[str, Any] | None = None, *,

@@ -3,7 +3,6 @@ unpacked without trusting it."""
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import shutil
 import tarfile
@@ -16,21 +15,7 @@ from harness.bundle.extract import extract_bundle
 from harness.bundle.load import open_bundle
 from harness.errors import ConfigError, UsageError
 from harness.telemetry.archive_format import MAGIC
-from tests.unit.bundle.fake import DEVICE, DEVICE_ID, GOOD_YAML, make_bundle, tar_with
-
-
-def bad_yaml(**changes: object) -> dict[str, object]:
-    data = copy.deepcopy(GOOD_YAML)
-    for dotted, value in changes.items():
-        *parents, last = dotted.split("__")
-        node = data
-        for p in parents:
-            node = node[p]
-        if value is None:
-            node.pop(last)
-        else:
-            node[last] = value
-    return data
+from tests.unit.bundle.fake import DEVICE, DEVICE_ID, GOOD_YAML, changed_yaml, make_bundle, tar_with
 
 
 def test_a_good_folder_loads_with_the_device_found_in_its_capture(tmp_path: Path) -> None:
@@ -62,7 +47,7 @@ def test_a_tar_gz_loads_the_same(tmp_path: Path) -> None:
 ])
 def test_a_wrong_manifest_is_refused_naming_the_field(tmp_path: Path, change: dict[str, object],
                                                       pattern: str) -> None:
-    folder = make_bundle(tmp_path / "b", bad_yaml(**change))
+    folder = make_bundle(tmp_path / "b", changed_yaml(**change))
     with pytest.raises(ConfigError, match=pattern) as err:
         open_bundle(folder, tmp_path / "unpack")
     assert "bundle.yaml" in err.value.message
@@ -155,7 +140,7 @@ def test_an_iothub_export_reads_like_the_archive(tmp_path: Path) -> None:
 
     from harness.telemetry.archive import read_archive
 
-    folder = make_bundle(tmp_path / "b", bad_yaml(telemetry__path="export.jsonl", telemetry__format="iothub-jsonl"))
+    folder = make_bundle(tmp_path / "b", changed_yaml(telemetry__path="export.jsonl", telemetry__format="iothub-jsonl"))
     lines = [json.dumps({"EnqueuedTimeUtc": "2027-01-15T08:00:00.1234567Z", "Properties": {"$.ifid": "urn:x:app"},
                          "SystemProperties": {"connectionDeviceId": DEVICE_ID},
                          "Body": base64.b64encode(b"application telemetry").decode()})]  # skipped: not security
