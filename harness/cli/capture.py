@@ -82,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     build = resolve_build(args.firmware, config, "--firmware BUILD")
     _, session = session_for(args, args.board, lab=lab)
     broken: InfrastructureError | None = None
-    with session:
+    # signals from the start: a stop while the board comes up is remembered (not the default SIGTERM
+    # death that would leave no bundle), and the recording then ends at once
+    with StopSignals() as stop, session:
         board = session.bring_up(args.board, build)
         assert session.collector is not None
         pcap = board.parts.link_capture()
@@ -96,10 +98,9 @@ def run(args: argparse.Namespace) -> int:
                                    what="the board's first security message")
         frames = list(read_pcap(pcap))
         replay_from = frames[-1][0] if frames else None
-        with StopSignals() as stop:
-            print(f"{board.name} up at {board.address}, device {board.device_id}; recording for {args.duration:g} s "
-                  "(Ctrl-C ends it, keeping what was recorded)", file=sys.stderr, flush=True)
-            stopped = _record(stop, session, args)
+        print(f"{board.name} up at {board.address}, device {board.device_id}; recording for {args.duration:g} s "
+              "(Ctrl-C ends it, keeping what was recorded)", file=sys.stderr, flush=True)
+        stopped = _record(stop, session, args)
         seen = len(session.collector.messages(board.device_id, since=board.boot_mark))
         try:
             session.collector.require_intact()

@@ -35,7 +35,8 @@ def write_reproduction(folder: Path, data: dict[str, Any]) -> Path:
     if comparison:
         for side in ("bundle", "bench"):
             svg = timeline_svg(folder / f"timeline-{side}.svg", f"{side}: arrivals by kind, gaps shaded",
-                               _timeline(comparison["windows"][side], comparison["gaps"][side]))
+                               _timeline(comparison["windows"][side], comparison["gaps"][side]),
+                               xlabel=f"seconds since the {side}'s first security message")
             if svg is not None:
                 timelines[side] = svg.name
     data["timelines"] = timelines
