@@ -5,6 +5,7 @@ replayed traffic differ, by 20 bytes a datagram."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,24 @@ def test_bisect_over_three_builds_names_the_wrong_one(field: Path, tmp_path: Pat
     assert found["verdicts"] == {"bisect-1.1.0": "reproduced", "bisect-1.2.0": "differs"}  # two runs, not three
     assert "first build that differs: bisect-1.2.0" in err
     assert (tmp_path / "report" / "bisect-1.2.0" / "reproduction.html").exists()
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_ends_a_reproduction_with_a_report_of_what_ran_and_nothing_left_running(field: Path,
+                                                                                        tmp_path: Path) -> None:
+    proc = hil(field, "reproduce", str(field / "field.tar.gz"), "--report-dir", str(tmp_path / "report"))
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:
+            if line.startswith("replaying "):  # printed as the replay begins: the stop lands in the run
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    data = json.loads((tmp_path / "report" / "reproduction.json").read_text())
+    assert data["verdict"] == "incomplete" and not data["complete"] and "Traceback" not in err
+    assert 'data-verdict="incomplete"' in (tmp_path / "report" / "reproduction.html").read_text()
+    assert not processes_mentioning(str(tmp_path / "report")), "processes of the run still alive"
