@@ -12,8 +12,12 @@ was brought up, which the bench does again):
   (answers to the device's DNS, NTP, DHCP are its own exchanges);
 - ICMP: messages from a peer other than answers and errors (echo reply, unreachable, time exceeded).
 
-The plan writes those frames as a pcap beside the report (the replay's input, kept as evidence)
-and says which (protocol, device port) pairs the replayed traffic has, so both sides' telemetry
+The replay sends a capture's UDP and ICMP first and then re-enacts its TCP connections, so the
+plan cuts the frames into segments that keep the captured order: a segment is datagrams, then the
+TCP connections peers opened after them (each connection whole, in the segment of its SYN); a
+datagram after such a connection starts the next segment. Each segment is replayed at its own
+time. The plan writes them as pcaps beside the report (the replay's input, kept as evidence), the
+whole selection too, and says which (protocol, device port) pairs the replayed traffic has, so both sides' telemetry
 can be split into the replayed traffic and the device's own background.
 
 It also finds the hub's outages on the capture, to re-enact them at the bench's broker: from the
@@ -40,6 +44,13 @@ SERVICE_PORTS = {53, 67, 68, 123}  # DNS, DHCP, NTP: the device's own exchanges 
 REFUSED_SLACK = 0.5  # seconds after the last refused attempt the broker is taken to be back
 
 
+@dataclass(frozen=True)
+class Segment:
+    pcap: Path
+    first: float  # capture time of its first frame
+    frames: int
+
+
 @dataclass
 class ReplayPlan:
     pcap: Path  # the frames to replay
@@ -52,14 +63,19 @@ class ReplayPlan:
     first: float | None = None  # capture time of the first replayed frame
     last: float | None = None
     boot_messages: int = 0  # security messages the device sent before the first replayed frame
+    segments: list[Segment] = field(default_factory=list)
     outages: list[tuple[float, float]] = field(default_factory=list)  # the hub gone, s after the first PUBLISH
 
     @property
     def offset(self) -> float:
         """Seconds from the device's first security PUBLISH to the first replayed frame."""
-        if self.first is None or self.first_publish is None:
+        return self.offset_of(self.first)
+
+    def offset_of(self, t: float | None) -> float:
+        """Seconds from the device's first security PUBLISH to capture time ``t``."""
+        if t is None or self.first_publish is None:
             return 0.0
-        return max(0.0, self.first - self.first_publish)
+        return max(0.0, t - self.first_publish)
 
     @property
     def duration(self) -> float:
@@ -78,6 +94,9 @@ def plan_replay(capture: Path, device: IPv4, replay_from: float | None, out: Pat
         plan.outages = [(a - first_publish, b - first_publish) for a, b in hub_outages(frames, device, *hub)
                         if b > first_publish]
     kept: list[tuple[float, bytes]] = []
+    segments: list[list[tuple[float, bytes]]] = [[]]
+    tcp_in: dict[tuple[IPv4, int, int], int] = {}  # a peer's TCP connection -> its segment
+    segment_has_tcp = False
     tcp_open: set[tuple[IPv4, int, int]] = set()
     udp_started: dict[tuple[IPv4, int, int], bool] = {}  # who sent first on it: True the peer
     for t, frame in frames:
@@ -105,6 +124,16 @@ def plan_replay(capture: Path, device: IPv4, replay_from: float | None, out: Pat
             keep = True
         if keep:
             kept.append((t, frame))
+            if proto == 6:
+                if conv not in tcp_in:  # its SYN: the connection belongs to the segment under way
+                    tcp_in[conv] = len(segments) - 1
+                    segment_has_tcp = True
+                segments[tcp_in[conv]].append((t, frame))
+            else:
+                if segment_has_tcp:
+                    segments.append([])
+                    segment_has_tcp = False
+                segments[-1].append((t, frame))
             plan.peers.add(peer)
             plan.keys.add(({6: "TCP", 17: "UDP", 1: "ICMP"}[proto], device_port))
     if not kept:
@@ -116,6 +145,9 @@ def plan_replay(capture: Path, device: IPv4, replay_from: float | None, out: Pat
     plan.first, plan.last = kept[0][0], kept[-1][0]
     plan.boot_messages = sum(1 for t in publishes if t < plan.first)
     write_pcap(out, kept)
+    for i, segment in enumerate(s for s in segments if s):
+        path = write_pcap(out.with_name(f"{out.stem}-{i + 1}{out.suffix}"), segment)
+        plan.segments.append(Segment(path, segment[0][0], len(segment)))
     return plan
 
 

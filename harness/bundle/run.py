@@ -136,23 +136,29 @@ def _enact(broker: Broker, board: Any, plan: ReplayPlan, first: float, speed: fl
     (the broker's process must be started by a thread that lives as long as the run). An action
     due while the replay still runs happens when it ends; the times each happened are recorded.
     True when a stop was asked for."""
-    actions: list[tuple[float, str, float]] = [(first + plan.offset * speed, "replay", 0.0)]
+    actions: list[tuple[float, str, float]] = [(first + plan.offset_of(seg.first) * speed, "replay", i)
+                                               for i, seg in enumerate(plan.segments)]
     for start, end in plan.outages:
         actions += [(first + start, "stop", end - start), (first + end, "start", 0.0)]
     done: list[list[float]] = []
-    result.replay["outages"] = done
-    for at, what, length in sorted(actions, key=lambda a: a[0]):
+    segments: list[dict[str, Any]] = []
+    result.replay.update(outages=done, segments=segments)
+    for at, what, detail in sorted(actions, key=lambda a: a[0]):
         if pause(at - time.time()):
             return True
         late = round(time.time() - at, 1)
         if what == "replay":
-            progress(f"replaying {plan.frames} frame(s) of the bundle's traffic at {board.address} (speed {speed:g})")
+            segment = plan.segments[int(detail)]
+            progress(f"replaying {segment.frames} frame(s) of the bundle's traffic at {board.address} "
+                     f"(segment {int(detail) + 1} of {len(plan.segments)}, speed {speed:g})")
             started = time.time()
-            exchange = replay(board.traffic_target(), plan.pcap, str(plan.device), speed=speed)
-            result.replay.update(exchange.details, started=started, ended=time.time(),
-                                 harness_address=_harness_address(board))
+            exchange = replay(board.traffic_target(), segment.pcap, str(plan.device), speed=speed)
+            segments.append({**exchange.details, "started": round(started - first, 3),
+                             "ended": round(time.time() - first, 3)})
+            result.replay.setdefault("started", started)
+            result.replay.update(ended=time.time(), harness_address=_harness_address(board))
         elif what == "stop":
-            progress(f"broker stopped for {length:.1f} s, as the hub was gone in the bundle")
+            progress(f"broker stopped for {detail:.1f} s, as the hub was gone in the bundle")
             broker.stop()
             done.append([round(time.time() - first, 1)])
         else:
