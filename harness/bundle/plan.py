@@ -57,6 +57,7 @@ class ReplayPlan:
     device: IPv4
     start: float  # capture time from which traffic is replayed
     first_publish: float | None  # capture time of the device's first security PUBLISH
+    anchor: float = 0.0  # what replay times count from: the first PUBLISH, else (TLS hides it) the first frame
     frames: int = 0
     peers: set[IPv4] = field(default_factory=set)
     keys: set[tuple[str, int]] = field(default_factory=set)  # (protocol name, device port) of replayed traffic
@@ -68,14 +69,13 @@ class ReplayPlan:
 
     @property
     def offset(self) -> float:
-        """Seconds from the device's first security PUBLISH to the first replayed frame."""
+        """Seconds from the device's first security PUBLISH (or the capture's first frame, where its
+        MQTT is TLS and no PUBLISH shows) to the first replayed frame."""
         return self.offset_of(self.first)
 
     def offset_of(self, t: float | None) -> float:
-        """Seconds from the device's first security PUBLISH to capture time ``t``."""
-        if t is None or self.first_publish is None:
-            return 0.0
-        return max(0.0, t - self.first_publish)
+        """Seconds from the anchor to capture time ``t``."""
+        return 0.0 if t is None else max(0.0, t - self.anchor)
 
     @property
     def duration(self) -> float:
@@ -88,7 +88,8 @@ def plan_replay(capture: Path, device: IPv4, replay_from: float | None, out: Pat
     publishes = [d.time for d in datagrams if d.security_publish and not _dup(frames[d.frame][1])]
     first_publish = publishes[0] if publishes else None
     start = replay_from if replay_from is not None else (first_publish if first_publish is not None else 0.0)
-    plan = ReplayPlan(out, device, start, first_publish)
+    plan = ReplayPlan(out, device, start, first_publish,
+                      first_publish if first_publish is not None else frames[0][0] if frames else 0.0)
     hub = next(((d.key[1], d.key[3]) for d in datagrams if d.security_publish), None)
     if hub is not None and first_publish is not None:
         plan.outages = [(a - first_publish, b - first_publish) for a, b in hub_outages(frames, device, *hub)

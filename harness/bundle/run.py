@@ -29,6 +29,7 @@ from harness.lab import Lab
 from harness.session import RunSession
 from harness.traffic.replay import replay
 
+MAX_SPAN = 600.0  # seconds of the bundle's telemetry the bench matches at most (past the replay and outages)
 RECONNECT = 15.0  # the device's reconnection back-off after the broker returns, at most
 FIRST_MESSAGE_SLACK = 60.0  # seconds past the build's first-collection window to wait for a first message
 
@@ -90,12 +91,18 @@ def reproduce(lab: Lab, bundle: Bundle, build: FirmwareBuild, build_why: str, bo
     if not bench.messages:
         result.error = CheckFailed(f"board {board_name} sent no security message on the bench", evidence=archive)
         return result
+    # the bundle's telemetry as far as the bench's run went (a field bundle may hold hours of it)
+    covered = bench.messages[-1].received - bench.messages[0].received + build.manifest.behaviour.intervals_s.high
+    compared = [m for m in messages if m.received - messages[0].received <= covered]
+    if len(compared) < len(messages):
+        result.notes.append(f"{len(messages) - len(compared)} message(s) of the bundle arrived later than the bench "
+                            f"ran ({covered:.0f} s after the first): not compared")
     replay_started = result.replay.get("started", float("inf"))
     bundle_side = Side("bundle", bundle.device_address, frozenset(plan.peers), frozenset(plan.keys),
                        plan.boot_messages)
     bench_side = Side("bench", address, frozenset({result.replay.get("harness_address", address)}),
                       frozenset(plan.keys), sum(1 for m in bench.messages if m.received < replay_started))
-    result.comparison = compare(messages, bench.messages, bundle_side, bench_side,
+    result.comparison = compare(compared, bench.messages, bundle_side, bench_side,
                                 pending_time_s=build.manifest.behaviour.pending_time_s)
     return result
 
@@ -104,7 +111,7 @@ def _bench_run(lab: Lab, result: Reproduction, pause: Pause, progress: Callable[
     """Bring the board up, replay and re-enact, collect; the board's address, device and archive."""
     bundle, build, board_name, plan, speed = result.bundle, result.build, result.board, result.plan, result.speed
     messages = bundle.messages.messages
-    span = messages[-1].received - messages[0].received
+    span = min(messages[-1].received - messages[0].received, MAX_SPAN)
     with RunSession(lab, boards=[board_name], run_dir=result.run_dir) as session:
         assert session.collector is not None
         progress(f"bringing {board_name} up with {build.manifest.name}")

@@ -166,3 +166,14 @@ def test_the_plan_keeps_the_captured_order_of_tcp_and_datagrams_in_segments(tmp_
     first = [t for t, _ in read_pcap(plan.segments[0].pcap)]
     assert [round(t - T0, 3) for t in first] == [5.0, 5.001, 9.0]
     assert len(list(read_pcap(tmp_path / "replay.pcap"))) == 6  # the whole selection, as evidence
+
+
+def test_a_capture_whose_mqtt_is_tls_is_timed_from_its_first_frame(tmp_path: Path) -> None:
+    """No PUBLISH shows inside TLS: the replay is timed from the capture's first frame instead."""
+    from tests.unit.bundle.fake import publish
+
+    no_publish = [f for f in frames() if f[1] != publish()]
+    pcap = write_pcap(tmp_path / "in.pcap", no_publish)
+    plan = plan_replay(pcap, IP(DEVICE), None, tmp_path / "replay.pcap", where="bundle.yaml")
+    assert plan.first_publish is None and plan.boot_messages == 0 and plan.outages == []
+    assert round(plan.offset, 3) == 5.5  # the DNS exchange at -1 s opened the capture, the traffic at 4.5 s
