@@ -1,13 +1,14 @@
 """Reproducing a bundle on the bench: bring a board up with the lab build, replay, collect, compare.
 
-The bench run keeps the bundle's relative timing: the replay begins as long after the board's
-first security message as the field traffic began after the device's (on the capture's clock),
-its gaps scaled by ``speed``; collection goes on for as long as the bundle's telemetry lasted, and
-at least two collection intervals after the replay (so the window holding its last datagrams is
-reported). The hub's outages seen on the capture are re-enacted at the bench's broker (stopped and
-started again) at the same offsets from the first security message, in real time (``speed``
-scales only the replay), by the thread that runs the replay: the broker's process is tied to the
-thread that starts it.
+The bench run keeps the bundle's relative timing: each segment of the replay (see
+:mod:`harness.bundle.plan`) begins as long after the board's first security message as it did
+after the device's (on the capture's clock), gaps scaled by ``speed``; collection goes on for as
+long as the bundle's telemetry lasted (at most :data:`MAX_SPAN`; the bundle's later messages are
+left out of the comparison, and the report says so), and at least two collection intervals after
+the replay (so the window holding its last datagrams is reported). The hub's outages seen on the
+capture are re-enacted at the bench's broker (stopped and started again) at the same offsets from
+the first security message, in real time (``speed`` scales only the replay), by the thread that
+runs the replay: the broker's process is tied to the thread that starts it.
 """
 
 from __future__ import annotations
