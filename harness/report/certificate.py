@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.report.files import write_atomically
 from harness.report.junit import write_junit
+from harness.report.page import key_rows, page
 from harness.report.timeline import timeline_svg
 from harness.report.verdict import ClauseResult, Verdict, overall
 
@@ -83,28 +84,20 @@ class Certificate:
                 f"<td>{e(r.board)}</td><td>{e(r.clause)}</td><td>{e(r.title)}</td>"
                 f'<td class="verdict" style="color:{COLOURS[r.verdict]}">{r.verdict.value}</td>'
                 f"<td>{r.duration:.1f} s</td><td><pre>{e(r.message[:2000])}</pre>{plot}</td><td>{links}</td></tr>")
-        prov = "".join(f"<h3>{e(board)}</h3><table>" + "".join(
-            f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in sorted(items.items())) + "</table>"
-            for board, items in sorted(self.provenance.items()))
+        prov = "".join(f"<h3>{e(board)}</h3><table>" + key_rows(sorted(items.items())) + "</table>"
+                       for board, items in sorted(self.provenance.items()))
         state = "complete" if self.complete else "in progress (or stopped before the end)"
         headline = verdict.value if verdict else "no clause finished"
-        return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Certificate {e(self.run_id)}</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;text-align:left}}
-pre{{white-space:pre-wrap;margin:0;max-width:50em}} img.timeline{{max-width:40em;display:block}}</style></head>
-<body><h1>Certificate {e(self.run_id)}</h1>
+        return page(f"Certificate {self.run_id}", f"""<h1>Certificate {e(self.run_id)}</h1>
 <p id="verdict" data-verdict="{e(headline)}">Verdict: <b>{e(headline)}</b> — {e(state)}; started {e(self.started)}</p>
-<h2>Firmware</h2><table>{"".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in sorted(self.firmware.items()))}
+<h2>Firmware</h2><table>{key_rows(sorted(self.firmware.items()))}
 </table>
 <h2>Clauses</h2>
 <table id="clauses"><thead><tr><th>board</th><th>clause</th><th>what</th><th>verdict</th><th>time</th>
 <th>detail</th><th>evidence</th></tr></thead><tbody>
 {"".join(rows)}
 </tbody></table>
-<h2>Provenance</h2>{prov}
-</body></html>
-"""
+<h2>Provenance</h2>{prov}""")
 
 
 def _slug(*parts: str) -> str:

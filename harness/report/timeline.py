@@ -10,7 +10,8 @@ from typing import Any
 KIND_ROWS = {"NETWORK_ACTIVITY": 2, "SYSTEM_INFORMATION": 1, "HEARTBEAT": 0}
 
 
-def timeline_svg(path: Path, title: str, timeline: Mapping[str, Any]) -> Path | None:
+def timeline_svg(path: Path, title: str, timeline: Mapping[str, Any], *,
+                 xlabel: str = "seconds since the clause began") -> Path | None:
     """Plot ``timeline`` (``start``; ``arrivals``/``due``: [seconds since start, kind]; ``outages``:
     [from, to]) to ``path``; None when there is nothing to plot."""
     arrivals = timeline.get("arrivals") or []
@@ -33,7 +34,7 @@ def timeline_svg(path: Path, title: str, timeline: Mapping[str, Any]) -> Path | 
             ax.scatter([t for t, _ in arrivals], [KIND_ROWS.get(k, 3) for _, k in arrivals], marker="o", s=18,
                        color="#1f5fa8", label="arrived")
         ax.set_yticks(list(KIND_ROWS.values()), [k.replace("_", " ").lower() for k in KIND_ROWS])
-        ax.set_xlabel("seconds since the clause began")
+        ax.set_xlabel(xlabel)
         ax.set_title(title, fontsize=9)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles, strict=True))
