@@ -14,6 +14,7 @@ import threading
 import tty
 
 from harness.cli._board import add_board_argument, session_for
+from harness.errors import HarnessError
 
 CTRL_RBRACKET = b"\x1d"
 
@@ -32,6 +33,12 @@ def _pump_output(console, stop: threading.Event) -> None:  # type: ignore[no-unt
             sys.stdout.write(text[shown:])
             sys.stdout.flush()
             shown = len(text)
+
+
+def _first_line(console, limit: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Until the board printed a whole line (its console is up), or ``limit`` seconds."""
+    with contextlib.suppress(HarnessError):
+        console.expect(r"^.+$", timeout=limit)
 
 
 def _until_quiet(console, quiet: float = 1.0, limit: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -62,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             if interactive:
                 tty.setcbreak(fd)
+            else:  # piped input: typed once the board prints (a board drops what comes before its UART is up)
+                _first_line(console)
             while True:
                 ready, _, _ = select.select([fd], [], [], 0.5)
                 if not ready:
