@@ -45,8 +45,6 @@ def test_udp_exchange(hil_board: Board, behaviour: Behaviour, clause: ClauseReco
     target = hil_board.traffic_target()
     if not target.udp_echo:
         clause.not_applicable("the board offers no UDP echo service (capabilities.services.udp_echo)")
-    if hil_board.config.network.stack == "offload" and not target.udp_echo:
-        clause.not_applicable("an offload stack")
     assert hil_board.telemetry is not None
     hil_board.telemetry.next_window(within=_within(behaviour), fresh=FRESH)
     _expect(hil_board, behaviour, clause, [udp_exchange(target, 4, 200)])

@@ -41,6 +41,14 @@ def _broker_down(board: Board, clause: ClauseRecord, start: float) -> Iterator[N
         clause.timeline.setdefault("outages", []).append([round(t0 - start, 1), round(time.time() - start, 1)])
 
 
+def _window_begun(board: Board, behaviour: Behaviour) -> float:
+    """The clause's start, then a collection window that has just begun (the outage starts in it)."""
+    assert board.telemetry is not None
+    start = time.time()
+    board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5, fresh=FRESH)
+    return start
+
+
 def _arrivals(board: Board, start: float) -> list[list[object]]:
     assert board.telemetry is not None
     stream = board.telemetry.collector.stream(board.device_id)
@@ -70,8 +78,7 @@ def _resumed(board: Board, behaviour: Behaviour, after: int) -> None:
                     "meanwhile lost but the kept message, redeliveries flagged DUP, each event counted once")
 def test_broker_closes_the_connection(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord) -> None:
     assert hil_board.telemetry is not None
-    start = time.time()
-    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5, fresh=FRESH)
+    start = _window_begun(hil_board, behaviour)
     down = 2 * behaviour.intervals_s.high + 1  # windows collected while the hub is gone (< the pending time)
     assert down < behaviour.pending_time_s
     target = hil_board.traffic_target()
@@ -108,8 +115,7 @@ def test_frozen_broker(hil_board: Board, behaviour: Behaviour, clause: ClauseRec
     if not hasattr(broker, "freeze"):
         clause.not_applicable(f"the {broker.kind} broker cannot be frozen")  # type: ignore[attr-defined]
     assert hil_board.telemetry is not None
-    start = time.time()
-    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5, fresh=FRESH)
+    start = _window_begun(hil_board, behaviour)
     frozen = 3 * behaviour.intervals_s.high
     t0 = time.time()
     broker.freeze()  # type: ignore[attr-defined]
@@ -135,8 +141,7 @@ def test_link_cut(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord) 
     if hil_board.parts.link is None:
         clause.not_applicable("this lab cannot pull this board's cable (no link control for its kind)")
     assert hil_board.telemetry is not None
-    start = time.time()
-    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5, fresh=FRESH)
+    start = _window_begun(hil_board, behaviour)
     # the device publishes again within the high interval (its own MQTT packets fill the window
     # the cut starts in), and gives up after NetX's ~10 s of retransmissions: cut for longer
     cut = behaviour.intervals_s.high + NETX_GIVES_UP_S + 1.5
@@ -162,8 +167,7 @@ def test_link_cut(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord) 
                     "again when it returns")
 def test_suspension_and_the_known_defect(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord) -> None:
     assert hil_board.telemetry is not None
-    start = time.time()
-    hil_board.telemetry.next_window(within=behaviour.intervals_s.high * 3 + 5, fresh=FRESH)
+    start = _window_begun(hil_board, behaviour)
     suspended_at = behaviour.pending_time_s + 3 + behaviour.intervals_s.high
     leak = hil_board.traffic_target()
     with _broker_down(hil_board, clause, start):
