@@ -125,7 +125,7 @@ def _last_failed(folder: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    boards = args.board or [DEFAULT_BOARD]
+    boards = list(dict.fromkeys(args.board or [DEFAULT_BOARD]))  # a board named twice is certified once
     lab = lab_for(args, *boards)
     builds = {name: resolve_build(args.firmware, lab.board(name), "--firmware BUILD") for name in boards}
     report = Path(args.report_dir).resolve() if args.report_dir else lab.state.new_run_dir()

@@ -228,3 +228,12 @@ def test_two_boards_certified_in_parallel_into_one_certificate(tmp_path: Path) -
     suites = {s.get("name"): int(s.get("tests") or 0)
               for s in ET.parse(report / "junit.xml").getroot().iter("testsuite")}
     assert suites == {f"certification {b}": len(d) for b, d in by_board.items()}, suites
+
+
+@pytest.mark.timeout(300)
+def test_a_board_named_twice_is_certified_once(tmp_path: Path) -> None:
+    """A careless `--board A --board A` certifies A once (two workers would fight over its lease)."""
+    result, report = certify(tmp_path, "--board=qemu-an385", "--board=qemu-an385", "--clause=1.topic")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    data = json.loads((report / "certificate.json").read_text())
+    assert [(c["board"], c["clause"]) for c in data["clauses"]] == [("qemu-an385", "1.topic")]
