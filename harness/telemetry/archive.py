@@ -219,6 +219,10 @@ class ArchiveWriter:
         if scan.torn_tail:
             self.found.append(Damage(scan.end, size - scan.end, f"the last record, torn when its writer stopped "
                                      f"({scan.torn_tail} bytes) and the zeros after it"))
+        if scan.cut_end > size:  # a record cut short: continue past the end it claims, never inside it
+            os.ftruncate(fd, scan.cut_end)  # (zeros; the note below names them with the kept bytes)
+            size = scan.cut_end
+            src = Source(fd, size, self.path)
         self._end = size  # keep them all, and continue after them
         return encode_body(time.time(), 0, CONTROL, RESUMED.encode(),
                            RESUME.pack(scan.end, size - scan.end, src.crc(scan.end, size), what))

@@ -13,7 +13,9 @@ header checks, and reports the bytes in between as damaged; the record numbers o
 which records were lost there. A control record (flag 0x80, topic :data:`RESUMED`) is written by a
 writer that reopened an archive ending in bytes it could not read: it keeps them as they are,
 continues after them, and the control record names them (offset, length, CRC-32, what they were),
-so later readers know those bytes were found at reopening, not damaged since.
+so later readers know those bytes were found at reopening, not damaged since. When they end in a
+record cut short (its header whole, its body past the end of the file), the writer first fills that
+record out with zeros to the end its header claims, so that its own bytes never complete it.
 
 Format 1 (magic ``HILTLM1\\n``, read only): ``record := u32 body length | u32 CRC-32 of body |
 body``, with the same body and no control records. A reader resynchronises on it by searching for a

@@ -77,6 +77,7 @@ class ArchiveScan:
     end: int = 0  # where the records end (and a torn record, unwritten zeros or damage begin)
     unclosed: bool = False  # zeros follow the records: the writer is running, or died
     next_index: int = 0  # the number a writer continuing this archive gives its next record
+    cut_end: int = 0  # where the last record, its header whole, would end if the file had not been cut short
     renumbered: int | None = None  # (format 1) offset from which record numbers are counted, not known
 
     @property
@@ -309,6 +310,9 @@ class _Walk2:
         if note == TORN:
             self.scan.kept.append(Damage(bad, pos - bad, "the last record of a writer stopped as it wrote it "
                                                          "(kept as found; a later writer continued after it)"))
+        elif note is not None and (cut := _header(self.src, bad)) is not None and bad + HEADER + cut[0] == pos:
+            self.damage(bad, pos - bad, f"record {cut[1]}, cut short when the file ended inside it; the writer "
+                        "that continued after it filled it out with zeros", (cut[1], cut[1]))
         elif note is not None:  # how many records were there is not known: the writer skipped numbers
             self.damage(bad, pos - bad, _what_is_at(self.src, bad, pos) + "; found so by the writer that "
                         "continued after them", None)
@@ -339,7 +343,7 @@ def _walk_v2(src: Source, scan: ArchiveScan, bodies: bool, start: int = len(MAGI
             w.damage(pos, src.size - pos, f"record {index} needs {end - src.size} bytes more than the file "
                                           "holds: the file was cut short", (index, index))
             scan.next_index = max(scan.next_index, index + 1)
-            scan.end = pos
+            scan.end, scan.cut_end = pos, end
             _skip_numbers(scan, src.size - pos)
             return
         buf, o = src.window(pos, HEADER + length if bodies else HEADER + BODY.size)
@@ -355,6 +359,9 @@ def _walk_v2(src: Source, scan: ArchiveScan, bodies: bool, start: int = len(MAGI
             inner = _next_header(src, pos + 1)
             if inner is not None and inner < end:  # cut short, and written after: unreadable up to there
                 w.bad, w.expect, pos = pos, index, inner
+                continue
+            if _named_by_note(src, pos, end):  # cut short; a later writer filled it out and continued
+                w.bad, w.expect, pos = pos, index, end
                 continue
             w.damage(pos, end - pos, f"record {index}: its body does not match its checksum", (index, index))
             w.expect = index + 1
@@ -408,6 +415,17 @@ def _resume_note(control: bytes | None, start: int, end: int, src: Source) -> in
     if (offset, length) != (start, end - start) or src.crc(start, end) != crc:
         return None
     return what
+
+
+def _named_by_note(src: Source, start: int, end: int) -> bool:
+    """Whether a writer's note at ``end`` names exactly the bytes ``start`` to ``end`` (a record cut
+    short, which the writer that continued the archive filled out with zeros to its claimed end)."""
+    head = _header(src, end)
+    if head is None or head[0] < BODY.size:
+        return False
+    body = src.read(end + HEADER, head[0])
+    return len(body) == head[0] and zlib.crc32(body) == head[2] and bool(body[9] & CONTROL) \
+        and _resume_note(body, start, end, src) is not None
 
 
 def _what_is_at(src: Source, start: int, end: int) -> str:

@@ -563,9 +563,18 @@ def test_reopening_any_damaged_archive_loses_no_byte_and_no_record(tmp_path_fact
     assert got[-1].payload == b"after" and got[-1].index == number and not after.torn_tail
     if isinstance(readable, ArchiveError) or len(data) < len(MAGIC):
         return  # it was empty or cut inside its header: the writer completed the header
-    assert got[:-1] == readable  # every record it held, as it held them
+    held, expected = got[:-1], [(d.offset, d.length) for d in before.damaged]
+    if before.cut_end > len(data):  # a record cut short: the writer continued past the end it claims
+        cut = before.damaged[-1]
+        assert cut.offset + cut.length == len(data) and cut.lost is not None
+        if len(held) > len(readable):  # the zeros it filled the record out with were its lost bytes
+            assert held[-1].offset == cut.offset and held[-1].index == cut.lost[0]
+            held, expected = held[:-1], expected[:-1]
+        else:
+            expected[-1] = (cut.offset, before.cut_end - cut.offset)
+    assert held == readable  # every record it held, as it held them
     assert all(r.index < number for r in readable)  # no number given twice
-    assert [(d.offset, d.length) for d in after.damaged] == [(d.offset, d.length) for d in before.damaged]
+    assert [(d.offset, d.length) for d in after.damaged] == expected
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -587,10 +596,10 @@ def test_any_damage_to_a_format_1_archive_leaves_every_untouched_record_readable
 
 def test_a_cut_record_whose_lost_bytes_were_the_sync_marker_loses_no_record(tmp_path: Path) -> None:
     """Found by the property test above: a record whose payload ends with the sync marker, cut
-    just before it. A writer continuing the archive starts its resume record with the marker, which
-    completes the cut record exactly: the record reads again, as it was written, and nothing is
-    lost. (The resume record itself then reads as bytes that are not a record, a known defect: the
-    damage it names is not reported after reopening.)"""
+    just before it. A writer continuing the archive used to start its resume record right at the cut,
+    with the marker, which completed the cut record: the resume record then read as damage. The
+    writer now continues past the end the cut record claims: the cut record is reported lost, by
+    number, the resume record reads, and every record after it too."""
     path = tmp_path / "t.bin"
     msgs = [("devices/dev-a/messages/events/", b"\x00"), ("devices/dev-c/modules/m/messages/events/x", SYNC)]
     whole = archive_of(path, msgs, closed=True)
@@ -599,5 +608,25 @@ def test_a_cut_record_whose_lost_bytes_were_the_sync_marker_loses_no_record(tmp_
     assert [r.index for r in read_archive(path)] == [0]
     with ArchiveWriter(path) as w:
         w.append(TOPIC, b"after", received=T0 + 99)
-    got = list(read_archive(path))
-    assert got[:2] == original and got[-1].payload == b"after"
+    scan = ArchiveScan()
+    got = list(read_archive(path, scan))
+    assert got[:1] == original[:1] and [r.payload for r in got[1:]] == [b"after"]
+    assert [(d.lost, "cut short" in d.reason) for d in scan.damaged] == [((1, 1), True)]
+    with ArchiveWriter(path) as w:  # and the archive stays one that a writer continues without finding more
+        assert w.found == []
+        w.append(TOPIC, b"later", received=T0 + 100)
+    assert [r.payload for r in read_archive(path)][-2:] == [b"after", b"later"]
+
+
+def test_a_cut_record_whose_lost_bytes_were_zeros_reads_whole_after_a_writer_continues(tmp_path: Path) -> None:
+    """The zeros a continuing writer fills a cut record out with complete it when its lost bytes were
+    zeros: its checksum proves it whole, and nothing is reported lost."""
+    path = tmp_path / "t.bin"
+    whole = archive_of(path, [(TOPIC, b"\x01"), (TOPIC, b"abc\x00\x00\x00")], closed=True)
+    original = list(read_archive(path))
+    path.write_bytes(whole[:-2])
+    with ArchiveWriter(path) as w:
+        w.append(TOPIC, b"after", received=T0 + 99)
+    scan = ArchiveScan()
+    got = list(read_archive(path, scan))
+    assert got[:2] == original and got[-1].payload == b"after" and scan.damaged == []
