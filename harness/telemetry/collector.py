@@ -40,7 +40,8 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -117,6 +118,7 @@ class Collector:
         self._batch_start = -GC_FREEZE_BURST  # when the last GC_FREEZE_EVERY messages began
         self.faults: list[str] = []  # integrity lost: session lost, receiving stopped (with the time)
         self._had_session = False  # subscribed once: from then on the broker must keep the session
+        self._expected: str | None = None  # an outage the harness makes on purpose, while it lasts
 
         c = lean_client(CallbackAPIVersion.VERSION2, client_id=credentials.client_id, clean_session=False,
                         protocol=mqtt.MQTTv311, deliver=self._on_message)
@@ -201,6 +203,19 @@ class Collector:
                  tb: TracebackType | None) -> None:
         self.stop()
 
+    @contextmanager
+    def expecting(self, outage: str) -> Iterator[None]:
+        """An outage of the harness's own making (a clause stops or freezes the broker): a disconnection
+        that begins inside it is recorded as expected and logged as information, not as a warning.
+        A lost session stays a fault either way: the collector's evidence is gone all the same."""
+        with self._cond:
+            self._expected = outage
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._expected = None
+
     def on_received(self, callback: Callable[[Received], None]) -> None:
         """Call ``callback`` (in the network thread) for every message after it is stored."""
         self._on_received.append(callback)
@@ -219,8 +234,9 @@ class Collector:
             self._connected = True
             if self.gaps and self.gaps[-1].end is None:
                 g = self.gaps[-1]
-                self.gaps[-1] = Gap(g.start, now, g.reason, bool(flags.session_present))
-                log.warning("collector reconnected: %s", self.gaps[-1].describe())
+                self.gaps[-1] = Gap(g.start, now, g.reason, bool(flags.session_present), g.expected)
+                log.log(logging.INFO if g.expected and flags.session_present else logging.WARNING,
+                        "collector reconnected: %s", self.gaps[-1].describe())
             self._cond.notify_all()
         if lost:
             self._fault("lost its session: the broker no longer held it when the collector connected again, so "
@@ -245,8 +261,9 @@ class Collector:
         with self._cond:
             self._connected = self._subscribed = False
             if not self._stopping and (not self.gaps or self.gaps[-1].end is not None):
-                self.gaps.append(Gap(time.time(), None, f"disconnected: {rc}"))
-                log.warning("collector lost the broker: %s", rc)
+                self.gaps.append(Gap(time.time(), None, f"disconnected: {rc}", expected=self._expected))
+                log.log(logging.INFO if self._expected else logging.WARNING, "collector lost the broker: %s%s", rc,
+                        f" (expected: {self._expected})" if self._expected else "")
             self._cond.notify_all()
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
@@ -395,11 +412,14 @@ class Collector:
     def connected(self) -> bool:
         return self._connected
 
-    def wait_connected(self, timeout: float) -> None:
-        """Block until the collector is connected and subscribed (e.g. after a broker restart)."""
+    def wait_connected(self, timeout: float, *, gaps: int = 0) -> None:
+        """Block until the collector is connected and subscribed (e.g. after a broker restart), and
+        at least ``gaps`` disconnections have ended (so that a restart it has not noticed yet is
+        waited for, not mistaken for a connection that never dropped)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while not (self._connected and self._subscribed):
+            while not (self._connected and self._subscribed and len(self.gaps) >= gaps
+                       and (not gaps or self.gaps[-1].end is not None)):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     gaps = "; ".join(g.describe() for g in self.gaps) or "none"

@@ -130,6 +130,7 @@ class Gap:
     end: float | None
     reason: str
     session_kept: bool | None = None  # after reconnecting: did the broker still hold our session?
+    expected: str | None = None  # the outage the harness made on purpose, when it began in one
 
     def describe(self) -> str:
         def t(x: float) -> str:
@@ -138,7 +139,8 @@ class Gap:
         end = t(self.end) if self.end is not None else "(still disconnected)"
         length = f" ({self.end - self.start:.3f} s)" if self.end is not None else ""
         kept = {None: "", True: ", session kept", False: ", SESSION LOST: messages may be missing"}
-        return f"disconnected {t(self.start)} - {end}{length}: {self.reason}{kept[self.session_kept]}"
+        made = f" (expected: {self.expected})" if self.expected else ""
+        return f"disconnected {t(self.start)} - {end}{length}: {self.reason}{made}{kept[self.session_kept]}"
 
 
 @dataclass(frozen=True)

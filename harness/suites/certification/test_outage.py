@@ -32,13 +32,15 @@ def _broker(board: Board, clause: ClauseRecord) -> object:
 @contextmanager
 def _broker_down(board: Board, clause: ClauseRecord, start: float) -> Iterator[None]:
     broker = _broker(board, clause)
-    t0 = time.time()
-    broker.stop()  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        broker.start()  # type: ignore[attr-defined]
-        clause.timeline.setdefault("outages", []).append([round(t0 - start, 1), round(time.time() - start, 1)])
+    assert board.telemetry is not None
+    with board.telemetry.collector.expecting(f"clause {clause.clause} stops the broker"):
+        t0 = time.time()
+        broker.stop()  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            broker.start()  # type: ignore[attr-defined]
+            clause.timeline.setdefault("outages", []).append([round(t0 - start, 1), round(time.time() - start, 1)])
 
 
 def _window_begun(board: Board, behaviour: Behaviour) -> float:
@@ -117,12 +119,13 @@ def test_frozen_broker(hil_board: Board, behaviour: Behaviour, clause: ClauseRec
     assert hil_board.telemetry is not None
     start = _window_begun(hil_board, behaviour)
     frozen = 3 * behaviour.intervals_s.high
-    t0 = time.time()
-    broker.freeze()  # type: ignore[attr-defined]
-    try:
-        time.sleep(frozen)  # the freeze's length, not a wait for an event
-    finally:
-        broker.thaw()  # type: ignore[attr-defined]
+    with hil_board.telemetry.collector.expecting(f"clause {clause.clause} freezes the broker"):
+        t0 = time.time()
+        broker.freeze()  # type: ignore[attr-defined]
+        try:
+            time.sleep(frozen)  # the freeze's length, not a wait for an event
+        finally:
+            broker.thaw()  # type: ignore[attr-defined]
     clause.timeline["outages"] = [[round(t0 - start, 1), round(time.time() - start, 1)]]
     thawed = int(time.time())
     _resumed(hil_board, behaviour, thawed)

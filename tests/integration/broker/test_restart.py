@@ -97,7 +97,7 @@ def run_stream(broker: Broker, col: Collector, graceful: bool) -> Publisher:
     broker.restart(graceful=graceful)
     assert process_gone(old_pid)
     sender.join(60)
-    col.wait_connected(30)
+    col.wait_connected(30, gaps=1)
     return pub
 
 
