@@ -195,6 +195,9 @@ class Collector:
         summary = self.problems()
         if summary:
             log.warning("collector: %s", summary)
+        made = [g.describe() for g in self.gaps if g.expected and g.session_kept]
+        if made:
+            log.info("collector: outages made on purpose, session kept: %s", "; ".join(made))
 
     def __enter__(self) -> Collector:
         return self.start()
@@ -464,7 +467,7 @@ class Collector:
 
     def problems(self) -> str:
         """One line on integrity faults (first), undecodable messages, unparsed topics and connection
-        gaps ('' if none)."""
+        gaps ('' if none); an outage the harness made on purpose is none, unless the session was lost."""
         with self._cond:
             parts = [f"INTEGRITY LOST: {f}" for f in self.faults]
             bad = sum(len(s.undecodable) for s in self._streams.values())
@@ -472,7 +475,7 @@ class Collector:
                 parts.append(f"{bad} undecodable message(s)")
             if self.unparsed:
                 parts.append(f"{len(self.unparsed)} message(s) on unexpected topics")
-            parts += [g.describe() for g in self.gaps]
+            parts += [g.describe() for g in self.gaps if not (g.expected and g.session_kept)]  # made on purpose
             if self.unarchived:
                 parts.append(f"{self.unarchived} message(s) NOT ARCHIVED ({self.archive_error})")
             if self.archive_found:

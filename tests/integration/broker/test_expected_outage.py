@@ -31,8 +31,10 @@ def test_a_broker_restart_the_harness_makes_is_expected_and_any_other_is_a_warni
         assert _warnings(caplog) == []
         assert [(g.expected, g.session_kept) for g in col.gaps] == [("clause 9.9 stops the broker", True)]
         assert "(expected: clause 9.9 stops the broker)" in col.gaps[0].describe()
+        assert col.problems() == ""  # made on purpose, session kept: not a problem
         b.restart(graceful=True)  # nobody said so: a warning, and a gap that is not expected
         col.wait_connected(30, gaps=2)
         assert [g.expected for g in col.gaps] == ["clause 9.9 stops the broker", None]
         assert any("collector lost the broker" in w for w in _warnings(caplog))
         assert any("collector reconnected" in w for w in _warnings(caplog))
+        assert "expected" not in col.problems() and "disconnected" in col.problems()
