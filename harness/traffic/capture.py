@@ -14,9 +14,11 @@ the datagrams it would have seen:
 - boards whose Wi-Fi module runs the stack (``stack: offload``) report payload + 20 (TCP) or + 8
   (UDP) per send or receive, no handshake segments, no ICMP.
 
-Capture times are the capture's own clock (QEMU stamps its pcap with its virtual clock, which
-stops while the machine is halted), so a capture is compared with itself: frame numbers mark
-"from here on", and the board's security PUBLISHes mark its windows.
+Capture times are the capture's own clock: QEMU's filter-dump stamps a frame with the whole Unix
+second its dump began (``time(NULL)``) plus its virtual clock since then, which stops while the
+machine is halted. They read as Unix times (a run's first frame lands on a whole second) but drift
+from the wall clock by every halt, so a capture is compared with itself: frame numbers mark "from
+here on", and the board's security PUBLISHes mark its windows.
 
 Each :class:`Datagram` carries the module's flow key (local and remote from the board's side),
 its direction, bytes, the capture time and, for the board's own MQTT traffic, whether it starts a
