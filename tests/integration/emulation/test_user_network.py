@@ -6,6 +6,8 @@ and scapy frames from the test (ARP, then a TCP handshake and data) stand in for
 
 from __future__ import annotations
 
+import os
+import select
 import socket
 import struct
 import subprocess
@@ -123,8 +125,19 @@ def test_a_board_connection_to_the_services_address_reaches_a_loopback_service(
                 ack = segment.seq + len(data)
                 link.send(to_gw / TCP(sport=40000, dport=1883, flags="A", seq=1013, ack=ack))
         assert reply == b"HELLO BROKER"
+        pipes = [int(p) for p in subprocess.run(["pgrep", "-f", f"tcp_pipe 127.0.0.1 {upper_echo}"],
+                                                capture_output=True, text=True).stdout.split()]
+        assert pipes, "no per-connection pipe process was found while the connection was open"
     assert not qemu.alive()
-    # the per-connection pipe ran in QEMU's process group and went with it
-    leftovers = subprocess.run(["pgrep", "-f", f"tcp_pipe 127.0.0.1 {upper_echo}"], capture_output=True,
-                               text=True).stdout.split()
-    assert leftovers == []
+    # the per-connection pipe ran in QEMU's process group and went with it: each one's exit is
+    # waited for on a pidfd (readable once the process has ended), not read from a process list at
+    # one instant, when a pipe killed with its group may still be on its way out
+    for pid in pipes:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            assert select.select([fd], [], [], 10)[0], f"pipe process {pid} still running 10 s after QEMU ended"
+        finally:
+            os.close(fd)
