@@ -39,6 +39,7 @@ from harness.runlog import RunLog
 from harness.state import StateDir
 from harness.traffic.capture import Datagram, module_datagrams, read_pcap
 from harness.traffic.exchange import Target
+from harness.traffic.tls_publish import TlsPublishMarks
 
 if TYPE_CHECKING:
     from harness.broker import Broker
@@ -247,7 +248,12 @@ class Board:
 
             def capture() -> list[Datagram]:
                 pcap = self.parts.link_capture()
-                return module_datagrams(read_pcap(pcap), address, mac=mac, stack=stack) if pcap else []
+                if not pcap:
+                    return []
+                # over TLS, a security PUBLISH is found by its record's size: the messages received say it
+                received = self.telemetry.collector.messages(self.device_id) if self.telemetry is not None else []
+                tls = TlsPublishMarks.of((m.topic, len(m.payload)) for m in received)
+                return module_datagrams(read_pcap(pcap), address, mac=mac, stack=stack, tls=tls)
 
             def frames() -> int:
                 pcap = self.parts.link_capture()

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from harness.errors import UsageError
 from harness.telemetry.model import Protocol
+from harness.traffic.tls_publish import TlsPublishMarks, elect
 
 ETH_IPV4 = 0x0800
 ETH_VLAN = 0x8100
@@ -153,11 +154,15 @@ def _ports(proto: Protocol, payload: bytes) -> tuple[int, int]:
     return src, dst
 
 
+def _tcp_data(payload: bytes) -> bytes:
+    return payload[(payload[12] >> 4) * 4:] if len(payload) >= 20 else b""
+
+
 def _starts_security_publish(payload: bytes) -> bool:
     """A TCP segment whose data starts an MQTT PUBLISH (QoS 1) of a security message."""
     if len(payload) < 20:
         return False
-    data = payload[(payload[12] >> 4) * 4:]
+    data = _tcp_data(payload)
     if not data or data[0] & 0xF6 != _MQTT_PUBLISH_QOS1 & 0xF6:  # 0x32, DUP flag allowed
         return False
     i = 1
@@ -172,12 +177,15 @@ def _starts_security_publish(payload: bytes) -> bool:
 
 def module_datagrams(frames: Iterable[tuple[float, bytes]], board: IPv4 | str, *, mac: str | None = None,
                      stack: str = "native", reassembly: bool = False,
-                     subnet: ipaddress.IPv4Network | None = None) -> list[Datagram]:
+                     subnet: ipaddress.IPv4Network | None = None,
+                     tls: TlsPublishMarks | None = None) -> list[Datagram]:
     """The datagrams of ``frames`` that the module of the board at ``board`` counts, in order.
-    With the board's ``mac``, what it sends before it has its address (DHCP from 0.0.0.0) counts too."""
+    With the board's ``mac``, what it sends before it has its address (DHCP from 0.0.0.0) counts too.
+    With ``tls``, a TLS record of a security PUBLISH's size marks one too (MQTT over TLS)."""
     board = IPv4(board)
     own = bytes.fromhex(mac.replace(":", "")) if mac else None
     out: list[Datagram] = []
+    sealed: list[tuple[int, Key, frozenset[str]]] = []  # (position, connection, protections) of TLS data
     outbound_fragments: dict[tuple[IPv4, IPv4, int, int], list[_Packet]] = {}
     for number, (time, frame) in enumerate(frames):
         pkt = _parse(time, frame)
@@ -191,7 +199,16 @@ def module_datagrams(frames: Iterable[tuple[float, bytes]], board: IPv4 | str, *
         else:
             continue
         if datagram is not None:
-            out.extend(replace(d, frame=number) for d in _as_stack(datagram, pkt, proto, stack))
+            counted = _as_stack(datagram, pkt, proto, stack)
+            if tls is not None and datagram.outbound and proto is Protocol.TCP and not datagram.security_publish \
+                    and len(counted) == 1 and (found := tls.protections(_tcp_data(pkt.payload))):
+                sealed.append((len(out), datagram.key, found))
+            out.extend(replace(d, frame=number) for d in counted)
+    if sealed:  # over TLS: the records of a security PUBLISH's size, under the connection's protection
+        elected = elect((key, found) for _, key, found in sealed)
+        for i, (at, _, _) in enumerate(sealed):
+            if i in elected:
+                out[at] = replace(out[at], security_publish=True)
     return out
 
 
