@@ -37,6 +37,7 @@ from pathlib import Path
 
 from harness.errors import ConfigError
 from harness.traffic.capture import module_datagrams, read_pcap, write_pcap
+from harness.traffic.tls_publish import TlsPublishMarks
 
 IPv4 = ipaddress.IPv4Address
 ICMP_ANSWERS = {0, 3, 11, 14, 16, 18}  # echo reply, unreachable, time exceeded, and the other replies
@@ -57,7 +58,7 @@ class ReplayPlan:
     device: IPv4
     start: float  # capture time from which traffic is replayed
     first_publish: float | None  # capture time of the device's first security PUBLISH
-    anchor: float = 0.0  # what replay times count from: the first PUBLISH, else (TLS hides it) the first frame
+    anchor: float = 0.0  # what replay times count from: the first PUBLISH, else (none found) the first frame
     frames: int = 0
     peers: set[IPv4] = field(default_factory=set)
     keys: set[tuple[str, int]] = field(default_factory=set)  # (protocol name, device port) of replayed traffic
@@ -69,8 +70,9 @@ class ReplayPlan:
 
     @property
     def offset(self) -> float:
-        """Seconds from the device's first security PUBLISH (or the capture's first frame, where its
-        MQTT is TLS and no PUBLISH shows) to the first replayed frame."""
+        """Seconds from the device's first security PUBLISH (or the capture's first frame, where none
+        is found: MQTT over TLS with telemetry that keeps no topic, an IoT Hub export) to the first
+        replayed frame."""
         return self.offset_of(self.first)
 
     def offset_of(self, t: float | None) -> float:
@@ -82,9 +84,12 @@ class ReplayPlan:
         return 0.0 if self.first is None or self.last is None else self.last - self.first
 
 
-def plan_replay(capture: Path, device: IPv4, replay_from: float | None, out: Path, *, where: str) -> ReplayPlan:
+def plan_replay(capture: Path, device: IPv4, replay_from: float | None, out: Path, *, where: str,
+                tls: TlsPublishMarks | None = None) -> ReplayPlan:
+    """``tls``: the sizes of the device's security messages, which find its PUBLISHes in a capture
+    whose MQTT runs over TLS (:mod:`harness.traffic.tls_publish`)."""
     frames = list(read_pcap(capture))
-    datagrams = module_datagrams(frames, device)
+    datagrams = module_datagrams(frames, device, tls=tls)
     publishes = [d.time for d in datagrams if d.security_publish and not _dup(frames[d.frame][1])]
     first_publish = publishes[0] if publishes else None
     start = replay_from if replay_from is not None else (first_publish if first_publish is not None else 0.0)

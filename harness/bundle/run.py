@@ -29,6 +29,7 @@ from harness.firmware import FirmwareBuild
 from harness.lab import Lab
 from harness.session import RunSession
 from harness.traffic.replay import replay
+from harness.traffic.tls_publish import TlsPublishMarks
 
 MAX_SPAN = 600.0  # seconds of the bundle's telemetry the bench matches at most (past the replay and outages)
 RECONNECT = 15.0  # the device's reconnection back-off after the broker returns, at most
@@ -67,8 +68,9 @@ def fresh_folder(parent: Path, name: str) -> Path:
 def reproduce(lab: Lab, bundle: Bundle, build: FirmwareBuild, build_why: str, board_name: str, report: Path, *,
               speed: float = 1.0, pause: Pause, progress: Callable[[str], None] = lambda _: None) -> Reproduction:
     where = f"{bundle.yaml}: field capture: {bundle.manifest.capture}"
+    tls = TlsPublishMarks.of(m.wire for m in bundle.messages.messages if m.wire is not None)
     plan = plan_replay(bundle.capture, bundle.device_address, bundle.manifest.replay_from, report / "replay.pcap",
-                       where=where)
+                       where=where, tls=tls)
     result = Reproduction(bundle, build, build_why, board_name, plan, fresh_folder(report, "run"), speed)
     fw = bundle.manifest.firmware
     if (build.manifest.version, build.manifest.build.build_id) != (fw.version, fw.build_id):

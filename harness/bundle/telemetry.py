@@ -37,6 +37,7 @@ class Message:
     received: float  # Unix seconds (the broker's, or IoT Hub's enqueued time)
     message: SecurityMessage
     where: str  # record number or line, for the report
+    wire: tuple[str, int] | None = None  # (topic, payload bytes) as published, where known (an archive)
 
 
 @dataclass
@@ -50,7 +51,7 @@ def load_messages(path: Path, fmt: str, device_id: str | None, *, what: str) -> 
     """The device's security messages in ``path`` (``fmt``: archive | iothub-jsonl), in arrival
     order. ``device_id`` None: the file must hold one device's. ``what`` names the file in errors."""
     raw = _archive(path, what) if fmt == "archive" else _jsonl(path, what)
-    devices = sorted({d for d, _, _, _ in raw})
+    devices = sorted({d for d, _, _, _, _ in raw})
     if device_id is None:
         if len(devices) != 1:
             raise ConfigError(f"{what}: holds security messages of {len(devices)} devices "
@@ -59,7 +60,7 @@ def load_messages(path: Path, fmt: str, device_id: str | None, *, what: str) -> 
         device_id = devices[0]
     out = DeviceMessages(device_id, [])
     seen: set[bytes] = set()
-    for device, received, payload, where in raw:
+    for device, received, payload, where, topic in raw:
         if device != device_id:
             continue
         try:
@@ -72,12 +73,12 @@ def load_messages(path: Path, fmt: str, device_id: str | None, *, what: str) -> 
             out.duplicates += 1
             continue
         seen |= ids
-        out.messages.append(Message(received, message, where))
+        out.messages.append(Message(received, message, where, None if topic is None else (topic, len(payload))))
     out.messages.sort(key=lambda m: m.received)
     return out
 
 
-def _archive(path: Path, what: str) -> list[tuple[str, float, bytes, str]]:
+def _archive(path: Path, what: str) -> list[tuple[str, float, bytes, str, str | None]]:
     scan = ArchiveScan()
     out = []
     for record in read_archive(path, scan):
@@ -89,7 +90,7 @@ def _archive(path: Path, what: str) -> list[tuple[str, float, bytes, str]]:
         except TopicError:
             continue  # the collector's canary and other topics
         if topic.is_security:
-            out.append((topic.device_id, record.received, record.payload, f"record {record.index}"))
+            out.append((topic.device_id, record.received, record.payload, f"record {record.index}", record.topic))
     if scan.damaged or scan.torn_tail:
         described = "; ".join(d.describe() for d in scan.damaged[:3]) or f"a torn last record ({scan.torn_tail} bytes)"
         raise ConfigError(f"{what}: the archive is damaged or truncated: {described}",
@@ -113,7 +114,7 @@ def _time(text: object) -> float:
     return moment.timestamp()
 
 
-def _jsonl(path: Path, what: str) -> list[tuple[str, float, bytes, str]]:
+def _jsonl(path: Path, what: str) -> list[tuple[str, float, bytes, str, str | None]]:
     out = []
     with open_user_file(path, what="telemetry export", limit=MAX_FILE, error=ConfigError) as fh:
         for number, line in enumerate(iter(lambda: fh.readline(MAX_LINE + 1), b""), start=1):
@@ -138,5 +139,5 @@ def _jsonl(path: Path, what: str) -> list[tuple[str, float, bytes, str]]:
             if not isinstance(device, str) or not device:
                 raise ConfigError(f"{what}: line {number}: no SystemProperties.connectionDeviceId",
                                   fix="export with the system properties")
-            out.append((device, received, body, f"line {number}"))
+            out.append((device, received, body, f"line {number}", None))  # an export keeps no topic
     return out

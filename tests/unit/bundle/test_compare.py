@@ -177,3 +177,29 @@ def test_a_capture_whose_mqtt_is_tls_is_timed_from_its_first_frame(tmp_path: Pat
     plan = plan_replay(pcap, IP(DEVICE), None, tmp_path / "replay.pcap", where="bundle.yaml")
     assert plan.first_publish is None and plan.boot_messages == 0 and plan.outages == []
     assert round(plan.offset, 3) == 5.5  # the DNS exchange at -1 s opened the capture, the traffic at 4.5 s
+
+
+def test_a_capture_whose_mqtt_is_tls_is_timed_from_its_publishes_found_by_their_record_size(tmp_path: Path) -> None:
+    """Each PUBLISH sealed in a TLS record (AES-GCM: 24 bytes more); the archive's messages give their
+    size, so the plan finds them as it does in clear: the same anchor, boot messages and offset."""
+    import os
+
+    from harness.traffic.tls_publish import TlsPublishMarks
+    from tests.unit.bundle.fake import publish, tcp
+
+    clear = publish()
+    mqtt = clear[14 + 20 + 20:]  # past the Ethernet, IP and TCP headers: the PUBLISH
+    sealed_len = len(mqtt) + 24
+    sealed = tcp(DEVICE, PEER, 49152, 8883, 0x18, bytes([0x17, 3, 3]) + sealed_len.to_bytes(2, "big")
+                 + os.urandom(sealed_len))
+    topic_len = int.from_bytes(mqtt[5:7], "big")
+    topic, payload = mqtt[7:7 + topic_len].decode(), mqtt[7 + topic_len + 2:]
+    plain = plan_replay(write_pcap(tmp_path / "plain.pcap", frames()), IP(DEVICE), None, tmp_path / "a.pcap",
+                        where="bundle.yaml")
+    pcap = write_pcap(tmp_path / "tls.pcap", [(t, sealed if f == clear else f) for t, f in frames()])
+    blind = plan_replay(pcap, IP(DEVICE), None, tmp_path / "b.pcap", where="bundle.yaml")
+    marks = TlsPublishMarks.of([(topic, len(payload))])
+    seen = plan_replay(pcap, IP(DEVICE), None, tmp_path / "c.pcap", where="bundle.yaml", tls=marks)
+    assert blind.first_publish is None  # without the messages' sizes, as before
+    assert (seen.first_publish, seen.boot_messages, round(seen.offset, 3)) == \
+        (plain.first_publish, plain.boot_messages, round(plain.offset, 3)) == (T0, 3, 4.5)
