@@ -14,6 +14,11 @@ amqtt, replayed from the bytes read.
 read, before its body is, and so before any PUBACK: the device sees a refusal, as mosquitto's
 ``max_packet_size`` gives it.
 
+Its TLS listeners ask every client for a certificate and take any
+(:func:`harness.broker.client_certs.take_any_client_certificate`), as IoT Hub does; the certificate a
+client showed is handed to the identity table with the CONNECT, which matches X.509 devices by
+thumbprint.
+
 Imported only when an embedded broker starts (amqtt is slow to import).
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 from amqtt.adapters import BufferReader, ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
@@ -30,6 +36,7 @@ from amqtt.mqtt.connect import ConnectPacket
 from amqtt.session import Session
 
 from harness.broker import relay
+from harness.broker.client_certs import take_any_client_certificate
 from harness.broker.credentials import IdentityTable, SignInRefused
 
 log = logging.getLogger(__name__)
@@ -121,6 +128,12 @@ class GuardedReader(ReaderAdapter):
             self.max_packet = limit
 
 
+def _peer_certificate(writer: asyncio.StreamWriter) -> bytes | None:
+    """The certificate (DER) the client showed in its TLS handshake; None without TLS or certificate."""
+    tls = writer.get_extra_info("ssl_object")
+    return tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLObject) else None
+
+
 def _text(value: str | bytes | bytearray | None) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else value
 
@@ -129,9 +142,11 @@ class HubBroker(AmqttBroker):
     """amqtt's broker, with the identity table checked at the door (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], *, table: IdentityTable, max_packet: int,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, certificates: dict[str, bytes] | None = None) -> None:
         super().__init__(config, loop=loop)
         self._table = table
+        # client id -> the TLS client certificate it was last admitted with (amqtt's plugins check it again)
+        self.certificates = {} if certificates is None else certificates
         self._max_packet = max_packet
         self._closing = False
         self._connections: set[asyncio.Task[Any]] = set()
@@ -150,7 +165,7 @@ class HubBroker(AmqttBroker):
         where = f"{peer[0]}:{peer[1]}" if peer else "a client"
         guarded = GuardedReader(StreamReaderAdapter(reader), self._max_packet, where)
         try:
-            admitted = await asyncio.wait_for(self._admit(guarded, w), CONNECT_TIMEOUT)
+            admitted = await asyncio.wait_for(self._admit(guarded, w, _peer_certificate(writer)), CONNECT_TIMEOUT)
             if admitted:
                 await self.external_connected(guarded, w, listener_name)
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
@@ -224,8 +239,14 @@ class HubBroker(AmqttBroker):
         self._relayed.add(task)
         task.add_done_callback(self._relayed.discard)
 
-    async def _admit(self, guarded: GuardedReader, writer: WriterAdapter) -> bool:
-        """Read and check the CONNECT; refuse it here, or leave it for amqtt to read again."""
+    @staticmethod
+    def _create_ssl_context(listener: Any) -> ssl.SSLContext:
+        """amqtt's context for a TLS listener, asking every client for a certificate and taking any."""
+        return take_any_client_certificate(AmqttBroker._create_ssl_context(listener))
+
+    async def _admit(self, guarded: GuardedReader, writer: WriterAdapter, certificate: bytes | None) -> bool:
+        """Read and check the CONNECT (with the client's TLS certificate, DER, if it showed one); refuse
+        it here, or leave it for amqtt to read again."""
         raw = await guarded.read_connect()
         if not raw:
             return False
@@ -239,11 +260,16 @@ class HubBroker(AmqttBroker):
             log.info("embedded broker: unreadable CONNECT (%r): connection closed", exc)
             return False
         try:
-            self._table.sign_in(client_id, username, password)
+            self._table.sign_in(client_id, username, password, certificate=certificate)
         except SignInRefused as why:
             log.info("embedded broker: refused client id %r user %r: %s", client_id, username, why)
             writer.write(CONNACK_NOT_AUTHORIZED)
             await writer.drain()
             return False
+        assert client_id is not None  # sign_in accepted it
+        if certificate is not None:
+            self.certificates[client_id] = certificate
+        else:
+            self.certificates.pop(client_id, None)
         guarded.replay = raw
         return True

@@ -290,20 +290,23 @@ class Broker(ABC):
                                       evidence=self.log_path)
 
     def add_device(self, device_id: str, *, password: str | None = None, key: bytes | None = None,
-                   registration_id: str | None = None, **username_params: str) -> DeviceCredentials:
+                   thumbprint: bytes | None = None, registration_id: str | None = None,
+                   **username_params: str) -> DeviceCredentials:
         """Register a device for this run (also while running) and return what it connects with; the
         broker enforces it when this returns. ``password``: the device's own secret (default: one
-        made for the run); or ``key``: its symmetric key (it signs in with SAS tokens), and then
-        ``registration_id``: it may also register with DPS under that id."""
-        if registration_id is not None and key is None:
-            raise UsageError(f"device {device_id!r}: a DPS registration needs the device's key")
+        made for the run); or ``key``: its symmetric key (it signs in with SAS tokens); or
+        ``thumbprint``: its X.509 certificate's SHA-1 or SHA-256 thumbprint (it signs in with that
+        certificate, on the TLS listener). With a key or thumbprint, ``registration_id``: it may also
+        register with DPS under that id (with a certificate: one whose common name is that id)."""
+        if registration_id is not None and key is None and thumbprint is None:
+            raise UsageError(f"device {device_id!r}: a DPS registration needs the device's key or thumbprint")
         with self._lock:
             known = self.identities.get(device_id) is not None and (
                 registration_id is None or self.identities.registration(registration_id) is not None)
-            ident = self.identities.add_device(device_id, password=password, key=key, **username_params)
+            ident = self.identities.add_device(device_id, password=password, key=key, thumbprint=thumbprint,
+                                               **username_params)
             if registration_id is not None:
-                assert key is not None
-                self.identities.add_registration(registration_id, device_id, key)
+                self.identities.add_registration(registration_id, device_id, key, thumbprint=thumbprint)
             if self._running and not known:
                 self._identities_changed()
                 self.write_endpoint()
