@@ -213,8 +213,9 @@ class RunSession:
                                 hub=settings.hub, id_scope=settings.id_scope, tls=settings.tls, url=settings.url,
                                 tls_files=lab_ca(self.lab).files if lab_tls else None)
         broker = open_broker(self.broker_kind, self.run_dir / "broker", options)
-        for device in self.lab.settings.devices:  # the lab's registry: SAS tokens from their keys
-            broker.add_device(device.id, key=device.key, registration_id=device.dps_registration_id)
+        for device in self.lab.settings.devices:  # the lab's registry: SAS tokens from their keys, or certificates
+            broker.add_device(device.id, key=device.key, thumbprint=device.thumbprint,
+                              registration_id=device.dps_registration_id)
         self._stack.callback(broker.stop)
         broker.start()
         self.broker = broker

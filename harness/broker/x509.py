@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # Why a certificate sign-in was refused: the same words in the plugin's log and the embedded broker's.
@@ -35,6 +35,8 @@ SHA1_BYTES = 20
 SHA256_BYTES = 32
 _SEPARATORS = re.compile(r"[\s:]")
 DEVICE_CERT_DAYS = 365
+#: RSA, as the NetX Duo Azure IoT samples' default device key type (NX_SECURE_X509_KEY_TYPE_RSA_PKCS1_DER)
+DEVICE_KEY_BITS = 2048
 
 
 def parse_thumbprint(text: str) -> bytes:
@@ -76,20 +78,23 @@ def check_certificate(der: bytes | None, thumbprint: bytes, registration_id: str
 
 @dataclass(frozen=True)
 class DeviceCertificate:
-    """A self-signed device certificate, its private key (PEM) and its thumbprints (upper-case hex)."""
+    """A self-signed device certificate and its private key (PEM, and DER as a firmware build takes
+    them: the key in PKCS#1) and its thumbprints (upper-case hex)."""
 
     cert_pem: bytes
     key_pem: bytes
+    cert_der: bytes
+    key_der: bytes
     sha1: str
     sha256: str
 
 
 def make_device_certificate(common: str, *, days: int = DEVICE_CERT_DAYS,
                             now: _dt.datetime | None = None) -> DeviceCertificate:
-    """A self-signed client certificate for a device (EC P-256, SHA-256) with ``common`` as its common
+    """A self-signed client certificate for a device (RSA 2048, SHA-256) with ``common`` as its common
     name: the registration id when the device registers with DPS (which identifies it by that)."""
     start = (now or _dt.datetime.now(_dt.UTC)) - _dt.timedelta(minutes=5)
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = rsa.generate_private_key(public_exponent=65537, key_size=DEVICE_KEY_BITS)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
     cert = (
         x509.CertificateBuilder()
@@ -102,8 +107,9 @@ def make_device_certificate(common: str, *, days: int = DEVICE_CERT_DAYS,
         .sign(key, hashes.SHA256())
     )
     der = cert.public_bytes(serialization.Encoding.DER)
+    pkcs1 = serialization.PrivateFormat.TraditionalOpenSSL
     return DeviceCertificate(
         cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()),
+        key_pem=key.private_bytes(serialization.Encoding.PEM, pkcs1, serialization.NoEncryption()),
+        cert_der=der, key_der=key.private_bytes(serialization.Encoding.DER, pkcs1, serialization.NoEncryption()),
         sha1=hashlib.sha1(der).hexdigest().upper(), sha256=hashlib.sha256(der).hexdigest().upper())

@@ -201,8 +201,9 @@ def _serve(args: argparse.Namespace, chosen: Settings, run_dir: Path, archive: P
            emit: Callable[[str | None], None], stop: StopSignals) -> int:
     broker = open_broker(chosen.kind, run_dir, chosen.options)
     if chosen.lab is not None and not args.no_lab_devices:
-        for device in chosen.lab.settings.devices:  # the registry: SAS tokens from their keys
-            broker.add_device(device.id, key=device.key, registration_id=device.dps_registration_id)
+        for device in chosen.lab.settings.devices:  # the registry: SAS tokens from their keys, or certificates
+            broker.add_device(device.id, key=device.key, thumbprint=device.thumbprint,
+                              registration_id=device.dps_registration_id)
         for board in chosen.lab.boards.values():
             if chosen.lab.registered(board.identity.device_id) is None:
                 broker.add_device(board.identity.device_id, password=device_secret(board))

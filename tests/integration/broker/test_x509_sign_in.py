@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.broker import Broker, parse_mqtt_url, sas, x509
-from harness.broker.tls import lab_pki
+from harness.broker.tls import LabPki, lab_pki
 from harness.telemetry.topic import compose_username
 
 from .conftest import _read_exact, connect_packet, raw_connect
@@ -33,6 +33,7 @@ class Certs:
     """Device certificates written to files: A (CN x-a), B (CN x-b), D (CN other-name), U (never registered)."""
 
     def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.made = {name: x509.make_device_certificate(cn) for name, cn in
                      (("a", "x-a"), ("b", "x-b"), ("d", "other-name"), ("u", "x-a"))}
@@ -102,12 +103,20 @@ CASES: dict[str, tuple[str | None, str, Callable[[], str], Callable[[], str | No
 }
 
 
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return Certs(tmp_path_factory.mktemp("device-certs"))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> LabPki:
+    return lab_pki(tmp_path_factory.mktemp("lab-ca"), ["localhost", "127.0.0.1"])
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_x509_sign_in(kind: str, case: str, brokers: Callable[..., Broker], tmp_path: Path) -> None:
-    certs = Certs(tmp_path)
-    pki = lab_pki(tmp_path / "lab-ca", ["localhost", "127.0.0.1"])
+def test_x509_sign_in(kind: str, case: str, brokers: Callable[..., Broker], certs: Certs, pki: LabPki) -> None:
     b = brokers(kind, hub=HUB, id_scope=SCOPE, tls=True, tls_files=pki.files)
     b.add_device("x-a", thumbprint=bytes.fromhex(certs.made["a"].sha1), registration_id="x-a")
     b.add_device("x-b", thumbprint=bytes.fromhex(certs.made["b"].sha256), registration_id="x-b")
