@@ -17,6 +17,7 @@ import random
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,9 +59,12 @@ class SdkDevice:
     """The SDK device script as a subprocess in its own process group; its JSON lines as events."""
 
     def __init__(self, python: Path, spec: dict[str, Any], folder: Path) -> None:
-        spec_path = folder / "sdk-spec.json"
-        spec_path.write_text(json.dumps(spec))
-        self.log = folder / "sdk-device.log"
+        # files of its own: several devices of one test start at once, each reads its spec when it runs
+        fd, name = tempfile.mkstemp(prefix="sdk-spec-", suffix=".json", dir=folder)
+        with os.fdopen(fd, "w") as f:
+            json.dump(spec, f)
+        spec_path = Path(name)
+        self.log = spec_path.with_name(spec_path.name.replace("sdk-spec-", "sdk-device-")).with_suffix(".log")
         self.events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen([str(python), str(SCRIPT), str(spec_path)], stdin=subprocess.PIPE,
