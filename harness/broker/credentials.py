@@ -304,6 +304,15 @@ class IdentityTable:
         return ident
 
     @staticmethod
+    def token_expiry(ident: Identity, password: str | None) -> int | None:
+        """When the SAS token ``ident`` signed in with (``password``, accepted by :meth:`sign_in`)
+        expires, in seconds since 1970: IoT Hub ends the connection then. None: it signed in with
+        no token (a password, a certificate)."""
+        if ident.key is None or password is None:
+            return None
+        return sas.parse_token(password, sas.DPS_KEY_NAME if ident.registration_id else None).expiry
+
+    @staticmethod
     def allowed(ident: Identity, topic: str, access: Access) -> bool:
         """May ``ident`` publish to ``topic`` / subscribe to (or receive on) filter ``topic``?
 

@@ -22,6 +22,9 @@
  *   mosquitto_tls_client_cert.c is preloaded (see there). Anything else is refused before mosquitto looks for a
  *   session under that client id, so a refused login never disconnects or takes over anyone's
  *   session.
+ * - Token expiry (MOSQ_EVT_TICK): a client signed in with a SAS token is disconnected when the token
+ *   expires, as IoT Hub does (mosquitto_kick_client_by_clientid); it may sign in again with a fresh
+ *   one.
  * - ACL (MOSQ_EVT_ACL_CHECK): publish (WRITE) only to the identity's publish filters; subscribe
  *   and receive (SUBSCRIBE, READ) only within its subscribe filters. A subscription's own '+' and
  *   '#' are taken literally, so a client cannot widen its reach with wildcards.
@@ -506,10 +509,10 @@ static bool allowed(char *const *filters, size_t n, const char *topic)
 }
 
 /* A SAS token for `resource` under `key`, carrying no skn or skn=`key_name` (when not NULL): NULL
- * when it is good, else why not (the order of harness.broker.sas.verify_token: form, resource,
- * signature, expiry). */
+ * when it is good (and its expiry in *expiry), else why not (the order of
+ * harness.broker.sas.verify_token: form, resource, signature, expiry). */
 static const char *sas_refusal(const char *token, const unsigned char *key, size_t key_len, const char *resource,
-		const char *key_name)
+		const char *key_name, long long *expiry)
 {
 	size_t plen = strlen(SAS_PREFIX), len = strlen(token);
 	if(len > SAS_MAX || strncmp(token, SAS_PREFIX, plen) != 0) return SAS_MALFORMED;
@@ -568,7 +571,8 @@ static const char *sas_refusal(const char *token, const unsigned char *key, size
 			free(signed_text);
 		}
 	}
-	if(!why && strtoll(se, NULL, 10) <= (long long)time(NULL)) why = SAS_EXPIRED;
+	if(!why) *expiry = strtoll(se, NULL, 10);
+	if(!why && *expiry <= (long long)time(NULL)) why = SAS_EXPIRED;
 	free(fields);
 	return why;
 }
@@ -627,18 +631,101 @@ static const char *certificate_refusal(struct mosquitto *client, const struct id
 /* A DPS registration: a token for "{scope}/registrations/{registration id}" (skn=registration
  * allowed; an X.509 registration's certificate was checked instead) and the user name
  * "{that resource}/api-version=...". */
-static int dps_sign_in(const struct identity *id, const char *username, const char *password)
+static int dps_sign_in(const struct identity *id, const char *username, const char *password, long long *expiry)
 {
 	char *resource = malloc(strlen(current.scope) + strlen(id->client_id) + 16);
 	if(resource == NULL) return refuse(id->client_id, username, "out of memory");
 	sprintf(resource, "%s/registrations/%s", current.scope, id->client_id);
-	const char *why = id->key ? sas_refusal(password, id->key, id->key_len, resource, DPS_KEY_NAME) : NULL;
+	const char *why = id->key ? sas_refusal(password, id->key, id->key_len, resource, DPS_KEY_NAME, expiry) : NULL;
 	size_t rl = strlen(resource);
 	if(why == NULL && (strncmp(username, resource, rl) != 0 || strncmp(username + rl, "/api-version=", 13) != 0)){
 		why = "the user name is not this identity's";
 	}
 	free(resource);
 	return why == NULL ? MOSQ_ERR_SUCCESS : refuse(id->client_id, username, why);
+}
+
+/* A device or service identity: its token (the expiry in *expiry), password or certificate (checked
+ * before), and its user name. */
+static int hub_sign_in(const struct identity *id, const char *username, const char *password, long long *expiry)
+{
+	if(id->key != NULL){
+		char *resource = malloc(strlen(current.hub) + strlen(id->device_id) + 10);
+		if(resource == NULL) return refuse(id->client_id, username, "out of memory");
+		sprintf(resource, "%s/devices/%s", current.hub, id->device_id);
+		const char *why = sas_refusal(password, id->key, id->key_len, resource, NULL, expiry);
+		free(resource);
+		if(why != NULL) return refuse(id->client_id, username, why);
+	}else if(id->password != NULL && !same_secret(id->password, password)){
+		return refuse(id->client_id, username, "wrong password");
+	}
+	bool user_ok = id->device_id
+		? device_username_ok(username, current.hub, id->device_id)
+		: strcmp(id->username, username) == 0;
+	if(!user_ok) return refuse(id->client_id, username, "the user name is not this identity's");
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* ---- token expiry ---------------------------------------------------------------------------- */
+
+/* IoT Hub ends a connection signed in with a SAS token when the token expires. The client ids
+ * signed in with a token and when it expires; the tick callback kicks them then. An entry is
+ * replaced by its client id's next sign-in (a fresh token, or none: removed), never removed when a
+ * client disconnects: a client taken over by a new connection of its own client id disconnects
+ * after the new one signed in. Kicking a client id no one uses is harmless. */
+struct expiring {
+	char *client_id;
+	long long expiry;
+};
+static struct expiring *expiring;
+static size_t n_expiring;
+
+static void expiring_remove(size_t i)
+{
+	free(expiring[i].client_id);
+	expiring[i] = expiring[--n_expiring];
+}
+
+static void expiring_set(const char *client_id, long long expiry)
+{
+	for(size_t i = 0; i < n_expiring; i++){
+		if(strcmp(expiring[i].client_id, client_id) == 0){
+			expiring_remove(i);
+			break;
+		}
+	}
+	if(expiry == 0) return;
+	struct expiring *grown = realloc(expiring, (n_expiring + 1) * sizeof(*expiring));
+	char *copy = strdup(client_id);
+	if(grown == NULL || copy == NULL){
+		if(grown != NULL) expiring = grown;
+		free(copy);
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "out of memory: client '%s' is not disconnected when its "
+				"token expires", client_id);
+		return;
+	}
+	expiring = grown;
+	expiring[n_expiring++] = (struct expiring){copy, expiry};
+}
+
+static int on_tick(int event, void *event_data, void *userdata)
+{
+	(void)event;
+	(void)event_data;
+	(void)userdata;
+	long long now = (long long)time(NULL);
+	for(size_t i = 0; i < n_expiring;){
+		if(expiring[i].expiry > now){
+			i++;
+			continue;
+		}
+		char shown_id[201];
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "client '%s' disconnected: its token expired",
+				shown(expiring[i].client_id, shown_id, sizeof(shown_id)));
+		mosquitto_kick_client_by_clientid(expiring[i].client_id, false);
+		expiring_remove(i);
+	}
+	return MOSQ_ERR_SUCCESS;
 }
 
 static int on_basic_auth(int event, void *event_data, void *userdata)
@@ -659,22 +746,11 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		const char *why = certificate_refusal(ed->client, id);
 		if(why != NULL) return refuse(client_id, ed->username, why);
 	}
-	if(dps) return dps_sign_in(id, ed->username, ed->password);
-	if(id->key != NULL){
-		char *resource = malloc(strlen(current.hub) + strlen(id->device_id) + 10);
-		if(resource == NULL) return refuse(client_id, ed->username, "out of memory");
-		sprintf(resource, "%s/devices/%s", current.hub, id->device_id);
-		const char *why = sas_refusal(ed->password, id->key, id->key_len, resource, NULL);
-		free(resource);
-		if(why != NULL) return refuse(client_id, ed->username, why);
-	}else if(id->password != NULL && !same_secret(id->password, ed->password)){
-		return refuse(client_id, ed->username, "wrong password");
-	}
-	bool user_ok = id->device_id
-		? device_username_ok(ed->username, current.hub, id->device_id)
-		: strcmp(id->username, ed->username) == 0;
-	if(!user_ok) return refuse(client_id, ed->username, "the user name is not this identity's");
-	return MOSQ_ERR_SUCCESS;
+	long long expiry = 0;
+	int rc = dps ? dps_sign_in(id, ed->username, ed->password, &expiry)
+		: hub_sign_in(id, ed->username, ed->password, &expiry);
+	if(rc == MOSQ_ERR_SUCCESS) expiring_set(client_id, expiry);
+	return rc;
 }
 
 static int on_acl_check(int event, void *event_data, void *userdata)
@@ -767,7 +843,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 	if(!reload()) return MOSQ_ERR_INVAL;
 	if(mosquitto_callback_register(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL) != MOSQ_ERR_SUCCESS
 			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL) != MOSQ_ERR_SUCCESS
-			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL, NULL) != MOSQ_ERR_SUCCESS){
+			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL, NULL) != MOSQ_ERR_SUCCESS
+			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_TICK, on_tick, NULL, NULL) != MOSQ_ERR_SUCCESS){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot register callbacks");
 		return MOSQ_ERR_UNKNOWN;
 	}
@@ -783,6 +860,10 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL);
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_TICK, on_tick, NULL);
+	while(n_expiring) expiring_remove(n_expiring - 1);
+	free(expiring);
+	expiring = NULL;
 	free_table(&current);
 	free(identities_path);
 	identities_path = NULL;
