@@ -97,7 +97,7 @@ class EmbeddedBroker(LocalBroker):
         for i, bind in enumerate(all_binds(self.options)):
             listeners["default" if i == 0 else f"plain-{i}"] = {"type": "tcp", "bind": f"{bind}:{self._port}"}
             if self._tls is not None:
-                listeners[f"tls-{i}"] = {"type": "tcp", "bind": f"{bind}:{self._tls_port}", "ssl": True,
+                listeners[f"tls-{i}"] = {"type": "tcp", "bind": f"{bind}:{self.tls_port_at(bind)}", "ssl": True,
                                          "certfile": str(self._tls.server_cert),
                                          "keyfile": str(self._tls.server_key)}
         return {
@@ -129,6 +129,7 @@ class EmbeddedBroker(LocalBroker):
         if self.options.tls and self._tls is None:
             self._tls = self.options.tls_files or make_run_pki(
                 self.run_dir / "embedded-tls", [*all_binds(self.options), "localhost", self.options.hub])
+        self.check_fixed_ports()
         if not self._port:
             self._port = free_port(self.options.bind)
         if self.options.tls and not self._tls_port:

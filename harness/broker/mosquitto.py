@@ -187,7 +187,7 @@ class MosquittoBroker(LocalBroker):
         if self._tls is not None:
             for address in all_binds(self.options):  # a listener's TLS settings follow its line
                 lines += [
-                    f"listener {self._tls_port} {address}",
+                    f"listener {self.tls_port_at(address)} {address}",
                     f"cafile {self._tls.ca_cert}",
                     f"certfile {self._tls.server_cert}",
                     f"keyfile {self._tls.server_key}",
@@ -212,6 +212,7 @@ class MosquittoBroker(LocalBroker):
             self._tls = self.options.tls_files or make_run_pki(
                 self.folder / "tls", [*all_binds(self.options), "localhost", self.options.hub])
         write_identities(self.identities_path, self.identities)
+        self.check_fixed_ports()
         auto = not self.options.port
         for attempt in range(3):
             if auto and (attempt or not self._port):
@@ -256,8 +257,9 @@ class MosquittoBroker(LocalBroker):
                     f"{self._tls_shim} (LD_PRELOAD) did not take effect, so no X.509 device could sign in",
                     evidence=self.log_path,
                     fix="is this mosquitto linked dynamically against OpenSSL's libssl (Debian's is)?")
-            ports = [self._port] + ([self._tls_port] if self._tls is not None else [])
-            closed = [f"{a}:{p}" for a in all_binds(self.options) for p in ports if not port_accepts(a, p)]
+            closed = [f"{a}:{p}" for a in all_binds(self.options)
+                      for p in [self._port] + ([self.tls_port_at(a)] if self._tls is not None else [])
+                      if not port_accepts(a, p)]
             if not closed:
                 return None
             self._kill_process(graceful=False)

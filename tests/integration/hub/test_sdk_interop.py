@@ -13,9 +13,7 @@ import base64
 import contextlib
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -32,6 +30,7 @@ from harness.telemetry.codec import encode
 from harness.telemetry.collector import Collector
 from harness.telemetry.model import Event, Heartbeat, ModuleVersion, PayloadType, SecurityMessage
 from harness.telemetry.topic import decode_pairs
+from tests.integration.broker.conftest import loopback_with_free_8883 as _loopback_with_free_8883
 
 KINDS = [pytest.param("mosquitto", marks=pytest.mark.needs("mosquitto")), "embedded"]
 HUB = "sdk-lab.azure-devices.net"
@@ -40,19 +39,6 @@ SCOPE = "0ne00SDK001"
 KEY = bytes(range(7, 39))
 SCRIPT = Path(__file__).with_name("sdk_device.py")
 TLS_PORT = 8883  # the SDK's, fixed
-
-
-def _loopback_with_free_8883() -> str:
-    """A loopback address no one here listens on 8883 at (other developers run tests on this machine)."""
-    for _ in range(50):
-        address = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
-        with socket.socket() as s:
-            try:
-                s.bind((address, TLS_PORT))
-            except OSError:
-                continue
-            return address
-    raise AssertionError("no loopback address with port 8883 free")
 
 
 class SdkDevice:
