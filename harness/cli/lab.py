@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ca.add_argument("--only", choices=PARTS, help="print only this part (pem, c or config)")
     ca.add_argument("--device", metavar="ID", action="append", default=[],
                     help="the values of this registry device only (repeatable; default: every device)")
+    ca.add_argument("--c-name", metavar="NAME", default=ROOT_CERT_NAME,
+                    help="the C array's name (default: %(default)s, NetX Duo's samples; the getting-started "
+                         "repositories' is azure_iot_root_cert)")
     ca.add_argument("--json", action="store_true", help="everything as one JSON object")
     ca.set_defaults(func=run_ca)
     cert = what.add_parser("device-cert", help="make a self-signed X.509 certificate for a device; print the "
@@ -61,12 +64,14 @@ def run_ca(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--device {unknown[0]}: not a device of the registry in {lab.root / 'lab.yaml'}",
                          fix=f"use one of: {', '.join(known)}" if known else "add it under 'devices:' in lab.yaml")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", args.c_name):
+        raise UsageError(f"--c-name {args.c_name!r} is not a C identifier", fix="e.g. --c-name azure_iot_root_cert")
     pki = lab_ca(lab)
     fw = firmware_values(lab, pki)
     devices = {d: v for d, v in fw.devices.items() if not args.device or d in args.device}
     if args.json:
         certificates = {d: t for d, t in fw.certificates.items() if d in devices}
-        print(json.dumps({"ca_folder": str(ca_folder(lab)), "ca_pem": fw.ca_pem, "c_source": fw.c_source(),
+        print(json.dumps({"ca_folder": str(ca_folder(lab)), "ca_pem": fw.ca_pem, "c_source": fw.c_source(args.c_name),
                           "values": fw.values, "devices": devices, "x509_thumbprints": certificates}, indent=2))
         return 0
     parts = [args.only] if args.only else list(PARTS)
@@ -75,8 +80,8 @@ def run_ca(args: argparse.Namespace) -> int:
         out += ([] if args.only else [f"# lab CA ({ca_folder(lab)}/ca.crt): the only root the image trusts"]) \
             + [fw.ca_pem.rstrip("\n")]
     if "c" in parts:
-        out += ([] if args.only else [f"/* cert/nx_azure_iot_cert.c: {ROOT_CERT_NAME} (DER), replacing the "
-                                      "Azure roots */"]) + [fw.c_source().rstrip("\n")]
+        out += ([] if args.only else [f"/* cert/nx_azure_iot_cert.c: {args.c_name} (DER), replacing the "
+                                      "Azure roots */"]) + [fw.c_source(args.c_name).rstrip("\n")]
     if "config" in parts:
         if not args.only:
             out.append("# sample_config.h (NetX Duo Azure IoT samples): -D NAME=VALUE or #define NAME VALUE")
@@ -85,8 +90,9 @@ def run_ca(args: argparse.Namespace) -> int:
             out.append(f"# device {device}" if not args.only else f"/* device {device} */")
             out += [f'#define {k} "{v}"' for k, v in values.items()]
             if device in fw.certificates:
-                out.append(f"/* X.509 (thumbprint {fw.certificates[device]}): #define USE_DEVICE_CERTIFICATE and build "
-                           "its certificate and private key in (`hil lab device-cert` makes a pair) */")
+                out.append(f"/* X.509 (thumbprint {fw.certificates[device]}): #define USE_DEVICE_CERTIFICATE 1 "
+                           "and build in its certificate and private key (`hil lab device-cert DEVICE` makes a "
+                           "pair) */")
     print("\n".join(out))
     return 0
 

@@ -50,8 +50,10 @@ class FirmwareValues:
     devices: dict[str, dict[str, str]]
     certificates: dict[str, str]
 
-    def c_source(self) -> str:
-        return c_array(self.ca_der, ROOT_CERT_NAME)
+    def c_source(self, name: str = ROOT_CERT_NAME) -> str:
+        """The CA as a C array called ``name`` (NetX Duo's samples: the default; the getting-started
+        repositories: ``azure_iot_root_cert``) and its size."""
+        return c_array(self.ca_der, name)
 
 
 def firmware_values(lab: Lab, pki: LabPki) -> FirmwareValues:
