@@ -24,6 +24,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator, model
 from harness.broker.credentials import COLLECTOR_CLIENT_ID
 from harness.broker.relay import SERVICE_CLIENT_ID
 from harness.broker.sas import decode_key
+from harness.broker.x509 import parse_thumbprint
 from harness.config import StrictModel, load, no_nul, read_yaml, shown, validate
 from harness.errors import ConfigError
 from harness.netpolicy import TargetPolicy
@@ -229,7 +230,8 @@ class CredentialsConfig(StrictModel):
     _path = field_validator("path")(no_nul)
 
 
-DeviceId = Annotated[str, Field(pattern=r"^[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}$",
+DEVICE_ID_PATTERN = r"[A-Za-z0-9\-.%_*?!(),:=@$']{1,128}"  # whole strings: re.fullmatch
+DeviceId = Annotated[str, Field(pattern=f"^{DEVICE_ID_PATTERN}$",
                                 description="an IoT Hub device id: 1-128 letters, digits or - . % _ * ? ! ( ) "
                                             ", : = @ $ '")]
 
@@ -383,16 +385,20 @@ class BrokerSettings(StrictModel):
 
 #: Client ids of the harness's own services on the broker: no device may take them.
 RESERVED_CLIENT_IDS = (COLLECTOR_CLIENT_ID, SERVICE_CLIENT_ID)
-RegistrationId = Annotated[str, Field(pattern=r"^[a-z0-9\-._:]{1,128}$")]
+REGISTRATION_ID_PATTERN = r"[a-z0-9\-._:]{1,128}"  # whole strings: re.fullmatch
+RegistrationId = Annotated[str, Field(pattern=f"^{REGISTRATION_ID_PATTERN}$")]
 
 
 class RegisteredDevice(StrictModel):
     """A device of the lab's registry (``lab.yaml`` ``devices:``), as IoT Hub and DPS know it: it
-    signs in with SAS tokens signed with its symmetric key."""
+    signs in with SAS tokens signed with its symmetric key, or with an X.509 client certificate of
+    its thumbprint (IoT Hub's self-signed X.509; to DPS the certificate's common name must be the
+    registration id)."""
 
     id: DeviceId
     symmetric_key: str | None = Field(default=None, description="the device's primary key, base64")
-    x509_thumbprint: str | None = None
+    x509_thumbprint: str | None = Field(
+        default=None, description="its certificate's SHA-1 or SHA-256 thumbprint, hex (`hil lab device-cert`)")
     registration_id: RegistrationId | None = Field(  # default: the device id (which must then be one)
         default=None, description="a DPS registration id: 1-128 lower-case letters, digits or - . _ :")
 
@@ -407,24 +413,37 @@ class RegisteredDevice(StrictModel):
                                  "Hub shows it (e.g. from `openssl rand -base64 32`)") from None
         return value
 
+    @field_validator("x509_thumbprint")
+    @classmethod
+    def _thumbprint(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_thumbprint(value)
+            except ValueError as exc:
+                raise ValueError(f"thumbprint {shown(value)} {exc}; copy it as `hil lab device-cert` or "
+                                 "`openssl x509 -noout -fingerprint -sha256 -in CERT` prints it") from None
+        return value
+
     @model_validator(mode="after")
     def _credential(self) -> RegisteredDevice:
         if self.id in RESERVED_CLIENT_IDS:
             raise ValueError(f"device id {self.id} is the harness's own service's; give the device another id")
-        if self.x509_thumbprint is not None:
-            raise ValueError(f"device {self.id}: x509_thumbprint: X.509 client certificates are not offered by this "
-                             "harness yet; give the device a symmetric_key instead")
-        if self.symmetric_key is None:
-            raise ValueError(f"device {self.id}: needs symmetric_key (its primary key, base64)")
-        if self.registration_id is None and not re.fullmatch(r"[a-z0-9\-._:]{1,128}", self.id):
+        if (self.symmetric_key is None) == (self.x509_thumbprint is None):
+            raise ValueError(f"device {self.id}: needs exactly one of symmetric_key (its primary key, base64) or "
+                             "x509_thumbprint (its certificate's thumbprint), as IoT Hub registers a device "
+                             "with one authentication")
+        if self.registration_id is None and not re.fullmatch(REGISTRATION_ID_PATTERN, self.id):
             raise ValueError(f"device {self.id}: its id cannot be a DPS registration id (lower-case letters, digits, "
                              "- . _ : only); set registration_id")
         return self
 
     @property
-    def key(self) -> bytes:
-        assert self.symmetric_key is not None
-        return decode_key(self.symmetric_key)
+    def key(self) -> bytes | None:
+        return None if self.symmetric_key is None else decode_key(self.symmetric_key)
+
+    @property
+    def thumbprint(self) -> bytes | None:
+        return None if self.x509_thumbprint is None else parse_thumbprint(self.x509_thumbprint)
 
     @property
     def dps_registration_id(self) -> str:
@@ -523,7 +542,7 @@ class Lab:
             raise ConfigError(f"no board named {name!r} in {self.root}", fix=f"use one of: {known}") from None
 
     def registered(self, device_id: str) -> RegisteredDevice | None:
-        """The registry's device with this id (it signs in with SAS tokens), or None."""
+        """The registry's device with this id (it signs in with SAS tokens or its certificate), or None."""
         return next((d for d in self.settings.devices if d.id == device_id), None)
 
     def network(self, name: str) -> TestNetwork | None:
@@ -598,7 +617,8 @@ def _check_in_lab(lab: Lab, board: BoardConfig, path: Path) -> None:
     if lab.registered(board.identity.device_id) is not None and board.identity.credentials.source != "generated":
         raise ConfigError(
             f"{path}: field identity.credentials.source: device {board.identity.device_id!r} is in the registry of "
-            f"{lab.root / LAB_FILE}, so it signs in with SAS tokens from its symmetric key, not with a "
+            f"{lab.root / LAB_FILE}, so it signs in with SAS tokens from its symmetric key (or its X.509 "
+            "certificate), not with a "
             f"{board.identity.credentials.source} secret",
             fix="remove identity.credentials (or give the board another device id)")
     net = board.network.test_network

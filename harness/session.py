@@ -31,6 +31,7 @@ from typing import Any
 from harness.board.board import Board, BoardState
 from harness.board.kinds import BoardSite, factory_for, network_mode
 from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker, parse_mqtt_url
+from harness.broker.ports import IOT_HUB_TLS_PORT
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.firmware import FirmwareBuild
 from harness.hub.ca import lab_ca
@@ -209,12 +210,16 @@ class RunSession:
         # and on each of the run's test networks (what the boards there connect to)
         networks = [str(p.harness_address) for p in self.networks.values() if p.routed]
         lab_tls = settings.tls and self.broker_kind != "external"  # TLS with the lab CA images trust
+        # stock images on a lab network connect to 8883 only: the TLS listener takes it there
+        stock = {str(p.harness_address): IOT_HUB_TLS_PORT for p in self.networks.values() if p.name != EMULATED}
         options = BrokerOptions(bind="127.0.0.1", also_bind=tuple(a for a in networks if a != "127.0.0.1"),
                                 hub=settings.hub, id_scope=settings.id_scope, tls=settings.tls, url=settings.url,
-                                tls_files=lab_ca(self.lab).files if lab_tls else None)
+                                tls_files=lab_ca(self.lab).files if lab_tls else None,
+                                tls_ports=stock if lab_tls else {})
         broker = open_broker(self.broker_kind, self.run_dir / "broker", options)
-        for device in self.lab.settings.devices:  # the lab's registry: SAS tokens from their keys
-            broker.add_device(device.id, key=device.key, registration_id=device.dps_registration_id)
+        for device in self.lab.settings.devices:  # the lab's registry: SAS tokens from their keys, or certificates
+            broker.add_device(device.id, key=device.key, thumbprint=device.thumbprint,
+                              registration_id=device.dps_registration_id)
         self._stack.callback(broker.stop)
         broker.start()
         self.broker = broker

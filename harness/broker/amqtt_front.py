@@ -14,6 +14,11 @@ amqtt, replayed from the bytes read.
 read, before its body is, and so before any PUBACK: the device sees a refusal, as mosquitto's
 ``max_packet_size`` gives it.
 
+Its TLS listeners ask every client for a certificate and take any
+(:func:`harness.broker.client_certs.take_any_client_certificate`), as IoT Hub does; the certificate a
+client showed is handed to the identity table with the CONNECT, which matches X.509 devices by
+thumbprint.
+
 Imported only when an embedded broker starts (amqtt is slow to import).
 """
 
@@ -21,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import time
 from typing import Any
 
 from amqtt.adapters import BufferReader, ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
@@ -30,6 +37,7 @@ from amqtt.mqtt.connect import ConnectPacket
 from amqtt.session import Session
 
 from harness.broker import relay
+from harness.broker.client_certs import take_any_client_certificate
 from harness.broker.credentials import IdentityTable, SignInRefused
 
 log = logging.getLogger(__name__)
@@ -121,6 +129,24 @@ class GuardedReader(ReaderAdapter):
             self.max_packet = limit
 
 
+def _expire_at(expiry: int, client_id: str, writer: asyncio.StreamWriter, timer: list[asyncio.TimerHandle]) -> None:
+    """Close the client's connection once this host's clock reaches ``expiry`` (the loop's timers run
+    on another clock: checked, and set again if early); ``timer`` holds the pending handle."""
+    left = expiry - time.time()
+    timer.clear()
+    if left > 0:
+        timer.append(asyncio.get_running_loop().call_later(left, _expire_at, expiry, client_id, writer, timer))
+        return
+    log.info("embedded broker: client %r disconnected: its token expired", client_id)
+    writer.transport.close()
+
+
+def _peer_certificate(writer: asyncio.StreamWriter) -> bytes | None:
+    """The certificate (DER) the client showed in its TLS handshake; None without TLS or certificate."""
+    tls = writer.get_extra_info("ssl_object")
+    return tls.getpeercert(binary_form=True) if isinstance(tls, ssl.SSLObject) else None
+
+
 def _text(value: str | bytes | bytearray | None) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes | bytearray) else value
 
@@ -129,9 +155,11 @@ class HubBroker(AmqttBroker):
     """amqtt's broker, with the identity table checked at the door (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], *, table: IdentityTable, max_packet: int,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, certificates: dict[str, bytes] | None = None) -> None:
         super().__init__(config, loop=loop)
         self._table = table
+        # client id -> the TLS client certificate it was last admitted with (amqtt's plugins check it again)
+        self.certificates = {} if certificates is None else certificates
         self._max_packet = max_packet
         self._closing = False
         self._connections: set[asyncio.Task[Any]] = set()
@@ -150,9 +178,9 @@ class HubBroker(AmqttBroker):
         where = f"{peer[0]}:{peer[1]}" if peer else "a client"
         guarded = GuardedReader(StreamReaderAdapter(reader), self._max_packet, where)
         try:
-            admitted = await asyncio.wait_for(self._admit(guarded, w), CONNECT_TIMEOUT)
-            if admitted:
-                await self.external_connected(guarded, w, listener_name)
+            admitted = await asyncio.wait_for(self._admit(guarded, w, _peer_certificate(writer)), CONNECT_TIMEOUT)
+            if admitted is not None:
+                await self._serve(guarded, w, listener_name, admitted, writer)
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
             log.info("embedded broker: %s dropped before or during its CONNECT: %r", where, exc)
         except Exception as exc:  # a client's packet must never take the listener down with a traceback
@@ -163,6 +191,20 @@ class HubBroker(AmqttBroker):
                 await asyncio.wait_for(w.close(), 2.0)
             except BaseException:  # a peer that reads nothing, or the loop stopping: drop it
                 writer.transport.abort()
+
+    async def _serve(self, reader: GuardedReader, w: StreamWriterAdapter, listener_name: str,
+                     admitted: tuple[str, int | None], writer: asyncio.StreamWriter) -> None:
+        """amqtt serves the admitted client; one signed in with a SAS token is disconnected when the
+        token expires, as IoT Hub does (it may sign in again with a fresh one)."""
+        client_id, expiry = admitted
+        timer: list[asyncio.TimerHandle] = []
+        if expiry is not None:
+            _expire_at(expiry, client_id, writer, timer)
+        try:
+            await self.external_connected(reader, w, listener_name)
+        finally:
+            for handle in timer:
+                handle.cancel()
 
     async def shutdown(self) -> None:
         """End every client's connection first (amqtt would wait for each before it lets its listeners
@@ -224,11 +266,19 @@ class HubBroker(AmqttBroker):
         self._relayed.add(task)
         task.add_done_callback(self._relayed.discard)
 
-    async def _admit(self, guarded: GuardedReader, writer: WriterAdapter) -> bool:
-        """Read and check the CONNECT; refuse it here, or leave it for amqtt to read again."""
+    @staticmethod
+    def _create_ssl_context(listener: Any) -> ssl.SSLContext:
+        """amqtt's context for a TLS listener, asking every client for a certificate and taking any."""
+        return take_any_client_certificate(AmqttBroker._create_ssl_context(listener))
+
+    async def _admit(self, guarded: GuardedReader, writer: WriterAdapter,
+                     certificate: bytes | None) -> tuple[str, int | None] | None:
+        """Read and check the CONNECT (with the client's TLS certificate, DER, if it showed one); refuse
+        it here (None), or leave it for amqtt to read again: (its client id, when its SAS token expires
+        or None)."""
         raw = await guarded.read_connect()
         if not raw:
-            return False
+            return None
         try:
             connect = await ConnectPacket.from_stream(BufferReader(raw))
             payload = connect.payload
@@ -237,13 +287,18 @@ class HubBroker(AmqttBroker):
             password = _text(payload.password) if payload is not None else None
         except Exception as exc:  # malformed: amqtt would refuse it too, without a CONNACK
             log.info("embedded broker: unreadable CONNECT (%r): connection closed", exc)
-            return False
+            return None
         try:
-            self._table.sign_in(client_id, username, password)
+            ident = self._table.sign_in(client_id, username, password, certificate=certificate)
         except SignInRefused as why:
             log.info("embedded broker: refused client id %r user %r: %s", client_id, username, why)
             writer.write(CONNACK_NOT_AUTHORIZED)
             await writer.drain()
-            return False
+            return None
+        assert client_id is not None  # sign_in accepted it
+        if certificate is not None:
+            self.certificates[client_id] = certificate
+        else:
+            self.certificates.pop(client_id, None)
         guarded.replay = raw
-        return True
+        return client_id, self._table.token_expiry(ident, password)

@@ -1,36 +1,43 @@
 """amqtt plugins that make the embedded broker enforce the run's identity table.
 
 amqtt builds plugins from dotted class paths and plain config, so the plugins find the live
-:class:`~harness.broker.credentials.IdentityTable` by a key the embedded broker registers here.
+:class:`~harness.broker.credentials.IdentityTable` by a key the embedded broker registers here, with
+the TLS client certificates its front door admitted (by client id: amqtt's sessions do not carry
+them), so that X.509 identities are checked here as there.
 Imported only when an embedded broker starts (amqtt takes ~80 ms to import).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from amqtt.contexts import Action
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from harness.broker.credentials import Access, IdentityTable, SignInRefused
+from harness.broker.credentials import Access, Identity, IdentityTable, SignInRefused
 
 log = logging.getLogger(__name__)
 
-_TABLES: dict[str, IdentityTable] = {}
+_TABLES: dict[str, tuple[IdentityTable, Mapping[str, bytes]]] = {}
 
 
-def register_table(key: str, table: IdentityTable) -> None:
-    _TABLES[key] = table
+def register_table(key: str, table: IdentityTable, certificates: Mapping[str, bytes]) -> None:
+    """``certificates``: the client certificate (DER) each client id was last admitted with."""
+    _TABLES[key] = (table, certificates)
 
 
 def unregister_table(key: str) -> None:
     _TABLES.pop(key, None)
 
 
-def _table(key: str) -> IdentityTable:
-    return _TABLES[key]
+def _sign_in(key: str, session: Session, *, expiry: bool = True) -> Identity:
+    table, certificates = _TABLES[key]
+    client_id = session.client_id
+    return table.sign_in(client_id, session.username, _as_str(session.password), expiry=expiry,
+                         certificate=certificates.get(client_id) if client_id else None)
 
 
 def _as_str(value: str | bytes | None) -> str | None:
@@ -45,11 +52,12 @@ class HubAuthPlugin(BaseAuthPlugin):
         table: str = ""
 
     async def authenticate(self, *, session: Session) -> bool:
-        ident = _table(self.config.table).authenticate(session.client_id, session.username,
-                                                       _as_str(session.password))
-        if ident is None:
+        try:
+            _sign_in(self.config.table, session)
+        except SignInRefused:
             log.info("refused client %r user %r", session.client_id, session.username)
-        return ident is not None
+            return False
+        return True
 
 
 class HubTopicPlugin(BaseTopicPlugin):
@@ -63,13 +71,12 @@ class HubTopicPlugin(BaseTopicPlugin):
                               action: Action | None = None) -> bool:
         if session is None or topic is None or session.client_id is None:
             return False
-        table = _table(self.config.table)
         try:  # the identity this session signed in as (a token that expired since still counts)
-            ident = table.sign_in(session.client_id, session.username, _as_str(session.password), expiry=False)
+            ident = _sign_in(self.config.table, session, expiry=False)
         except SignInRefused:
             return False
         access = Access.PUBLISH if action == Action.PUBLISH else Access.SUBSCRIBE
-        ok = table.allowed(ident, topic, access)
+        ok = IdentityTable.allowed(ident, topic, access)
         if not ok:
             log.info("denied %s %s on %r", session.client_id, access.value, topic)
         return ok

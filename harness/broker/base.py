@@ -27,6 +27,7 @@ from harness.broker.credentials import (
     DeviceCredentials,
     IdentityTable,
 )
+from harness.broker.ports import require_free
 from harness.errors import ConfigError, InfrastructureError, UsageError
 from harness.registry import Registry
 from harness.telemetry.archive import MAX_RECORD
@@ -55,6 +56,10 @@ class BrokerOptions:
     port: int = 0  # 0: pick a free port and verify the broker holds it
     tls: bool = False
     tls_port: int = 0
+    # with tls: addresses whose TLS listener takes a fixed port instead of ``tls_port`` (8883 on a lab
+    # network's bind address: stock images connect there and nowhere else); each must be ``bind`` or
+    # in ``also_bind``, and the port free, else an infrastructure error names the port and its holder
+    tls_ports: dict[str, int] = field(default_factory=dict)
     hub: str = DEFAULT_HUB
     id_scope: str = DEFAULT_ID_SCOPE  # DPS registrations sign in under it
     url: str | None = None  # external kind only: mqtt[s]://[user:password@]host:port
@@ -290,20 +295,23 @@ class Broker(ABC):
                                       evidence=self.log_path)
 
     def add_device(self, device_id: str, *, password: str | None = None, key: bytes | None = None,
-                   registration_id: str | None = None, **username_params: str) -> DeviceCredentials:
+                   thumbprint: bytes | None = None, registration_id: str | None = None,
+                   **username_params: str) -> DeviceCredentials:
         """Register a device for this run (also while running) and return what it connects with; the
         broker enforces it when this returns. ``password``: the device's own secret (default: one
-        made for the run); or ``key``: its symmetric key (it signs in with SAS tokens), and then
-        ``registration_id``: it may also register with DPS under that id."""
-        if registration_id is not None and key is None:
-            raise UsageError(f"device {device_id!r}: a DPS registration needs the device's key")
+        made for the run); or ``key``: its symmetric key (it signs in with SAS tokens); or
+        ``thumbprint``: its X.509 certificate's SHA-1 or SHA-256 thumbprint (it signs in with that
+        certificate, on the TLS listener). With a key or thumbprint, ``registration_id``: it may also
+        register with DPS under that id (with a certificate: one whose common name is that id)."""
+        if registration_id is not None and key is None and thumbprint is None:
+            raise UsageError(f"device {device_id!r}: a DPS registration needs the device's key or thumbprint")
         with self._lock:
             known = self.identities.get(device_id) is not None and (
                 registration_id is None or self.identities.registration(registration_id) is not None)
-            ident = self.identities.add_device(device_id, password=password, key=key, **username_params)
+            ident = self.identities.add_device(device_id, password=password, key=key, thumbprint=thumbprint,
+                                               **username_params)
             if registration_id is not None:
-                assert key is not None
-                self.identities.add_registration(registration_id, device_id, key)
+                self.identities.add_registration(registration_id, device_id, key, thumbprint=thumbprint)
             if self._running and not known:
                 self._identities_changed()
                 self.write_endpoint()
@@ -369,8 +377,22 @@ class LocalBroker(Broker):
 
     @property
     def tls_url(self) -> str | None:
-        return make_url(self.options.bind, self._tls_port, tls=True) if self.options.tls else None
+        return make_url(self.options.bind, self.tls_port_at(self.options.bind), tls=True) if self.options.tls else None
 
     @property
     def ca_path(self) -> Path | None:
         return self._tls.ca_cert if self._tls else None
+
+    def tls_port_at(self, address: str) -> int:
+        """The TLS listener's port at ``address``: a fixed one of ``tls_ports``, else the run's."""
+        return self.options.tls_ports.get(address, self._tls_port)
+
+    def check_fixed_ports(self) -> None:
+        """Before a start: every fixed TLS port is at an address the broker listens on, and free there."""
+        binds = all_binds(self.options)
+        for address, port in self.options.tls_ports.items():
+            if address not in binds:
+                raise UsageError(f"a fixed TLS port for {address}, where the broker does not listen ({binds})",
+                                 fix="give tls_ports only for bind or also_bind addresses")
+            if self.options.tls:
+                require_free(address, port, "for the boards that connect to its TLS listener there")

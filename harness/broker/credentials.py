@@ -4,7 +4,9 @@ Each device is an IoT Hub identity: client id = device id, user name
 ``{hub}/{device id}/?api-version=…`` and a secret generated for the run. The collector is a service
 identity that reads every device's telemetry. Every identity may connect only with its own client
 id. A device given a symmetric key (a device of the lab's registry) signs in as on IoT Hub, with
-a SAS token signed with that key (:mod:`harness.broker.sas`), never with a password. Every broker
+a SAS token signed with that key (:mod:`harness.broker.sas`), never with a password; a device
+given an X.509 thumbprint signs in with a TLS client certificate of that thumbprint
+(:mod:`harness.broker.x509`), whatever its password. Every broker
 kind enforces the same policy from the :class:`IdentityTable`: the embedded broker asks
 :meth:`IdentityTable.sign_in` and :meth:`IdentityTable.allowed` directly; the mosquitto
 kind writes the table to a file (:mod:`harness.broker.identity_file`) that the harness's own
@@ -22,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from harness.broker import relay, sas
+from harness.broker import relay, sas, x509
 from harness.errors import UsageError
 from harness.telemetry.topic import UserNameError, compose_username, parse_username
 
@@ -74,6 +76,7 @@ class Identity:
     device_id: str | None = None  # set for device identities: the user name is parsed, not compared
     key: bytes | None = field(default=None, repr=False)  # a device's symmetric key: SAS tokens only
     registration_id: str | None = None  # a DPS registration (client id = it) of device ``device_id``
+    thumbprint: bytes | None = None  # a device signing in with an X.509 certificate of this SHA-1/SHA-256 digest
 
     @property
     def client_id(self) -> str:
@@ -138,27 +141,30 @@ class IdentityTable:
         return f"{self.id_scope}/registrations/"
 
     def add_device(self, device_id: str, *, password: str | None = None, key: bytes | None = None,
-                   **params: str) -> Identity:
+                   thumbprint: bytes | None = None, **params: str) -> Identity:
         """Register a device (idempotent: the same id returns its existing identity). With ``key`` (its
         symmetric key, decoded) it signs in only with SAS tokens signed with that key, and its
-        credentials carry one valid for :data:`CREDENTIALS_TOKEN_TTL`; else with ``password`` (default:
-        one made for the run)."""
+        credentials carry one valid for :data:`CREDENTIALS_TOKEN_TTL`; with ``thumbprint`` (20 or 32
+        bytes) only with a client certificate of that thumbprint, and its credentials carry no
+        password; else with ``password`` (default: one made for the run)."""
         validate_device_id(device_id)
-        if key is not None and password is not None:
-            raise UsageError(f"device {device_id!r}: give a password or a key, not both")
+        if (key is not None) + (password is not None) + (thumbprint is not None) > 1:
+            raise UsageError(f"device {device_id!r}: give one of a password, a key or a thumbprint")
+        _check_thumbprint(device_id, thumbprint)
         with self._lock:
             existing = self._by_client.get(device_id)
             if existing is not None:
                 if existing.device_id is None:
                     raise UsageError(f"device id {device_id!r} is taken by a service identity")
-                if existing.key != key and key is not None:
+                if (existing.key != key and key is not None) or (
+                        existing.thumbprint != thumbprint and thumbprint is not None):
                     raise UsageError(f"device {device_id!r} is already registered with another secret")
                 return existing
             creds = DeviceCredentials(
                 client_id=device_id,
                 username=compose_username(self.hub, device_id, **params),
                 password=(sas.device_token(key, self.hub, device_id, ttl=CREDENTIALS_TOKEN_TTL) if key is not None
-                          else password or new_secret()),
+                          else "" if thumbprint is not None else password or new_secret()),
             )
             ident = Identity(
                 credentials=creds,
@@ -166,6 +172,7 @@ class IdentityTable:
                 subscribe=tuple(p.format(d=device_id) for p in DEVICE_SUBSCRIBE),
                 device_id=device_id,
                 key=key,
+                thumbprint=thumbprint,
             )
             self._by_client[device_id] = ident
             return ident
@@ -187,23 +194,29 @@ class IdentityTable:
             self._by_client[client_id] = ident
             return ident
 
-    def add_registration(self, registration_id: str, device_id: str, key: bytes) -> Identity:
+    def add_registration(self, registration_id: str, device_id: str, key: bytes | None = None, *,
+                         thumbprint: bytes | None = None) -> Identity:
         """Let a device register with DPS as ``registration_id`` (its client id there), signing its
-        tokens with ``key``; DPS then assigns it ``device_id`` (idempotent like :meth:`add_device`)."""
+        tokens with ``key``, or with a client certificate of ``thumbprint`` whose common name is the
+        registration id; DPS then assigns it ``device_id`` (idempotent like :meth:`add_device`)."""
         validate_client_id(registration_id, "registration id")
+        if (key is None) == (thumbprint is None):
+            raise UsageError(f"registration {registration_id!r}: give the device's key or its thumbprint")
+        _check_thumbprint(registration_id, thumbprint)
         with self._lock:
             existing = self._registrations.get(registration_id)
             if existing is not None:
-                if (existing.key, existing.device_id) != (key, device_id):
+                if (existing.key, existing.thumbprint, existing.device_id) != (key, thumbprint, device_id):
                     raise UsageError(f"registration {registration_id!r} is already registered for another device "
-                                     "or key")
+                                     "or secret")
                 return existing
             resource = sas.registration_resource(self.id_scope, registration_id)
-            token = sas.make_token(key, resource, int(time.time() + CREDENTIALS_TOKEN_TTL), sas.DPS_KEY_NAME)
+            token = ("" if key is None else
+                     sas.make_token(key, resource, int(time.time() + CREDENTIALS_TOKEN_TTL), sas.DPS_KEY_NAME))
             ident = Identity(
                 credentials=DeviceCredentials(registration_id, f"{resource}/api-version=2019-03-31", token),
                 publish=relay.DPS_PUBLISH, subscribe=relay.DPS_SUBSCRIBE,
-                device_id=device_id, key=key, registration_id=registration_id,
+                device_id=device_id, key=key, registration_id=registration_id, thumbprint=thumbprint,
             )
             self._registrations[registration_id] = ident
             return ident
@@ -226,36 +239,43 @@ class IdentityTable:
             return self._by_client.get(client_id)
 
     def authenticate(self, client_id: str | None, username: str | None, password: str | None, *,
-                     now: float | None = None) -> Identity | None:
+                     now: float | None = None, certificate: bytes | None = None) -> Identity | None:
         """The identity these CONNECT fields prove, or None (:meth:`sign_in` says why)."""
         try:
-            return self.sign_in(client_id, username, password, now=now)
+            return self.sign_in(client_id, username, password, now=now, certificate=certificate)
         except SignInRefused:
             return None
 
     def sign_in(self, client_id: str | None, username: str | None, password: str | None, *,
-                now: float | None = None, expiry: bool = True) -> Identity:
-        """The identity these CONNECT fields prove; else :class:`SignInRefused` saying why, in the words
-        of ``mosquitto_auth.c``'s log. Device user names are parsed: the hub and device id must match,
-        the api-version and other query parameters may be anything. A keyed device's password is a
-        SAS token (:func:`harness.broker.sas.verify_token`; ``expiry=False`` skips only its expiry,
-        ``now`` is the broker's clock)."""
+                now: float | None = None, expiry: bool = True, certificate: bytes | None = None) -> Identity:
+        """The identity these CONNECT fields (and the TLS client ``certificate``, DER, if one was shown)
+        prove; else :class:`SignInRefused` saying why, in the words of ``mosquitto_auth.c``'s log.
+        Device user names are parsed: the hub and device id must match, the api-version and other
+        query parameters may be anything. A keyed device's password is a SAS token
+        (:func:`harness.broker.sas.verify_token`; ``expiry=False`` skips only its expiry, ``now`` is
+        the broker's clock); an X.509 device's certificate has its thumbprint
+        (:func:`harness.broker.x509.check_certificate`) and its password is not used."""
         dps = username is not None and username.startswith(self.registration_prefix)
         ident = (self.registration(client_id) if dps else self.get(client_id)) if client_id else None
         if ident is None:
             raise SignInRefused("no identity has this client id")
-        if username is None or password is None:
+        if username is None or (password is None and ident.thumbprint is None):
             raise SignInRefused("no user name or password")
+        if ident.thumbprint is not None:
+            why = x509.check_certificate(certificate, ident.thumbprint, ident.registration_id)
+            if why is not None:
+                raise SignInRefused(why)
         if ident.registration_id is not None:
             return self._dps_sign_in(ident, username, password, now=now if expiry else 0.0)
         if ident.key is not None:
             assert ident.device_id is not None
             try:
-                sas.verify_token(password, ident.key, sas.device_resource(self.hub, ident.device_id),
+                sas.verify_token(password or "", ident.key, sas.device_resource(self.hub, ident.device_id),
                                  now=now if expiry else 0.0)
             except sas.SasRefused as exc:
                 raise SignInRefused(exc.reason) from None
-        elif not secrets.compare_digest(ident.credentials.password.encode(), password.encode()):
+        elif ident.thumbprint is None and not secrets.compare_digest(ident.credentials.password.encode(),
+                                                                      (password or "").encode()):
             raise SignInRefused("wrong password")
         if ident.device_id is None:
             if username != ident.credentials.username:
@@ -269,18 +289,28 @@ class IdentityTable:
             raise SignInRefused("the user name is not this identity's")
         return ident
 
-    def _dps_sign_in(self, ident: Identity, username: str, password: str, now: float | None) -> Identity:
+    def _dps_sign_in(self, ident: Identity, username: str, password: str | None, now: float | None) -> Identity:
         """``{id scope}/registrations/{registration id}/api-version=…[&…]`` and a token for that resource,
-        with no ``skn`` or ``skn=registration``."""
-        assert ident.key is not None and ident.registration_id is not None
+        with no ``skn`` or ``skn=registration`` (an X.509 registration: its certificate was checked)."""
+        assert ident.registration_id is not None
         resource = sas.registration_resource(self.id_scope, ident.registration_id)
-        try:
-            sas.verify_token(password, ident.key, resource, now=now, key_name=sas.DPS_KEY_NAME)
-        except sas.SasRefused as exc:
-            raise SignInRefused(exc.reason) from None
+        if ident.key is not None:
+            try:
+                sas.verify_token(password or "", ident.key, resource, now=now, key_name=sas.DPS_KEY_NAME)
+            except sas.SasRefused as exc:
+                raise SignInRefused(exc.reason) from None
         if not username.startswith(f"{resource}/api-version="):
             raise SignInRefused("the user name is not this identity's")
         return ident
+
+    @staticmethod
+    def token_expiry(ident: Identity, password: str | None) -> int | None:
+        """When the SAS token ``ident`` signed in with (``password``, accepted by :meth:`sign_in`)
+        expires, in seconds since 1970: IoT Hub ends the connection then. None: it signed in with
+        no token (a password, a certificate)."""
+        if ident.key is None or password is None:
+            return None
+        return sas.parse_token(password, sas.DPS_KEY_NAME if ident.registration_id else None).expiry
 
     @staticmethod
     def allowed(ident: Identity, topic: str, access: Access) -> bool:
@@ -290,6 +320,12 @@ class IdentityTable:
         its reach with wildcards (``devices/+/…`` is refused, its own ``devices/me/…/#`` is not)."""
         patterns = ident.publish if access is Access.PUBLISH else ident.subscribe
         return any(_filter_within(topic, pattern) for pattern in patterns)
+
+
+def _check_thumbprint(who: str, thumbprint: bytes | None) -> None:
+    if thumbprint is not None and len(thumbprint) not in (x509.SHA1_BYTES, x509.SHA256_BYTES):
+        raise UsageError(f"{who!r}: a thumbprint is a SHA-1 (20 bytes) or SHA-256 (32 bytes) digest, "
+                         f"not {len(thumbprint)} bytes")
 
 
 def _filter_within(topic: str, pattern: str) -> bool:

@@ -86,6 +86,7 @@ class EmbeddedBroker(LocalBroker):
         self._thread: threading.Thread | None = None
         self._broker: HubBroker | None = None
         self._log_handler: logging.Handler | None = None
+        self._certificates: dict[str, bytes] = {}  # client id -> the TLS client certificate it was admitted with
 
     @property
     def log_path(self) -> Path:
@@ -96,7 +97,7 @@ class EmbeddedBroker(LocalBroker):
         for i, bind in enumerate(all_binds(self.options)):
             listeners["default" if i == 0 else f"plain-{i}"] = {"type": "tcp", "bind": f"{bind}:{self._port}"}
             if self._tls is not None:
-                listeners[f"tls-{i}"] = {"type": "tcp", "bind": f"{bind}:{self._tls_port}", "ssl": True,
+                listeners[f"tls-{i}"] = {"type": "tcp", "bind": f"{bind}:{self.tls_port_at(bind)}", "ssl": True,
                                          "certfile": str(self._tls.server_cert),
                                          "keyfile": str(self._tls.server_key)}
         return {
@@ -124,10 +125,11 @@ class EmbeddedBroker(LocalBroker):
         from harness.broker import amqtt_plugins
         from harness.broker.amqtt_front import HubBroker  # ~80 ms (amqtt): only when an embedded broker starts
 
-        amqtt_plugins.register_table(self._key, self.identities)
+        amqtt_plugins.register_table(self._key, self.identities, self._certificates)
         if self.options.tls and self._tls is None:
             self._tls = self.options.tls_files or make_run_pki(
                 self.run_dir / "embedded-tls", [*all_binds(self.options), "localhost", self.options.hub])
+        self.check_fixed_ports()
         if not self._port:
             self._port = free_port(self.options.bind)
         if self.options.tls and not self._tls_port:
@@ -141,7 +143,7 @@ class EmbeddedBroker(LocalBroker):
 
         async def make_and_start() -> HubBroker:
             broker = HubBroker(self._config(), table=self.identities, max_packet=MAX_PACKET,
-                               loop=asyncio.get_running_loop())
+                               loop=asyncio.get_running_loop(), certificates=self._certificates)
             await broker.start()
             return broker
 

@@ -3,10 +3,10 @@
 The plugin reads the file again at every CONNECT; :func:`write_identities` replaces it atomically
 (a temporary file renamed over it), so once it returns, the next CONNECT meets the new table: an
 identity change needs no reload and no signal. Format (documented with the parser in
-``mosquitto_auth.c``): a ``hil-identities 2`` line, then ``key value`` lines, values
+``mosquitto_auth.c``): a ``hil-identities 3`` line, then ``key value`` lines, values
 percent-encoded::
 
-    hil-identities 2
+    hil-identities 3
     hub lab-hub.azure-devices.net
     identity dev-a
     device dev-a
@@ -17,6 +17,10 @@ percent-encoded::
     device dev-k
     key q0Jx...=                 a keyed device: SAS tokens signed with this key (base64), no password
     ...
+    identity dev-x
+    device dev-x
+    thumbprint 0A1B...           an X.509 device: a client certificate of this SHA-1 or SHA-256 digest (hex)
+    ...
     identity dev-k               a DPS registration (here with the device's id as registration id):
     registration dev-k           the device DPS assigns it; it signs in with the scope's user name
     key q0Jx...=
@@ -25,8 +29,9 @@ percent-encoded::
 
 with ``scope <DPS ID scope>`` after the hub line.
 
-Version 2 added ``key``, ``scope`` and ``registration``; the plugin still reads version 1 (none of
-them), which older harnesses write. New keys are added here and to the parser together, with a
+Version 2 added ``key``, ``scope`` and ``registration``, version 3 ``thumbprint`` (a device or a
+registration has one of password, key or thumbprint); the plugin still reads versions 1 and 2,
+which older harnesses write. New keys are added here and to the parser together, with a
 new version; the parser refuses keys it does not know, and a file without its ``end`` line.
 """
 
@@ -36,9 +41,9 @@ import base64
 import os
 from pathlib import Path
 
-from harness.broker.credentials import IdentityTable
+from harness.broker.credentials import Identity, IdentityTable
 
-FORMAT_LINE = "hil-identities 2"
+FORMAT_LINE = "hil-identities 3"
 _PLAIN = frozenset(range(0x21, 0x7F)) - {ord("%")}
 
 
@@ -56,20 +61,26 @@ def render_identities(table: IdentityTable) -> str:
             lines.append(f"device {encode_value(ident.device_id)}")
         else:
             lines.append(f"username {encode_value(creds.username)}")
-        if ident.key is not None:
-            lines.append(f"key {base64.b64encode(ident.key).decode()}")
-        else:
-            lines.append(f"password {encode_value(creds.password)}")
+        lines.append(_secret(ident))
         lines += [f"publish {encode_value(t)}" for t in ident.publish]
         lines += [f"subscribe {encode_value(t)}" for t in ident.subscribe]
     for reg in table.registrations():
-        assert reg.key is not None and reg.registration_id is not None and reg.device_id is not None
+        assert reg.registration_id is not None and reg.device_id is not None
         lines += [f"identity {encode_value(reg.registration_id)}", f"registration {encode_value(reg.device_id)}",
-                  f"key {base64.b64encode(reg.key).decode()}"]
+                  _secret(reg)]
         lines += [f"publish {encode_value(t)}" for t in reg.publish]
         lines += [f"subscribe {encode_value(t)}" for t in reg.subscribe]
     lines.append("end")
     return "\n".join(lines) + "\n"
+
+
+def _secret(ident: Identity) -> str:
+    """How the identity proves itself: its key, its certificate's thumbprint or its password."""
+    if ident.key is not None:
+        return f"key {base64.b64encode(ident.key).decode()}"
+    if ident.thumbprint is not None:
+        return f"thumbprint {ident.thumbprint.hex()}"
+    return f"password {encode_value(ident.credentials.password)}"
 
 
 def write_identities(path: Path, table: IdentityTable) -> Path:

@@ -17,6 +17,16 @@ at every CONNECT, so an identity added is in force when ``add_device`` returns: 
 to race with. (mosquitto's own password and ACL files compare user names as strings and do not
 bind client ids; its dynamic-security plugin binds client ids on 2.0.11 but compares user names as
 strings too, and cannot grow the SAS-token sign-in a later issue needs.)
+
+With TLS, mosquitto runs with ``mosquitto_tls_client_cert.c`` preloaded (``LD_PRELOAD``): its TLS
+listeners then ask every client for a certificate and take any, as IoT Hub's port 8883 does, and
+the plugin matches X.509 devices' certificates by thumbprint (mosquitto 2.0 by itself either
+requires a certificate chaining to its CA from every client, or asks none). This was chosen over a
+TLS front (a process terminating TLS and handing plain MQTT to mosquitto): no extra hop, so a
+broker outage (stopped, killed, frozen) looks to a device exactly as before, the link capture sees
+one connection, and the outage clauses need nothing new; the cost is a small C library that
+replaces one OpenSSL call in mosquitto's process, checked at every start (mosquitto does not start
+without its announcement line, so X.509 sign-in never fails silently).
 """
 
 from __future__ import annotations
@@ -45,7 +55,7 @@ from harness.broker.base import (
     port_accepts,
 )
 from harness.broker.identity_file import write_identities
-from harness.broker.plugin_build import plugin_path
+from harness.broker.plugin_build import plugin_path, tls_shim_path
 from harness.broker.tls import make_run_pki
 from harness.errors import InfrastructureError, UsageError
 
@@ -56,6 +66,7 @@ _CONNECTED = re.compile(r"^(?P<time>\S+): New client connected from (?P<address>
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 _RUNNING = re.compile(r"mosquitto version \S+ running")
+_CLIENT_CERTS_ASKED = re.compile(r"^hil-tls-client-cert: TLS clients are asked for a certificate")
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -134,6 +145,7 @@ class MosquittoBroker(LocalBroker):
         self._proc: subprocess.Popen[bytes] | None = None
         self._pump: _LogPump | None = None
         self._plugin: Path | None = None
+        self._tls_shim: Path | None = None
 
     # -- paths and urls ------------------------------------------------------------------------
     @property
@@ -175,7 +187,7 @@ class MosquittoBroker(LocalBroker):
         if self._tls is not None:
             for address in all_binds(self.options):  # a listener's TLS settings follow its line
                 lines += [
-                    f"listener {self._tls_port} {address}",
+                    f"listener {self.tls_port_at(address)} {address}",
                     f"cafile {self._tls.ca_cert}",
                     f"certfile {self._tls.server_cert}",
                     f"keyfile {self._tls.server_key}",
@@ -194,10 +206,13 @@ class MosquittoBroker(LocalBroker):
     def _start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._plugin = plugin_path()
+        if self.options.tls:
+            self._tls_shim = tls_shim_path()
         if self.options.tls and self._tls is None:
             self._tls = self.options.tls_files or make_run_pki(
                 self.folder / "tls", [*all_binds(self.options), "localhost", self.options.hub])
         write_identities(self.identities_path, self.identities)
+        self.check_fixed_ports()
         auto = not self.options.port
         for attempt in range(3):
             if auto and (attempt or not self._port):
@@ -221,10 +236,13 @@ class MosquittoBroker(LocalBroker):
         conf = self._render_config()
         with self.log_path.open("a") as f:
             f.write(f"--- harness: starting mosquitto -c {conf}\n")
+        env = dict(os.environ)
+        if self._tls_shim is not None:
+            env["LD_PRELOAD"] = " ".join(filter(None, [str(self._tls_shim), env.get("LD_PRELOAD")]))
         try:
             self._proc = subprocess.Popen(
                 [self.binary, "-c", str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.DEVNULL, start_new_session=True, env=env,
                 preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         except FileNotFoundError:
@@ -232,8 +250,16 @@ class MosquittoBroker(LocalBroker):
                                       fix="apt-get install mosquitto, or use the embedded broker kind") from None
         self._pump = _LogPump(self._proc, self.log_path)
         if self._pump.wait_for(_RUNNING, 0, START_TIMEOUT) is not None and self._proc.poll() is None:
-            ports = [self._port] + ([self._tls_port] if self._tls is not None else [])
-            closed = [f"{a}:{p}" for a in all_binds(self.options) for p in ports if not port_accepts(a, p)]
+            if self._tls_shim is not None and self._pump.wait_for(_CLIENT_CERTS_ASKED, 0, 0) is None:
+                self._kill_process(graceful=False)
+                raise InfrastructureError(
+                    "mosquitto started without asking TLS clients for certificates: the harness's library "
+                    f"{self._tls_shim} (LD_PRELOAD) did not take effect, so no X.509 device could sign in",
+                    evidence=self.log_path,
+                    fix="is this mosquitto linked dynamically against OpenSSL's libssl (Debian's is)?")
+            closed = [f"{a}:{p}" for a in all_binds(self.options)
+                      for p in [self._port] + ([self.tls_port_at(a)] if self._tls is not None else [])
+                      if not port_accepts(a, p)]
             if not closed:
                 return None
             self._kill_process(graceful=False)

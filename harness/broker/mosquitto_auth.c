@@ -13,9 +13,18 @@
  *   order, and logs the same reasons). A DPS registration signs in under the same client id as
  *   its device may: the user name "{id scope}/registrations/{registration id}/api-version=..."
  *   says it is the registration, whose token is for "{id scope}/registrations/{registration id}"
- *   and may carry "skn=registration". Anything else is refused before mosquitto looks for a
+ *   and may carry "skn=registration". A device or registration with a thumbprint instead (X.509,
+ *   IoT Hub's self-signed certificate authentication) signs in with a TLS client certificate whose
+ *   SHA-1 or SHA-256 digest is that thumbprint (any issuer: nothing is verified but the digest);
+ *   its password is not used; a registration's certificate must also name the registration id as
+ *   its common name, as DPS identifies X.509 enrollments (harness/broker/x509.py: the same rules
+ *   and reasons). mosquitto asks TLS clients for a certificate only when the companion library
+ *   mosquitto_tls_client_cert.c is preloaded (see there). Anything else is refused before mosquitto looks for a
  *   session under that client id, so a refused login never disconnects or takes over anyone's
  *   session.
+ * - Token expiry (MOSQ_EVT_TICK): a client signed in with a SAS token is disconnected when the token
+ *   expires, as IoT Hub does (mosquitto_kick_client_by_clientid); it may sign in again with a fresh
+ *   one.
  * - ACL (MOSQ_EVT_ACL_CHECK): publish (WRITE) only to the identity's publish filters; subscribe
  *   and receive (SUBSCRIBE, READ) only within its subscribe filters. A subscription's own '+' and
  *   '#' are taken literally, so a client cannot widen its reach with wildcards.
@@ -35,7 +44,7 @@
  * File format (UTF-8 text, one "key value" per line, values percent-encoded: '%', spaces,
  * control characters and bytes outside printable ASCII as %XX; '#' starts a comment line):
  *
- *   hil-identities 2              (version 1, which has no "key", is read too)
+ *   hil-identities 3              (versions 1, no "key", and 2, no "thumbprint", are read too)
  *   hub <IoT Hub host name>
  *   scope <DPS ID scope>          (version 2; required before any registration)
  *   identity <client id>          starts an identity; the keys below belong to it
@@ -44,7 +53,8 @@
  *   registration <device id>      a DPS registration (the client id is its registration id) that
  *                                 is assigned this device; it needs a key (version 2)
  *   password <secret>             or, for a device only (version 2):
- *   key <base64 symmetric key>    SAS tokens signed with this key, 16-64 bytes
+ *   key <base64 symmetric key>    SAS tokens signed with this key, 16-64 bytes, or (version 3):
+ *   thumbprint <hex digest>       a client certificate whose SHA-1 (40 hex digits) or SHA-256 (64) digest it is
  *   publish <topic filter>        any number of each
  *   subscribe <topic filter>
  *   end                           the last line: a file without it is incomplete
@@ -63,12 +73,15 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
 
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 
-#define FORMAT_LINE "hil-identities 2"
+#define FORMAT_LINE "hil-identities 3"
+#define FORMAT_LINE_V2 "hil-identities 2"
 #define FORMAT_LINE_V1 "hil-identities 1"
 #define KEY_MIN 16
 #define KEY_MAX 64
@@ -81,6 +94,11 @@
 #define SAS_WRONG_RESOURCE "token for another resource"
 #define SAS_BAD_SIGNATURE "token not signed with this device's key"
 #define SAS_EXPIRED "token expired"
+/* the refusals of a client certificate, in the words of harness/broker/x509.py */
+#define X509_NO_CERTIFICATE "no client certificate"
+#define X509_WRONG_THUMBPRINT "client certificate's thumbprint is not this identity's"
+#define X509_WRONG_COMMON_NAME "client certificate's common name is not the registration id"
+#define SHA1_BYTES 20
 #define DPS_KEY_NAME "registration"
 #define RELAY_FROM "hil/hub/from/"
 #define RELAY_TO "hil/hub/to/"
@@ -95,6 +113,8 @@ struct identity {
 	char *password;
 	unsigned char *key; /* a device signing in with SAS tokens */
 	size_t key_len;
+	unsigned char thumbprint[SHA256_BYTES]; /* an X.509 device: its certificate's digest */
+	size_t thumbprint_len; /* 0, SHA1_BYTES or SHA256_BYTES */
 	char **publish;
 	size_t n_publish;
 	char **subscribe;
@@ -254,13 +274,27 @@ static bool set_key(struct identity *id, const char *value)
 	return true;
 }
 
+/* A thumbprint: 40 or 64 hex digits, as harness.broker.identity_file writes it. */
+static bool set_thumbprint(struct identity *id, const char *value)
+{
+	size_t len = strlen(value);
+	if(id->thumbprint_len || (len != 2 * SHA1_BYTES && len != 2 * SHA256_BYTES)) return false;
+	for(size_t i = 0; i < len; i += 2){
+		int hi = hexval(value[i]), lo = hexval(value[i + 1]);
+		if(hi < 0 || lo < 0) return false;
+		id->thumbprint[i / 2] = (unsigned char)(hi * 16 + lo);
+	}
+	id->thumbprint_len = len / 2;
+	return true;
+}
+
 /* Parse the file's text (modified in place) into t; on failure say why in err. */
 static bool parse(char *text, struct table *t, char *err, size_t errlen)
 {
 	struct identity *id = NULL;
 	int lineno = 0;
 	char *next = text;
-	bool saw_format = false, saw_end = false, v1 = false;
+	bool saw_format = false, saw_end = false, v1 = false, v2 = false;
 
 	while(next != NULL && *next != '\0'){
 		char *line = next;
@@ -270,8 +304,10 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 		lineno++;
 		if(!saw_format){
 			v1 = strcmp(line, FORMAT_LINE_V1) == 0;
-			if(strcmp(line, FORMAT_LINE) != 0 && !v1){
-				snprintf(err, errlen, "line 1 is not '%s' (nor '%s')", FORMAT_LINE, FORMAT_LINE_V1);
+			v2 = strcmp(line, FORMAT_LINE_V2) == 0;
+			if(strcmp(line, FORMAT_LINE) != 0 && !v1 && !v2){
+				snprintf(err, errlen, "line 1 is not '%s' (nor '%s' or '%s')", FORMAT_LINE, FORMAT_LINE_V2,
+						FORMAT_LINE_V1);
 				return false;
 			}
 			saw_format = true;
@@ -329,6 +365,12 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 				snprintf(err, errlen, "line %d: key repeated, not base64 or not %d-%d bytes", lineno, KEY_MIN, KEY_MAX);
 				return false;
 			}
+		}else if(strcmp(key, "thumbprint") == 0 && !v1 && !v2){
+			ok = set_thumbprint(id, value);
+			if(!ok){
+				snprintf(err, errlen, "line %d: thumbprint repeated, or not 40 or 64 hex digits", lineno);
+				return false;
+			}
 		}else if(strcmp(key, "publish") == 0){
 			ok = push(&id->publish, &id->n_publish, value);
 		}else if(strcmp(key, "subscribe") == 0){
@@ -349,11 +391,12 @@ static bool parse(char *text, struct table *t, char *err, size_t errlen)
 	for(size_t i = 0; i < t->n; i++){
 		const struct identity *x = &t->ids[i];
 		int kinds = (x->device_id != NULL) + (x->username != NULL) + (x->registration != NULL);
-		if(kinds != 1 || (x->password == NULL) == (x->key == NULL) || (x->key != NULL && x->username != NULL)
-				|| (x->registration != NULL && (x->key == NULL || t->scope == NULL))){
+		int secrets = (x->password != NULL) + (x->key != NULL) + (x->thumbprint_len != 0);
+		if(kinds != 1 || secrets != 1 || (x->password == NULL && x->username != NULL)
+				|| (x->registration != NULL && (x->password != NULL || t->scope == NULL))){
 			snprintf(err, errlen, "identity '%s' needs exactly one of device, username or registration, and "
-					"exactly one of password or key (a key for a device or registration only; a registration "
-					"needs a key and a scope)", x->client_id);
+					"exactly one of password, key or thumbprint (a key or thumbprint for a device or registration "
+					"only; a registration needs one of them and a scope)", x->client_id);
 			return false;
 		}
 		for(size_t j = 0; j < i; j++){
@@ -466,10 +509,10 @@ static bool allowed(char *const *filters, size_t n, const char *topic)
 }
 
 /* A SAS token for `resource` under `key`, carrying no skn or skn=`key_name` (when not NULL): NULL
- * when it is good, else why not (the order of harness.broker.sas.verify_token: form, resource,
- * signature, expiry). */
+ * when it is good (and its expiry in *expiry), else why not (the order of
+ * harness.broker.sas.verify_token: form, resource, signature, expiry). */
 static const char *sas_refusal(const char *token, const unsigned char *key, size_t key_len, const char *resource,
-		const char *key_name)
+		const char *key_name, long long *expiry)
 {
 	size_t plen = strlen(SAS_PREFIX), len = strlen(token);
 	if(len > SAS_MAX || strncmp(token, SAS_PREFIX, plen) != 0) return SAS_MALFORMED;
@@ -528,7 +571,8 @@ static const char *sas_refusal(const char *token, const unsigned char *key, size
 			free(signed_text);
 		}
 	}
-	if(!why && strtoll(se, NULL, 10) <= (long long)time(NULL)) why = SAS_EXPIRED;
+	if(!why) *expiry = strtoll(se, NULL, 10);
+	if(!why && *expiry <= (long long)time(NULL)) why = SAS_EXPIRED;
 	free(fields);
 	return why;
 }
@@ -555,20 +599,133 @@ static int refuse(const char *client_id, const char *username, const char *why)
 	return MOSQ_ERR_AUTH;
 }
 
+/* NULL when the client's TLS certificate has the identity's thumbprint (and, for a DPS registration,
+ * names the registration id as its common name: the last CN, as UTF-8); else why not. */
+static const char *certificate_refusal(struct mosquitto *client, const struct identity *id)
+{
+	X509 *cert = mosquitto_client_certificate(client);
+	if(cert == NULL) return X509_NO_CERTIFICATE;
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int md_len = 0;
+	const char *why = NULL;
+	if(X509_digest(cert, id->thumbprint_len == SHA1_BYTES ? EVP_sha1() : EVP_sha256(), md, &md_len) != 1
+			|| md_len != id->thumbprint_len || CRYPTO_memcmp(md, id->thumbprint, md_len) != 0){
+		why = X509_WRONG_THUMBPRINT;
+	}
+	if(why == NULL && id->registration != NULL){
+		X509_NAME *subject = X509_get_subject_name(cert);
+		int last = -1;
+		for(int i = -1; (i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) >= 0;) last = i;
+		unsigned char *cn = NULL;
+		int cn_len = last < 0 ? -1
+			: ASN1_STRING_to_UTF8(&cn, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, last)));
+		if(cn_len < 0 || (size_t)cn_len != strlen(id->client_id) || memcmp(cn, id->client_id, (size_t)cn_len) != 0){
+			why = X509_WRONG_COMMON_NAME;
+		}
+		OPENSSL_free(cn);
+	}
+	X509_free(cert);
+	return why;
+}
+
 /* A DPS registration: a token for "{scope}/registrations/{registration id}" (skn=registration
- * allowed) and the user name "{that resource}/api-version=...". */
-static int dps_sign_in(const struct identity *id, const char *username, const char *password)
+ * allowed; an X.509 registration's certificate was checked instead) and the user name
+ * "{that resource}/api-version=...". */
+static int dps_sign_in(const struct identity *id, const char *username, const char *password, long long *expiry)
 {
 	char *resource = malloc(strlen(current.scope) + strlen(id->client_id) + 16);
 	if(resource == NULL) return refuse(id->client_id, username, "out of memory");
 	sprintf(resource, "%s/registrations/%s", current.scope, id->client_id);
-	const char *why = sas_refusal(password, id->key, id->key_len, resource, DPS_KEY_NAME);
+	const char *why = id->key ? sas_refusal(password, id->key, id->key_len, resource, DPS_KEY_NAME, expiry) : NULL;
 	size_t rl = strlen(resource);
 	if(why == NULL && (strncmp(username, resource, rl) != 0 || strncmp(username + rl, "/api-version=", 13) != 0)){
 		why = "the user name is not this identity's";
 	}
 	free(resource);
 	return why == NULL ? MOSQ_ERR_SUCCESS : refuse(id->client_id, username, why);
+}
+
+/* A device or service identity: its token (the expiry in *expiry), password or certificate (checked
+ * before), and its user name. */
+static int hub_sign_in(const struct identity *id, const char *username, const char *password, long long *expiry)
+{
+	if(id->key != NULL){
+		char *resource = malloc(strlen(current.hub) + strlen(id->device_id) + 10);
+		if(resource == NULL) return refuse(id->client_id, username, "out of memory");
+		sprintf(resource, "%s/devices/%s", current.hub, id->device_id);
+		const char *why = sas_refusal(password, id->key, id->key_len, resource, NULL, expiry);
+		free(resource);
+		if(why != NULL) return refuse(id->client_id, username, why);
+	}else if(id->password != NULL && !same_secret(id->password, password)){
+		return refuse(id->client_id, username, "wrong password");
+	}
+	bool user_ok = id->device_id
+		? device_username_ok(username, current.hub, id->device_id)
+		: strcmp(id->username, username) == 0;
+	if(!user_ok) return refuse(id->client_id, username, "the user name is not this identity's");
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* ---- token expiry ---------------------------------------------------------------------------- */
+
+/* IoT Hub ends a connection signed in with a SAS token when the token expires. The client ids
+ * signed in with a token and when it expires; the tick callback kicks them then. An entry is
+ * replaced by its client id's next sign-in (a fresh token, or none: removed), never removed when a
+ * client disconnects: a client taken over by a new connection of its own client id disconnects
+ * after the new one signed in. Kicking a client id no one uses is harmless. */
+struct expiring {
+	char *client_id;
+	long long expiry;
+};
+static struct expiring *expiring;
+static size_t n_expiring;
+
+static void expiring_remove(size_t i)
+{
+	free(expiring[i].client_id);
+	expiring[i] = expiring[--n_expiring];
+}
+
+static void expiring_set(const char *client_id, long long expiry)
+{
+	for(size_t i = 0; i < n_expiring; i++){
+		if(strcmp(expiring[i].client_id, client_id) == 0){
+			expiring_remove(i);
+			break;
+		}
+	}
+	if(expiry == 0) return;
+	struct expiring *grown = realloc(expiring, (n_expiring + 1) * sizeof(*expiring));
+	char *copy = strdup(client_id);
+	if(grown == NULL || copy == NULL){
+		if(grown != NULL) expiring = grown;
+		free(copy);
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "out of memory: client '%s' is not disconnected when its "
+				"token expires", client_id);
+		return;
+	}
+	expiring = grown;
+	expiring[n_expiring++] = (struct expiring){copy, expiry};
+}
+
+static int on_tick(int event, void *event_data, void *userdata)
+{
+	(void)event;
+	(void)event_data;
+	(void)userdata;
+	long long now = (long long)time(NULL);
+	for(size_t i = 0; i < n_expiring;){
+		if(expiring[i].expiry > now){
+			i++;
+			continue;
+		}
+		char shown_id[201];
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "client '%s' disconnected: its token expired",
+				shown(expiring[i].client_id, shown_id, sizeof(shown_id)));
+		mosquitto_kick_client_by_clientid(expiring[i].client_id, false);
+		expiring_remove(i);
+	}
+	return MOSQ_ERR_SUCCESS;
 }
 
 static int on_basic_auth(int event, void *event_data, void *userdata)
@@ -582,23 +739,18 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	bool dps = dps_username(&current, ed->username);
 	const struct identity *id = find(&current, client_id, dps);
 	if(id == NULL) return refuse(client_id, ed->username, "no identity has this client id");
-	if(ed->username == NULL || ed->password == NULL) return refuse(client_id, ed->username, "no user name or password");
-	if(dps) return dps_sign_in(id, ed->username, ed->password);
-	if(id->key != NULL){
-		char *resource = malloc(strlen(current.hub) + strlen(id->device_id) + 10);
-		if(resource == NULL) return refuse(client_id, ed->username, "out of memory");
-		sprintf(resource, "%s/devices/%s", current.hub, id->device_id);
-		const char *why = sas_refusal(ed->password, id->key, id->key_len, resource, NULL);
-		free(resource);
-		if(why != NULL) return refuse(client_id, ed->username, why);
-	}else if(!same_secret(id->password, ed->password)){
-		return refuse(client_id, ed->username, "wrong password");
+	if(ed->username == NULL || (ed->password == NULL && !id->thumbprint_len)){
+		return refuse(client_id, ed->username, "no user name or password");
 	}
-	bool user_ok = id->device_id
-		? device_username_ok(ed->username, current.hub, id->device_id)
-		: strcmp(id->username, ed->username) == 0;
-	if(!user_ok) return refuse(client_id, ed->username, "the user name is not this identity's");
-	return MOSQ_ERR_SUCCESS;
+	if(id->thumbprint_len){
+		const char *why = certificate_refusal(ed->client, id);
+		if(why != NULL) return refuse(client_id, ed->username, why);
+	}
+	long long expiry = 0;
+	int rc = dps ? dps_sign_in(id, ed->username, ed->password, &expiry)
+		: hub_sign_in(id, ed->username, ed->password, &expiry);
+	if(rc == MOSQ_ERR_SUCCESS) expiring_set(client_id, expiry);
+	return rc;
 }
 
 static int on_acl_check(int event, void *event_data, void *userdata)
@@ -691,7 +843,8 @@ int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata, st
 	if(!reload()) return MOSQ_ERR_INVAL;
 	if(mosquitto_callback_register(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL, NULL) != MOSQ_ERR_SUCCESS
 			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL, NULL) != MOSQ_ERR_SUCCESS
-			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL, NULL) != MOSQ_ERR_SUCCESS){
+			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL, NULL) != MOSQ_ERR_SUCCESS
+			|| mosquitto_callback_register(plugin_id, MOSQ_EVT_TICK, on_tick, NULL, NULL) != MOSQ_ERR_SUCCESS){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot register callbacks");
 		return MOSQ_ERR_UNKNOWN;
 	}
@@ -707,6 +860,10 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL);
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_ACL_CHECK, on_acl_check, NULL);
 	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_MESSAGE, on_message, NULL);
+	mosquitto_callback_unregister(plugin_id, MOSQ_EVT_TICK, on_tick, NULL);
+	while(n_expiring) expiring_remove(n_expiring - 1);
+	free(expiring);
+	expiring = NULL;
 	free_table(&current);
 	free(identities_path);
 	identities_path = NULL;

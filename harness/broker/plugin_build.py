@@ -1,4 +1,6 @@
-"""Build the harness's mosquitto plugin (``mosquitto_auth.c``, shipped in this package) on first use.
+"""Build the harness's mosquitto plugin (``mosquitto_auth.c``, shipped in this package) on first use,
+and its companion preloaded for TLS listeners (``mosquitto_tls_client_cert.c``: every TLS client is
+asked for a certificate, any is taken, the plugin judges it).
 
 The shared object is cached under ``<cache>/mosquitto-plugin/<key>/`` where the key hashes the
 source, the mosquitto headers it was built against and the compiler flags, so a changed source or
@@ -24,7 +26,10 @@ PLUGIN_NAME = "hil_auth.so"
 CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-std=c11", "-D_POSIX_C_SOURCE=200809L")
 HEADERS = {"mosquitto.h": "libmosquitto-dev", "mosquitto_broker.h": "mosquitto-dev",
            "mosquitto_plugin.h": "mosquitto-dev", "openssl/hmac.h": "libssl-dev"}
-LIBS = ("-lcrypto",)  # OpenSSL's HMAC-SHA256 for SAS tokens
+LIBS = ("-lcrypto",)  # OpenSSL's HMAC-SHA256 for SAS tokens, digests of client certificates
+TLS_SHIM_SOURCE = Path(__file__).with_name("mosquitto_tls_client_cert.c")
+TLS_SHIM_NAME = "hil_tls_client_cert.so"
+TLS_SHIM_LIBS = ("-lssl", "-ldl")
 BUILD_TIMEOUT = 120.0
 _MISSING_HEADER = re.compile(r"fatal error: (\S+?\.h): No such file")
 _built: dict[Path, Path] = {}
@@ -50,17 +55,26 @@ def _header_text(cc: str) -> bytes:
     return out + cc.encode()
 
 
-def build_key(source: Path = SOURCE, cc: str = "gcc") -> str:
+def build_key(source: Path = SOURCE, cc: str = "gcc", libs: tuple[str, ...] = LIBS) -> str:
     h = hashlib.sha256(source.read_bytes())
     h.update(_header_text(cc))
-    h.update(" ".join(CFLAGS + LIBS).encode())
+    h.update(" ".join(CFLAGS + libs).encode())
     return h.hexdigest()[:20]
 
 
 def plugin_path(*, cc: str = "gcc", source: Path = SOURCE, cache: Path | None = None) -> Path:
     """The built plugin, building it first if this source (and these headers) were never built here."""
-    folder = (cache or cache_dir()) / "mosquitto-plugin" / build_key(source, cc)
-    target = folder / PLUGIN_NAME
+    return _library(source, PLUGIN_NAME, LIBS, cc, cache)
+
+
+def tls_shim_path(*, cc: str = "gcc", cache: Path | None = None) -> Path:
+    """The built TLS companion library (see ``mosquitto_tls_client_cert.c``), built like the plugin."""
+    return _library(TLS_SHIM_SOURCE, TLS_SHIM_NAME, TLS_SHIM_LIBS, cc, cache)
+
+
+def _library(source: Path, name: str, libs: tuple[str, ...], cc: str, cache: Path | None) -> Path:
+    folder = (cache or cache_dir()) / "mosquitto-plugin" / build_key(source, cc, libs)
+    target = folder / name
     with _lock:
         if _built.get(folder) == target or target.is_file():
             _built[folder] = target
@@ -70,7 +84,7 @@ def plugin_path(*, cc: str = "gcc", source: Path = SOURCE, cache: Path | None = 
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            _compile(cc, source, tmp)
+            _compile(cc, source, tmp, libs)
             tmp.chmod(0o755)
             tmp.replace(target)
         finally:
@@ -79,9 +93,9 @@ def plugin_path(*, cc: str = "gcc", source: Path = SOURCE, cache: Path | None = 
         return target
 
 
-def _compile(cc: str, source: Path, out: Path) -> None:
+def _compile(cc: str, source: Path, out: Path, libs: tuple[str, ...] = LIBS) -> None:
     try:
-        done = subprocess.run([cc, *CFLAGS, "-o", str(out), str(source), *LIBS], capture_output=True, text=True,
+        done = subprocess.run([cc, *CFLAGS, "-o", str(out), str(source), *libs], capture_output=True, text=True,
                               timeout=BUILD_TIMEOUT)
     except FileNotFoundError:
         raise InfrastructureError(

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from harness.broker import BROKER_KINDS, Broker, BrokerOptions, default_kind, open_broker
 from harness.broker.credentials import DEFAULT_HUB, DEFAULT_ID_SCOPE, validate_hub
+from harness.broker.ports import IOT_HUB_TLS_PORT
 from harness.cli import output_folder
 from harness.cli._signals import StopSignals
 from harness.errors import ConfigError, InfrastructureError, UsageError
@@ -129,6 +130,7 @@ def settings(args: argparse.Namespace) -> Settings:
         raise ConfigError(f"{where}: unknown broker kind {kind!r}",
                           fix=f"use one of: {', '.join(BROKER_KINDS.names())}")
     lab_file = f"{lab.root / 'lab.yaml'}: field broker" if lab is not None else ""
+    lab_bind = not args.bind and lab_broker is not None and lab_broker.bind is not None
     if args.bind:
         bind = check_bind(args.bind)
     elif lab_broker is not None and lab_broker.bind is not None:
@@ -146,7 +148,9 @@ def settings(args: argparse.Namespace) -> Settings:
         id_scope=lab_broker.id_scope if lab_broker is not None else DEFAULT_ID_SCOPE,
         url=args.url or (lab_broker.url if lab_broker is not None else None),
         ca_path=Path(args.ca) if args.ca else None,
-        tls_files=lab_ca(lab).files if tls and lab is not None and kind != "external" else None)
+        tls_files=lab_ca(lab).files if tls and lab is not None and kind != "external" else None,
+        # the lab's boards reach it at broker.bind: stock images there connect to 8883 only
+        tls_ports={bind: IOT_HUB_TLS_PORT} if tls and lab_bind and kind != "external" else {})
     return Settings(kind, options, lab)
 
 
@@ -201,8 +205,9 @@ def _serve(args: argparse.Namespace, chosen: Settings, run_dir: Path, archive: P
            emit: Callable[[str | None], None], stop: StopSignals) -> int:
     broker = open_broker(chosen.kind, run_dir, chosen.options)
     if chosen.lab is not None and not args.no_lab_devices:
-        for device in chosen.lab.settings.devices:  # the registry: SAS tokens from their keys
-            broker.add_device(device.id, key=device.key, registration_id=device.dps_registration_id)
+        for device in chosen.lab.settings.devices:  # the registry: SAS tokens from their keys, or certificates
+            broker.add_device(device.id, key=device.key, thumbprint=device.thumbprint,
+                              registration_id=device.dps_registration_id)
         for board in chosen.lab.boards.values():
             if chosen.lab.registered(board.identity.device_id) is None:
                 broker.add_device(board.identity.device_id, password=device_secret(board))

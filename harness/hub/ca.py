@@ -40,15 +40,20 @@ def lab_ca(lab: Lab) -> LabPki:
 @dataclass(frozen=True)
 class FirmwareValues:
     """What a build of an Azure IoT image for this lab sets: the names of NetX Duo's Azure IoT samples
-    (``sample_config.h``) with their values, per device of the registry."""
+    (``sample_config.h``) with their values, per device of the registry; ``certificates``: the
+    registry's X.509 devices and their thumbprints (they take no key: the image is built with
+    ``USE_DEVICE_CERTIFICATE`` and the device's certificate and private key)."""
 
     ca_pem: str
     ca_der: bytes
     values: dict[str, str]
     devices: dict[str, dict[str, str]]
+    certificates: dict[str, str]
 
-    def c_source(self) -> str:
-        return c_array(self.ca_der, ROOT_CERT_NAME)
+    def c_source(self, name: str = ROOT_CERT_NAME) -> str:
+        """The CA as a C array called ``name`` (NetX Duo's samples: the default; the getting-started
+        repositories: ``azure_iot_root_cert``) and its size."""
+        return c_array(self.ca_der, name)
 
 
 def firmware_values(lab: Lab, pki: LabPki) -> FirmwareValues:
@@ -59,10 +64,12 @@ def firmware_values(lab: Lab, pki: LabPki) -> FirmwareValues:
         ca_der=cert.public_bytes(serialization.Encoding.DER),
         values={"HOST_NAME": broker.hub, "ENDPOINT": broker.dps, "ID_SCOPE": broker.id_scope},
         devices={d.id: _device_values(d) for d in lab.settings.devices},
+        certificates={d.id: d.x509_thumbprint for d in lab.settings.devices if d.x509_thumbprint is not None},
     )
 
 
 def _device_values(device: RegisteredDevice) -> dict[str, str]:
-    assert device.symmetric_key is not None
-    return {"DEVICE_ID": device.id, "REGISTRATION_ID": device.dps_registration_id,
-            "DEVICE_SYMMETRIC_KEY": device.symmetric_key}
+    values = {"DEVICE_ID": device.id, "REGISTRATION_ID": device.dps_registration_id}
+    if device.symmetric_key is not None:
+        values["DEVICE_SYMMETRIC_KEY"] = device.symmetric_key
+    return values

@@ -4,6 +4,7 @@ a small paho device client, and brokers that are proven gone after each test."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import ssl
 import struct
@@ -190,6 +191,20 @@ def brokers(tmp_path: Path) -> Iterator[Callable[..., Broker]]:
 
 
 TLS_ERRORS = (ssl.SSLError, ConnectionError)
+
+
+def loopback_with_free_8883() -> str:
+    """A loopback address no one here listens on 8883 at (other developers run tests on this machine):
+    where a test's broker takes IoT Hub's fixed TLS port."""
+    for _ in range(50):
+        address = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+        with socket.socket() as s:
+            try:
+                s.bind((address, 8883))
+            except OSError:
+                continue
+            return address
+    raise AssertionError("no loopback address with port 8883 free")
 
 
 def publish_outcome(url: str, creds: DeviceCredentials, topic: str, payload: bytes, *, packet_id: int = 1) -> str:

@@ -175,14 +175,14 @@ def test_a_damaged_identities_file_refuses_connections_and_says_why(brokers: Cal
         "an unknown key": (good.replace("\npassword ", "\npasswort ", 1), "unknown key 'passwort'"),
         "a truncated file": (good[:good.index("\nidentity ") + 1], "incomplete: .* no 'end' line"),
         "a line after the end": (good + "identity x\n", "follows the 'end' line"),
-        "another format": (good.replace("hil-identities 2", "hil-identities 3"), "line 1 is not"),
+        "another format": (good.replace("hil-identities 3", "hil-identities 4"), "line 1 is not"),
         "a bad escape": (good.replace("\npassword ", "\npassword %G", 1), "bad percent-encoding"),
         "a missing file": (None, "cannot open"),
         "a key on a service": (re.sub(r"(\nusername hil-collector\n)password \S+", rf"\1key {'A' * 43}=", good,
-                                      count=1), "a key for a device or registration only"),
+                                      count=1), "a key or thumbprint for a device or registration only"),
         "a registration without a scope": (good.replace("\nscope ", "\n# scope ", 1).replace(
             "\nend\n", f"\nidentity reg-1\nregistration dev-a\nkey {'A' * 43}=\nend\n"),
-            "a registration needs a key and a scope"),
+            "a registration needs one of them and a scope"),
         "a short key": (good.replace("\nend", "\nidentity dev-k\ndevice dev-k\nkey QUFB\nend", 1),
                         "not base64 or not 16-64 bytes"),
     }

@@ -129,9 +129,9 @@ def test_the_plugin_still_reads_version_1_files_which_carry_no_keys(brokers: Cal
     b = brokers("mosquitto", hub=HUB)
     plain = b.add_device("dev-p")
     path = b.identities_path  # type: ignore[attr-defined]
-    v2 = path.read_text()
-    assert v2.startswith("hil-identities 2\n")
-    path.write_text(_as_v1(v2))  # as an older harness wrote it
+    v3 = path.read_text()
+    assert v3.startswith("hil-identities 3\n")
+    path.write_text(_as_v1(v3))  # as an older harness wrote it
     assert raw_connect(b.url, plain.client_id, plain.username, plain.password) == ACCEPTED
     b.add_device("dev-a", key=KEY_A)
     with_key = path.read_text()
@@ -143,5 +143,5 @@ def test_the_plugin_still_reads_version_1_files_which_carry_no_keys(brokers: Cal
 
 
 def _as_v1(text: str) -> str:
-    """A version 2 file in version 1's words (no DPS scope line), keys left in."""
-    return re.sub(r"\nscope [^\n]*", "", text.replace("hil-identities 2\n", "hil-identities 1\n", 1), count=1)
+    """A version 3 file in version 1's words (no DPS scope line), keys left in."""
+    return re.sub(r"\nscope [^\n]*", "", text.replace("hil-identities 3\n", "hil-identities 1\n", 1), count=1)

@@ -13,10 +13,9 @@ import base64
 import contextlib
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from harness.telemetry.codec import encode
 from harness.telemetry.collector import Collector
 from harness.telemetry.model import Event, Heartbeat, ModuleVersion, PayloadType, SecurityMessage
 from harness.telemetry.topic import decode_pairs
+from tests.integration.broker.conftest import loopback_with_free_8883 as _loopback_with_free_8883
 
 KINDS = [pytest.param("mosquitto", marks=pytest.mark.needs("mosquitto")), "embedded"]
 HUB = "sdk-lab.azure-devices.net"
@@ -41,26 +41,16 @@ SCRIPT = Path(__file__).with_name("sdk_device.py")
 TLS_PORT = 8883  # the SDK's, fixed
 
 
-def _loopback_with_free_8883() -> str:
-    """A loopback address no one here listens on 8883 at (other developers run tests on this machine)."""
-    for _ in range(50):
-        address = f"127.{random.randint(64, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
-        with socket.socket() as s:
-            try:
-                s.bind((address, TLS_PORT))
-            except OSError:
-                continue
-            return address
-    raise AssertionError("no loopback address with port 8883 free")
-
-
 class SdkDevice:
     """The SDK device script as a subprocess in its own process group; its JSON lines as events."""
 
     def __init__(self, python: Path, spec: dict[str, Any], folder: Path) -> None:
-        spec_path = folder / "sdk-spec.json"
-        spec_path.write_text(json.dumps(spec))
-        self.log = folder / "sdk-device.log"
+        # files of its own: several devices of one test start at once, each reads its spec when it runs
+        fd, name = tempfile.mkstemp(prefix="sdk-spec-", suffix=".json", dir=folder)
+        with os.fdopen(fd, "w") as f:
+            json.dump(spec, f)
+        spec_path = Path(name)
+        self.log = spec_path.with_name(spec_path.name.replace("sdk-spec-", "sdk-device-")).with_suffix(".log")
         self.events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen([str(python), str(SCRIPT), str(spec_path)], stdin=subprocess.PIPE,

@@ -133,7 +133,7 @@ def test_a_device_takes_a_password_or_a_key_and_keeps_it() -> None:
     from harness.errors import UsageError
 
     table = IdentityTable(hub=HUB)
-    with pytest.raises(UsageError, match="not both"):
+    with pytest.raises(UsageError, match="give one of a password, a key or a thumbprint"):
         table.add_device("dev-a", key=KEY_A, password="x")
     table.add_device("dev-a", key=KEY_A)
     with pytest.raises(UsageError, match="another secret"):

@@ -51,8 +51,11 @@ def test_a_registry_loads_with_its_keys(tmp_path: Path) -> None:
     ([{"id": "gs-01", "symmetric_key": "not base64!"}],
      ["devices[0].symmetric_key", "'not base64!'", "not base64", "primary key"]),
     ([{"id": "gs-01", "symmetric_key": base64.b64encode(b"short").decode()}], ["decodes to 5 bytes"]),
-    ([{"id": "gs-01"}], ["needs symmetric_key"]),
-    ([{"id": "gs-01", "symmetric_key": KEY, "x509_thumbprint": "AB" * 20}], ["X.509", "not offered"]),
+    ([{"id": "gs-01"}], ["needs exactly one of symmetric_key", "x509_thumbprint"]),
+    ([{"id": "gs-01", "symmetric_key": KEY, "x509_thumbprint": "AB" * 20}], ["needs exactly one of symmetric_key"]),
+    ([{"id": "gs-01", "x509_thumbprint": "AB" * 19}], ["devices[0].x509_thumbprint", "'" + "AB" * 19 + "'",
+                                                      "not a SHA-1 (40 hex digits) or SHA-256", "hil lab device-cert"]),
+    ([{"id": "gs-01", "x509_thumbprint": "XY" * 20}], ["devices[0].x509_thumbprint", "not a SHA-1"]),
     ([{"id": "gs-01", "symmetric_key": KEY, "primary_key": KEY}], ["devices[0].primary_key", "unknown key"]),
     ([{"id": "gs/01", "symmetric_key": KEY}], ["devices[0].id", "an IoT Hub device id"]),
     ([{"id": "GS-01", "symmetric_key": KEY}], ["cannot be a DPS registration id", "set registration_id"]),
@@ -74,6 +77,17 @@ def test_a_bad_registry_is_refused_naming_file_field_value_and_fix(tmp_path: Pat
         assert needle in msg, msg
 
 
+def test_an_x509_device_loads_with_its_thumbprint_in_any_spelling(tmp_path: Path) -> None:
+    sha256 = bytes(range(32))
+    lab = load_lab(_lab(tmp_path, {"devices": [
+        {"id": "gs-01", "x509_thumbprint": ":".join(f"{b:02X}" for b in sha256)},  # as openssl prints it
+        {"id": "gs-02", "x509_thumbprint": ("ab" * 20), "registration_id": "reg-02"},
+    ]}))
+    first, second = lab.settings.devices
+    assert (first.thumbprint, first.key) == (sha256, None)
+    assert second.thumbprint == bytes([0xAB] * 20) and second.dps_registration_id == "reg-02"
+
+
 def test_a_registered_board_takes_no_secret_of_its_own(tmp_path: Path) -> None:
     board = {**BOARD, "identity": {"device_id": "gs-01", "credentials": {"source": "env", "variable": "X"}}}
     root = _lab(tmp_path, {"devices": [{"id": "gs-01", "symmetric_key": KEY}]}, board)
@@ -89,7 +103,22 @@ def test_a_session_registers_the_registry_with_its_broker(tmp_path: Path) -> Non
     lab = load_lab(_lab(tmp_path, {"devices": [{"id": "gs-01", "symmetric_key": KEY}]}, BOARD))
     broker = open_broker("embedded", tmp_path / "run", BrokerOptions(hub=lab.settings.broker.hub))
     for device in lab.settings.devices:
-        broker.add_device(device.id, key=device.key)
+        broker.add_device(device.id, key=device.key, thumbprint=device.thumbprint,
+                          registration_id=device.dps_registration_id)
     ident = broker.identities.get("gs-01")
     assert ident is not None and ident.key == bytes(range(32))
     assert ident.credentials.password.startswith(PREFIX)
+
+
+def test_a_session_registers_an_x509_device_with_its_thumbprint(tmp_path: Path) -> None:
+    from harness.broker import BrokerOptions, open_broker
+
+    lab = load_lab(_lab(tmp_path, {"devices": [{"id": "gs-01", "x509_thumbprint": "ab" * 32}]}))
+    broker = open_broker("embedded", tmp_path / "run", BrokerOptions(hub=lab.settings.broker.hub))
+    for device in lab.settings.devices:
+        broker.add_device(device.id, key=device.key, thumbprint=device.thumbprint,
+                          registration_id=device.dps_registration_id)
+    ident, reg = broker.identities.get("gs-01"), broker.identities.registration("gs-01")
+    assert ident is not None and reg is not None
+    assert ident.thumbprint == reg.thumbprint == bytes([0xAB] * 32) and ident.key is None
+    assert ident.credentials.password == ""
