@@ -127,6 +127,9 @@ class IdentityExpectation(StrictModel):
     provisioning_features: tuple[Literal["tls", "sas", "dps"], ...] = Field(
         default=(), description="what of a version 2 block the image acts on: tls (MQTT over TLS), "
                                 "sas (a SAS token from the device key), dps (registration through DPS)")
+    trusted_ca_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None, description="sha256 of the DER of the one CA a TLS image trusts (the lab CA it was "
+                                  "built with: hil lab ca)")
 
 
 class BuildInfo(StrictModel):

@@ -23,7 +23,7 @@ import socket
 import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -269,19 +269,31 @@ class RunSession:
             self.boards[name] = board
             return board
 
-    def provisioning_for(self, board: Board) -> ProvisioningRecord:
+    def provisioning_for(self, board: Board, build: FirmwareBuild | None = None) -> ProvisioningRecord:
+        """The board's record; for a ``build`` that can (TLS, SAS, DPS), a device of the lab's registry
+        registers through DPS and signs in with its key over TLS, by the names the image was built for."""
         place = self.networks[board.config.network.test_network]
         creds = self.credentials_for(board.config)
         assert self.broker is not None
-        return ProvisioningRecord(device_id=board.device_id, broker_host=place.broker_host,
-                                  broker_port=parse_mqtt_url(self.broker.url)[1], user_name=creds.username,
-                                  secret=creds.password, time_server=place.time_server)
+        record = ProvisioningRecord(device_id=board.device_id, broker_host=place.broker_host,
+                                    broker_port=parse_mqtt_url(self.broker.url)[1], user_name=creds.username,
+                                    secret=creds.password, time_server=place.time_server)
+        device = self.lab.registered(board.device_id)
+        features = build.manifest.identity.provisioning_features if build is not None else ()
+        if {"tls", "sas", "dps"} <= set(features) and device is not None and device.symmetric_key \
+                and self.broker.tls_url is not None:
+            names = self.lab.settings.broker
+            record = replace(record, broker_host=names.hub, broker_port=parse_mqtt_url(self.broker.tls_url)[1],
+                             user_name="", secret="", transport="tls", auth="sas",
+                             device_key=device.symmetric_key, dps_host=names.dps, id_scope=names.id_scope,
+                             registration_id=device.dps_registration_id)
+        return record
 
     def bring_up(self, board: Board | str, build: FirmwareBuild, *, to: BoardState = BoardState.ONLINE,
                  force_flash: bool = False) -> Board:
         """Take a board of this session to ``to`` with ``build`` and this run's identity for it."""
         b = self.board(board) if isinstance(board, str) else board
-        b.bring_up(to, build=build, provisioning=self.provisioning_for(b), force_flash=force_flash)
+        b.bring_up(to, build=build, provisioning=self.provisioning_for(b, build), force_flash=force_flash)
         if b.telemetry is not None:
             b.telemetry.restart()
         return b
