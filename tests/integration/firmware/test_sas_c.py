@@ -14,19 +14,15 @@ from hypothesis import strategies as st
 
 from harness.broker import sas
 
-FIRMWARE = Path(__file__).resolve().parents[3] / "fixtures" / "firmware"
+from .conftest import host_tool
 
 pytestmark = [pytest.mark.needs("gcc"), pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
 def sas_token(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    build = tmp_path_factory.mktemp("host")
-    subprocess.run(["make", "-s", "-C", str(FIRMWARE), "host-sas", f"BUILD_DIR={build}"],
-                   check=True, timeout=150, capture_output=True)
-    tool = build / "host" / "sas-token"
-    assert tool.is_file()
-    return tool
+    """The token code on the host (fetches mbedTLS on first use)."""
+    return host_tool(tmp_path_factory, "host-sas", "sas-token", timeout=150)
 
 
 def _c_token(tool: Path, key: str, resource: str, expiry: int, key_name: str | None = None) -> str:
