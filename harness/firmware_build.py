@@ -135,6 +135,9 @@ def resolve_knobs(board: str, knobs: Mapping[str, object], preset: str | None, *
                         "missing), so the build has no PRESET knob", preset)
     for name, value in knobs.items():
         text = _knob_str(name, value)
+        if name not in known and not tls and name in known_knobs(board, tls=True):
+            raise UsageError(f"knob {name} belongs to the TLS build", actual=name,
+                             fix=f"add --tls (hil firmware build-reference --tls --set {name}=...)")
         if name not in known:
             raise UsageError(f"unknown knob {name!r}", expected=", ".join(sorted(known)), actual=name,
                              fix="check the spelling; agent knobs exist only when "

@@ -17,6 +17,7 @@ is stopped on every exit path, in reverse order of starting.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import socket
@@ -27,6 +28,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from harness.board.board import Board, BoardState
 from harness.board.kinds import BoardSite, factory_for, network_mode
@@ -279,15 +282,19 @@ class RunSession:
                                     broker_port=parse_mqtt_url(self.broker.url)[1], user_name=creds.username,
                                     secret=creds.password, time_server=place.time_server)
         device = self.lab.registered(board.device_id)
-        features = build.manifest.identity.provisioning_features if build is not None else ()
-        if {"tls", "sas", "dps"} <= set(features) and device is not None and device.symmetric_key \
-                and self.broker.tls_url is not None:
-            names = self.lab.settings.broker
-            record = replace(record, broker_host=names.hub, broker_port=parse_mqtt_url(self.broker.tls_url)[1],
-                             user_name="", secret="", transport="tls", auth="sas",
-                             device_key=device.symmetric_key, dps_host=names.dps, id_scope=names.id_scope,
-                             registration_id=device.dps_registration_id)
-        return record
+        if build is None or not {"tls", "sas", "dps"} <= set(build.manifest.identity.provisioning_features) \
+                or device is None or not device.symmetric_key or self.broker.tls_url is None:
+            return record
+        trusted = build.manifest.identity.trusted_ca_sha256
+        ours = hashlib.sha256(lab_ca(self.lab).ca_certificate().public_bytes(Encoding.DER)).hexdigest()
+        if trusted is not None and trusted != ours:
+            raise ConfigError(f"build {build.manifest.name} trusts the CA sha256 {trusted}, not this lab's ({ours}): "
+                              "the board would refuse the broker's certificate",
+                              fix="build it again for this lab: hil firmware build-reference --tls --lab LAB")
+        names = self.lab.settings.broker
+        return replace(record, broker_host=names.hub, broker_port=parse_mqtt_url(self.broker.tls_url)[1],
+                       user_name="", secret="", transport="tls", auth="sas", device_key=device.symmetric_key,
+                       dps_host=names.dps, id_scope=names.id_scope, registration_id=device.dps_registration_id)
 
     def bring_up(self, board: Board | str, build: FirmwareBuild, *, to: BoardState = BoardState.ONLINE,
                  force_flash: bool = False) -> Board:

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from harness.board.board import Board
+from harness.errors import ConfigError
 from harness.firmware import FirmwareBuild, load_build
 from harness.firmware_build import build_reference
 from harness.hub.ca import firmware_values, lab_ca
@@ -144,3 +145,15 @@ def test_an_expired_token_is_refused_by_the_broker(tls_lab: TlsLab, session: Run
         board.console.expect(rf"^mqtt: connection refused by {DPS}:\d+, CONNACK return code [45]$", timeout=15)
     assert session.hub is not None
     assert not any(r.client_id == DEVICE for r in session.hub.requests)
+
+
+def test_a_build_for_another_lab_ca_is_refused_before_it_is_provisioned(tls_lab: TlsLab, session: RunSession) -> None:
+    """The manifest says which CA the image trusts: a build made for another lab's CA would refuse
+    this broker's certificate on every connection, so the session says so before anything is written."""
+    identity = tls_lab.build.manifest.identity.model_copy(update={"trusted_ca_sha256": "0" * 64})
+    other = replace(tls_lab.build, manifest=tls_lab.build.manifest.model_copy(update={"identity": identity}))
+    board = session.board("tls-board")
+    with pytest.raises(ConfigError, match=r"trusts the CA sha256 0{64}, not this lab's") as info:
+        session.provisioning_for(board, other)
+    assert "--tls --lab" in (info.value.fix or "")
+    assert session.provisioning_for(board, tls_lab.build).transport == "tls"
