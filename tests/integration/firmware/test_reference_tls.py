@@ -86,6 +86,26 @@ def _twin_document(board: Board) -> dict[str, object]:
 
 def test_the_tls_build_registers_through_dps_gets_its_twin_and_sends_security_messages(
         tls_lab: TlsLab, session: RunSession) -> None:
+    _registers_gets_its_twin_and_sends(tls_lab, session)
+
+
+@pytest.fixture(scope="module")
+def embedded_tls_lab(tmp_path_factory: pytest.TempPathFactory) -> TlsLab:
+    """The same on the embedded broker kind (its own lab, CA and build)."""
+    lab = _lab(tmp_path_factory.mktemp("tls-lab-embedded"), "tls-board", kind="embedded")
+    ca = firmware_values(lab, lab_ca(lab)).ca_der
+    out = build_reference("mps2-an385", {"BUILD_ID": "tls-itest"}, "fast", tmp_path_factory.mktemp("tls-build-e"),
+                          tls_ca=ca)
+    return TlsLab(lab, load_build(out))
+
+
+def test_the_same_on_the_embedded_broker(embedded_tls_lab: TlsLab, tmp_path: Path) -> None:
+    with RunSession(embedded_tls_lab.lab, boards=["tls-board"], run_dir=tmp_path / "run") as session:
+        assert session.broker is not None and session.broker.kind == "embedded"
+        _registers_gets_its_twin_and_sends(embedded_tls_lab, session)
+
+
+def _registers_gets_its_twin_and_sends(tls_lab: TlsLab, session: RunSession) -> None:
     m = tls_lab.build.manifest
     assert m.identity.provisioning_features == ("tls", "sas", "dps")
     assert m.identity.trusted_ca_sha256 is not None and m.build.knobs["TLS"] == "1"
