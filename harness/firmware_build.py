@@ -28,6 +28,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from harness.broker.tls import c_array
 from harness.errors import InfrastructureError, UsageError
 from harness.firmware import (
     Behaviour,
@@ -41,6 +42,7 @@ from harness.firmware import (
     write_manifest,
 )
 from harness.provisioning import PROVISIONING_ADDRESS
+from harness.provisioning import VERSIONS as PROVISIONING_VERSIONS
 
 log = logging.getLogger(__name__)
 
@@ -102,24 +104,29 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     return knobs
 
 
-def known_knobs(board: str = BOARDS[0]) -> dict[str, str]:
+def known_knobs(board: str = BOARDS[0], *, tls: bool = False) -> dict[str, str]:
     """The knob names this tree's Makefile (with the agent's agent.mk, if present) accepts, with
-    their default values."""
-    out = _make([f"BOARD={board}", "print-knobs"], "make print-knobs", timeout=30.0)
+    their default values (with ``tls``, the TLS build's too: ``SAS_LIFETIME_S``)."""
+    out = _make([f"BOARD={board}", *(["TLS=1"] if tls else []), "print-knobs"], "make print-knobs",
+                timeout=30.0)
     values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     return {k: v for k, v in values.items() if k not in _NOT_KNOBS}
 
 
-def resolve_knobs(board: str, knobs: Mapping[str, object], preset: str | None) -> dict[str, str]:
+def resolve_knobs(board: str, knobs: Mapping[str, object], preset: str | None, *,
+                  tls: bool = False) -> dict[str, str]:
     """Preset, then explicit knobs, checked against the knobs the build knows."""
+    if "TLS" in knobs:
+        raise UsageError("knob TLS is chosen with --tls, not --set", actual=f"TLS={knobs['TLS']}",
+                         fix="use hil firmware build-reference --tls (it compiles in the lab CA)")
     if board not in BOARDS:
         raise UsageError(f"unknown board {board!r} for the reference firmware",
                          expected=" or ".join(BOARDS), actual=board, fix="use --board mps2-an385")
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}", expected=", ".join(sorted(PRESETS)),
                          actual=preset, fix="use --preset fast, or set knobs one by one with --set")
-    known = known_knobs(board)
-    chosen: dict[str, str] = {}
+    known = known_knobs(board, tls=tls)
+    chosen: dict[str, str] = {"TLS": "1"} if tls else {}
     if preset is not None:
         if "PRESET" in known:
             chosen["PRESET"] = preset
@@ -128,6 +135,9 @@ def resolve_knobs(board: str, knobs: Mapping[str, object], preset: str | None) -
                         "missing), so the build has no PRESET knob", preset)
     for name, value in knobs.items():
         text = _knob_str(name, value)
+        if name not in known and not tls and name in known_knobs(board, tls=True):
+            raise UsageError(f"knob {name} belongs to the TLS build", actual=name,
+                             fix=f"add --tls (hil firmware build-reference --tls --set {name}=...)")
         if name not in known:
             raise UsageError(f"unknown knob {name!r}", expected=", ".join(sorted(known)), actual=name,
                              fix="check the spelling; agent knobs exist only when "
@@ -161,17 +171,21 @@ def _check_knob_values(board: str, chosen: Mapping[str, str]) -> None:
         raise InfrastructureError(f"make print-knobs failed (exit {proc.returncode})", actual=proc.stderr[-2000:])
 
 
-def build_reference(board: str, knobs: Mapping[str, object], preset: str | None, out: Path) -> Path:
+def build_reference(board: str, knobs: Mapping[str, object], preset: str | None, out: Path, *,
+                    tls_ca: bytes | None = None) -> Path:
     """Build the reference firmware with ``knobs`` (over ``preset``) into ``out``; return ``out``.
 
+    ``tls_ca``: the DER of the lab CA (``hil lab ca``) makes the TLS build (mbedTLS, SAS tokens,
+    DPS, twin), trusting that CA alone; without it the plain build, untouched by the TLS option.
     ``out`` receives ``hil-ref.elf``/``.bin``/``.hex``, ``build.log`` and ``manifest.yaml``.
     Raises UsageError for a bad board, preset or knob, InfrastructureError when make fails.
     """
-    chosen = resolve_knobs(board, knobs, preset)
-    # one build folder per knob set, BUILD_ID aside (a new id per build would grow the cache
-    # without bound; a changed id only recompiles in place, under the lock)
-    digest = hashlib.sha256(repr(sorted((k, v) for k, v in chosen.items()
-                                        if k != "BUILD_ID")).encode()).hexdigest()[:12]
+    chosen = resolve_knobs(board, knobs, preset, tls=tls_ca is not None)
+    ca_sha256 = hashlib.sha256(tls_ca).hexdigest() if tls_ca is not None else None
+    # one build folder per knob set (and CA), BUILD_ID aside (a new id per build would grow the
+    # cache without bound; a changed id only recompiles in place, under the lock)
+    digest = hashlib.sha256(repr(sorted((k, v) for k, v in chosen.items() if k != "BUILD_ID")).encode()
+                            + (ca_sha256 or "").encode()).hexdigest()[:12]
     build_dir = FIRMWARE_DIR / "build" / board / digest
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,6 +193,11 @@ def build_reference(board: str, knobs: Mapping[str, object], preset: str | None,
             *(f"{k}={v}" for k, v in sorted(chosen.items()))]
     (FIRMWARE_DIR / "build").mkdir(exist_ok=True)
     with FileLock(str(FIRMWARE_DIR / "build" / ".make.lock")):
+        if tls_ca is not None:
+            build_dir.mkdir(parents=True, exist_ok=True)
+            ca_source = build_dir / "lab_ca.c"  # the Makefile's TLS_CA default
+            if not ca_source.is_file() or ca_source.read_text() != c_array(tls_ca):
+                ca_source.write_text(c_array(tls_ca))
         stdout = _make(["all", *args], f"building the reference firmware for {board}", out / "build.log")
         effective = dict(line.split("=", 1) for line in
                          _make(["print-knobs", *args], "make print-knobs", timeout=30.0).splitlines()
@@ -188,7 +207,7 @@ def build_reference(board: str, knobs: Mapping[str, object], preset: str | None,
     size = _SIZE_LINE.search(stdout)
     code, ram = (int(size.group(1)), int(size.group(2))) if size else (None, None)
     log.info("built %s for %s: code %s bytes, ram %s bytes", out, board, code, ram)
-    manifest = reference_manifest(out, board, effective, code, ram)
+    manifest = reference_manifest(out, board, effective, code, ram, ca_sha256=ca_sha256)
     write_manifest(out, manifest)
     return out
 
@@ -205,7 +224,7 @@ def _mti(module_version: str) -> str:
 
 
 def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: int | None,
-                       ram: int | None) -> FirmwareManifest:
+                       ram: int | None, *, ca_sha256: str | None = None) -> FirmwareManifest:
     """The manifest for a reference build, from the knob values the build reports.
 
     Agent knobs (listed in fixtures/firmware/agent/agent.mk) default to the module's own
@@ -244,7 +263,10 @@ def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: in
             console_echo="echo {text}",
             os_info=f"Azure RTOS {knobs.get('THREADX_VERSION', '6.3')}",
         ),
-        identity=IdentityExpectation(provisioning=f"block at 0x{PROVISIONING_ADDRESS:08X}"),
+        identity=IdentityExpectation(provisioning=f"block at 0x{PROVISIONING_ADDRESS:08X}",
+                                     provisioning_versions=PROVISIONING_VERSIONS,
+                                     provisioning_features=("tls", "sas", "dps") if knobs.get("TLS") == "1" else (),
+                                     trusted_ca_sha256=ca_sha256),
         build=BuildInfo(build_id=build_id,
                         knobs={k: v for k, v in knobs.items() if k not in ("VERSION", "BUILD_ID", "BOARD")},
                         code_bytes=code, ram_bytes=ram),

@@ -17,16 +17,19 @@ is stopped on every exit path, in reverse order of starting.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import socket
 import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from harness.board.board import Board, BoardState
 from harness.board.kinds import BoardSite, factory_for, network_mode
@@ -274,19 +277,35 @@ class RunSession:
             self.boards[name] = board
             return board
 
-    def provisioning_for(self, board: Board) -> ProvisioningRecord:
+    def provisioning_for(self, board: Board, build: FirmwareBuild | None = None) -> ProvisioningRecord:
+        """The board's record; for a ``build`` that can (TLS, SAS, DPS), a device of the lab's registry
+        registers through DPS and signs in with its key over TLS, by the names the image was built for."""
         place = self.networks[board.config.network.test_network]
         creds = self.credentials_for(board.config)
         assert self.broker is not None
-        return ProvisioningRecord(device_id=board.device_id, broker_host=place.broker_host,
-                                  broker_port=parse_mqtt_url(self.broker.url)[1], user_name=creds.username,
-                                  secret=creds.password, time_server=place.time_server)
+        record = ProvisioningRecord(device_id=board.device_id, broker_host=place.broker_host,
+                                    broker_port=parse_mqtt_url(self.broker.url)[1], user_name=creds.username,
+                                    secret=creds.password, time_server=place.time_server)
+        device = self.lab.registered(board.device_id)
+        if build is None or not {"tls", "sas", "dps"} <= set(build.manifest.identity.provisioning_features) \
+                or device is None or not device.symmetric_key or self.broker.tls_url is None:
+            return record
+        trusted = build.manifest.identity.trusted_ca_sha256
+        ours = hashlib.sha256(lab_ca(self.lab).ca_certificate().public_bytes(Encoding.DER)).hexdigest()
+        if trusted is not None and trusted != ours:
+            raise ConfigError(f"build {build.manifest.name} trusts the CA sha256 {trusted}, not this lab's ({ours}): "
+                              "the board would refuse the broker's certificate",
+                              fix="build it again for this lab: hil firmware build-reference --tls --lab LAB")
+        names = self.lab.settings.broker
+        return replace(record, broker_host=names.hub, broker_port=parse_mqtt_url(self.broker.tls_url)[1],
+                       user_name="", secret="", transport="tls", auth="sas", device_key=device.symmetric_key,
+                       dps_host=names.dps, id_scope=names.id_scope, registration_id=device.dps_registration_id)
 
     def bring_up(self, board: Board | str, build: FirmwareBuild, *, to: BoardState = BoardState.ONLINE,
                  force_flash: bool = False) -> Board:
         """Take a board of this session to ``to`` with ``build`` and this run's identity for it."""
         b = self.board(board) if isinstance(board, str) else board
-        b.bring_up(to, build=build, provisioning=self.provisioning_for(b), force_flash=force_flash)
+        b.bring_up(to, build=build, provisioning=self.provisioning_for(b, build), force_flash=force_flash)
         if b.telemetry is not None:
             b.telemetry.restart()
         return b

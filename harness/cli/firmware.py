@@ -9,6 +9,8 @@ from pathlib import Path
 from harness.cli import each_input, output_folder
 from harness.firmware import load_build
 from harness.firmware_build import BOARDS, PRESETS, build_reference, parse_assignments
+from harness.hub.ca import firmware_values, lab_ca
+from harness.lab import load_lab
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     b.add_argument("--board", default=BOARDS[0], choices=BOARDS, help="emulated machine (default: %(default)s)")
     b.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a make knob; repeatable")
     b.add_argument("--preset", choices=PRESETS, help="a knob preset (fast: short intervals for tests)")
+    b.add_argument("--tls", action="store_true",
+                   help="the TLS build: mbedTLS trusting the lab CA (hil lab ca), SAS tokens, DPS, twin")
     b.add_argument("--out", metavar="DIR", type=output_folder("build folder"),
                    help="build folder (default: firmware-builds/reference-<board>[-preset])")
     b.set_defaults(func=build)
@@ -42,11 +46,18 @@ def verify(args: argparse.Namespace) -> int:
 
 def build(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(
-        "firmware-builds", "-".join(filter(None, ("reference", args.board, args.preset)))
+        "firmware-builds", "-".join(filter(None, ("reference", args.board, args.preset, "tls" if args.tls else None)))
     )
-    folder = build_reference(args.board, parse_assignments(args.set), args.preset, out)
+    tls_ca = None
+    if args.tls:
+        lab = load_lab(args.lab)
+        tls_ca = firmware_values(lab, lab_ca(lab)).ca_der
+    folder = build_reference(args.board, parse_assignments(args.set), args.preset, out, tls_ca=tls_ca)
     built = load_build(folder)
     m = built.manifest
     print(f"{folder}: {m.name} {m.version}, module {m.security_module.version}, image {m.image}")
     print(f"code {m.build.code_bytes} bytes, RAM {m.build.ram_bytes} bytes, sha256 {m.sha256}")
+    if m.identity.trusted_ca_sha256:
+        print(f"TLS: trusts only the lab CA sha256 {m.identity.trusted_ca_sha256} (DER); "
+              f"provisioning block version 2 (tls, sas, dps)")
     return 0

@@ -5,6 +5,7 @@ running."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -237,3 +238,39 @@ def test_a_board_named_twice_is_certified_once(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     data = json.loads((report / "certificate.json").read_text())
     assert [(c["board"], c["clause"]) for c in data["clauses"]] == [("qemu-an385", "1.topic")]
+
+
+def _tls_lab(folder: Path) -> Path:
+    """The shipped board in a lab whose broker serves TLS with the lab CA and knows the board's
+    device (with a key): the TLS build registers through DPS and signs in with SAS tokens."""
+    folder.mkdir(parents=True)
+    shutil.copy(REPO / "boards" / "qemu-an385.yaml", folder)
+    device = yaml.safe_load((folder / "qemu-an385.yaml").read_text())["identity"]["device_id"]
+    (folder / "lab.yaml").write_text(yaml.safe_dump({
+        "name": "tls", "broker": {"kind": "mosquitto", "tls": True},
+        "devices": [{"id": device, "symmetric_key": base64.b64encode(bytes(range(32))).decode()}]}))
+    return folder
+
+
+@pytest.mark.timeout(900)
+def test_the_tls_build_is_certified_with_framing_not_applicable(tmp_path: Path) -> None:
+    """Over TLS the link capture holds no MQTT frames: 1.framing says so; the identity clause judges
+    the hub connections (not the DPS registration under the same client id); the cap is checked."""
+    lab = _tls_lab(tmp_path / "lab")
+    env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
+    built = subprocess.run([sys.executable, "-m", "harness", "firmware", "build-reference", "--tls", "--preset", "fast",
+                            "--lab", str(lab), "--out", str(tmp_path / "tls-build")],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    assert "TLS: trusts only the lab CA sha256" in built.stdout
+    result, report = certify(tmp_path, "--lab", str(lab), "--firmware", str(tmp_path / "tls-build"),
+                             "--clause=1.", "--clause=3.2.cap")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    seen = verdicts(report)
+    assert seen.pop("1.framing") == "not-applicable", seen
+    assert seen and all(v == "passed" for v in seen.values()), seen
+    data = json.loads((report / "certificate.json").read_text())
+    framing = next(c for c in data["clauses"] if c["clause"] == "1.framing")
+    assert "not applicable over TLS" in framing["message"]
+    console = (report / "qemu-an385-console.log").read_text()
+    assert "dps: assigned to hub" in console and "twin: status 200" in console

@@ -23,6 +23,12 @@ class Observation:
         return [(e, t) for e, t in self.events if e.kind == kind]
 
 
+def over_tls(board: Board) -> bool:
+    """The board talks to the hub over TLS (provisioned so): its link capture holds TLS records, in
+    which no MQTT frame (no security PUBLISH, no window end) can be seen."""
+    return board.provisioning is not None and board.provisioning.transport == "tls"
+
+
 def observe(board: Board, low_intervals: int = 2) -> Observation:
     """The board's telemetry since its boot, once it covers ``low_intervals`` + 1 low-priority
     collections (Heartbeat where the build sends it, else SystemInformation): waits as long as the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import pytest
@@ -9,11 +10,13 @@ import pytest
 from harness.board.board import Board
 from harness.firmware import FirmwareManifest
 from harness.report.plugin import ClauseRecord
-from harness.suites.certification.observe import observe
+from harness.suites.certification.observe import observe, over_tls
 from harness.telemetry.topic import UserNameError, parse_topic, parse_username
 from harness.traffic.capture import read_pcap
 
 IFID = "urn:azureiot:Security:SecurityAgent:1"
+#: A DPS registration's user name: the same client id may sign in to DPS before it signs in to the hub
+DPS_USER = re.compile(r"^[^/]+/registrations/[^/]+/api-version=")
 
 
 @pytest.mark.clause("1.topic", "topic and property bag: mti and $.ifid, nothing else")
@@ -40,6 +43,9 @@ def test_qos_1_and_no_retain(hil_board: Board) -> None:
 @pytest.mark.clause("1.framing", "PUBLISH framed as NetX frames it: 0x32 and a 4-byte Remaining Length")
 def test_netx_framing_on_the_wire(hil_board: Board, clause: ClauseRecord) -> None:
     observe(hil_board)
+    if over_tls(hil_board):
+        clause.not_applicable("not applicable over TLS: the link capture holds TLS records, no MQTT frames "
+                              "(the board was provisioned with transport tls)")
     pcap = hil_board.parts.link_capture()
     if pcap is None:
         clause.not_applicable("the board's link is not captured (no capture of its network)")
@@ -81,7 +87,11 @@ def test_identity_and_module(hil_board: Board, manifest: FirmwareManifest, claus
     if connects is None:
         clause.not_applicable("this broker kind does not report the CONNECTs it accepted")
     mine = [c for c in connects if c.client_id == hil_board.device_id]
+    dps = [c for c in mine if DPS_USER.match(c.username)]  # registrations, which go to DPS, not the hub
+    mine = [c for c in mine if c not in dps]
     clause.write("connects.json", [c.__dict__ for c in mine])
+    if dps:
+        clause.write("dps-connects.json", [c.__dict__ for c in dps])
     assert mine, f"no connection with client id {hil_board.device_id!r}"
     for c in mine:
         try:

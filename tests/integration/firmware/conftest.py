@@ -4,6 +4,7 @@ of the test's choosing (a good one, a damaged one, none)."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from harness.firmware_build import build_reference
 from harness.provisioning import PROVISIONING_ADDRESS, SECTOR_SIZE
 from harness.session import RunSession
 
+FIRMWARE = Path(__file__).resolve().parents[3] / "fixtures" / "firmware"
 TEST_VERSION = "9.8.7"
 TEST_BUILD_ID = "itest"
 ERASED_BLOCK = b"\xff" * SECTOR_SIZE
@@ -46,3 +48,13 @@ def boot(session: RunSession, name: str, build: Path | FirmwareBuild, sector: by
         session.boards.pop(name, None)
         board.close()
         assert pid is None or not pid_alive(pid), f"QEMU pid {pid} still running after the board closed"
+
+
+def host_tool(tmp_path_factory: pytest.TempPathFactory, target: str, name: str, timeout: float = 60) -> Path:
+    """A tool of the firmware's built for this host (``make TARGET``: host-tools, host-sas)."""
+    build = tmp_path_factory.mktemp("host")
+    subprocess.run(["make", "-s", "-C", str(FIRMWARE), target, f"BUILD_DIR={build}"],
+                   check=True, timeout=timeout, capture_output=True)
+    tool = build / "host" / name
+    assert tool.is_file()
+    return tool

@@ -8,19 +8,15 @@ from pathlib import Path
 
 import pytest
 
-FIRMWARE = Path(__file__).resolve().parents[3] / "fixtures" / "firmware"
+from .conftest import FIRMWARE, host_tool
+
 VECTORS = FIRMWARE.parent / "vectors" / "provisioning"
 ENTRIES = json.loads((VECTORS / "vectors.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def prov_decode(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    build = tmp_path_factory.mktemp("host")
-    subprocess.run(["make", "-s", "-C", str(FIRMWARE), "host-tools", f"BUILD_DIR={build}"],
-                   check=True, timeout=60, capture_output=True)
-    tool = build / "host" / "prov-decode"
-    assert tool.is_file()
-    return tool
+    return host_tool(tmp_path_factory, "host-tools", "prov-decode")
 
 
 def _run(tool: Path, arg: str) -> dict[str, str]:

@@ -9,7 +9,14 @@ import pytest
 
 from harness.errors import UsageError
 from harness.firmware import load_build, write_manifest
-from harness.firmware_build import IMAGE_STEM, _knob_str, _mti, parse_assignments, reference_manifest
+from harness.firmware_build import (
+    IMAGE_STEM,
+    _knob_str,
+    _mti,
+    parse_assignments,
+    reference_manifest,
+    resolve_knobs,
+)
 
 
 @pytest.mark.parametrize(("name", "value", "text"), [
@@ -81,6 +88,22 @@ def test_manifest_defaults_without_agent_knobs(tmp_path: Path) -> None:
     assert m.behaviour.first_collection_window == (30, 89)
     assert (m.behaviour.intervals_s.high, m.behaviour.intervals_s.low) == (10, 60)
     assert m.behaviour.known_defects == ()
+
+
+def test_the_manifest_says_which_block_versions_and_features_a_build_reads(tmp_path: Path) -> None:
+    plain = reference_manifest(_fake_build(tmp_path), "mps2-an385", {"VERSION": "1.0.0"}, None, None)
+    assert plain.identity.provisioning_versions == (1, 2) and plain.identity.provisioning_features == ()
+    assert plain.identity.trusted_ca_sha256 is None
+    tls = reference_manifest(tmp_path / "ref-fast", "mps2-an385", {"VERSION": "1.0.0", "TLS": "1"}, None, None,
+                             ca_sha256="ab" * 32)
+    assert tls.identity.provisioning_features == ("tls", "sas", "dps")
+    assert tls.identity.trusted_ca_sha256 == "ab" * 32 and tls.build.knobs["TLS"] == "1"
+
+
+def test_the_tls_knob_is_chosen_with_the_option_not_set() -> None:
+    with pytest.raises(UsageError, match="--tls") as info:
+        resolve_knobs("mps2-an385", {"TLS": "1"}, None)
+    assert info.value.fix and "lab CA" in info.value.fix
 
 
 def test_parse_assignments() -> None:
