@@ -255,7 +255,8 @@ def _tls_lab(folder: Path) -> Path:
 @pytest.mark.timeout(900)
 def test_the_tls_build_is_certified_with_framing_not_applicable(tmp_path: Path) -> None:
     """Over TLS the link capture holds no MQTT frames: 1.framing says so; the identity clause judges
-    the hub connections (not the DPS registration under the same client id); the cap is checked."""
+    the hub connections (not the DPS registration under the same client id); the cap's windows are
+    predicted from the capture as in clear, the security PUBLISHes found by their TLS record's size."""
     lab = _tls_lab(tmp_path / "lab")
     env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
     built = subprocess.run([sys.executable, "-m", "harness", "firmware", "build-reference", "--tls", "--preset", "fast",
@@ -274,3 +275,7 @@ def test_the_tls_build_is_certified_with_framing_not_applicable(tmp_path: Path) 
     assert "not applicable over TLS" in framing["message"]
     console = (report / "qemu-an385-console.log").read_text()
     assert "dps: assigned to hub" in console and "twin: status 200" in console
+    # the cap's windows were predicted from the capture: the PUBLISHes found by their TLS record's size
+    cap = next(c for c in data["clauses"] if c["clause"] == "3.2.cap")
+    prediction = next(report.rglob("window-prediction.txt")).read_text()
+    assert cap["verdict"] == "passed" and "windows predicted from" in prediction, prediction
