@@ -109,8 +109,8 @@ def test_a_window_differing_only_at_its_ends_is_judged_by_the_capture_not_failed
 
 def test_publishes_a_second_apart_end_two_windows_and_publishes_in_the_same_tick_one() -> None:
     """PENDING -> ACTIVE: the kept message goes out one second after the hub returns, and the next
-    collection's a second later (a little less on the capture's clock): two windows. Two publishes in one tick (the kept message and a
-    fresh collection due in that second) are one end."""
+    collection's a second later (a little less on the capture's clock): two windows. Two publishes
+    in one tick (the kept message and a fresh collection due in that second) are one end."""
     flow = [inn(IP(src=HOST, dst=BOARD) / UDP(sport=6000, dport=7) / Raw(b"a"), 2.5)]
     windows = reduce_windows(module_datagrams([security_publish(2.0), *flow, security_publish(2.98)], BOARD))
     assert [(w.start, w.end) for w in windows] == [(None, 2.0), (2.0, 2.98), (2.98, None)]
