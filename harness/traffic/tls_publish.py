@@ -28,11 +28,48 @@ CBC_MACS = (20, 32, 48)  # HMAC-SHA1, -SHA256, -SHA384
 CBC_BLOCK = 16
 
 
-def publish_sizes(topic: str, payload_len: int) -> set[int]:
-    """The sizes of an MQTT 3.1.1 PUBLISH at QoS 1 of ``topic`` and ``payload_len`` payload bytes."""
+def framed_sizes(topic: str, payload_len: int) -> tuple[int, int]:
+    """The sizes of an MQTT 3.1.1 PUBLISH at QoS 1 of ``topic`` and ``payload_len`` payload bytes:
+    (Remaining Length in NetX Duo's 4 bytes, in its shortest encoding)."""
     remaining = 2 + len(topic.encode()) + 2 + payload_len
     shortest = 1 if remaining < 128 else 2 if remaining < 16384 else 3 if remaining < 2097152 else 4
-    return {1 + n + remaining for n in {shortest, 4}}
+    return 1 + 4 + remaining, 1 + shortest + remaining
+
+
+def publish_sizes(topic: str, payload_len: int) -> set[int]:
+    """The sizes a PUBLISH of ``topic`` and ``payload_len`` payload bytes can take."""
+    return set(framed_sizes(topic, payload_len))
+
+
+@dataclass(frozen=True)
+class SealedFraming:
+    """How the security PUBLISHes sealed in a connection's TLS records were framed, told by size."""
+
+    protection: str  # the AEAD overhead that explains the most records, e.g. "aead+24"
+    netx: int  # records holding a PUBLISH with NetX Duo's 4-byte Remaining Length
+    shortest: int  # records holding one with the shortest Remaining Length (another MQTT client)
+
+
+def sealed_framing(records: Iterable[int], messages: Iterable[tuple[str, int]]) -> SealedFraming | None:
+    """From the lengths of the board's outbound TLS application-data records and the (topic, payload
+    length) of the security messages received: how their PUBLISHes were framed. The two framings
+    differ by 2 bytes, which only an AEAD suite (a fixed overhead) keeps visible; None when no
+    record has a PUBLISH's size under any (a CBC suite's padding, or a stack that splits a PUBLISH
+    over records)."""
+    lengths = list(records)
+    netx, shortest = set(), set()
+    for topic, n in messages:
+        a, b = framed_sizes(topic, n)
+        netx.add(a)
+        if b != a:
+            shortest.add(b)
+    best: SealedFraming | None = None
+    for extra in AEAD_OVERHEADS:
+        found = SealedFraming(f"aead+{extra}", sum(n - extra in netx for n in lengths),  # a size both ways
+                              sum(n - extra in shortest and n - extra not in netx for n in lengths))  # is NetX's
+        if found.netx + found.shortest and (best is None or found.netx + found.shortest > best.netx + best.shortest):
+            best = found
+    return best
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +12,10 @@ from harness.board.board import Board
 from harness.firmware import FirmwareManifest
 from harness.report.plugin import ClauseRecord
 from harness.suites.certification.observe import observe, over_tls
+from harness.telemetry.streams import Received
 from harness.telemetry.topic import UserNameError, parse_topic, parse_username
 from harness.traffic.capture import read_pcap
+from harness.traffic.tls_publish import sealed_framing
 
 IFID = "urn:azureiot:Security:SecurityAgent:1"
 #: A DPS registration's user name: the same client id may sign in to DPS before it signs in to the hub
@@ -42,14 +45,14 @@ def test_qos_1_and_no_retain(hil_board: Board) -> None:
 
 @pytest.mark.clause("1.framing", "PUBLISH framed as NetX frames it: 0x32 and a 4-byte Remaining Length")
 def test_netx_framing_on_the_wire(hil_board: Board, clause: ClauseRecord) -> None:
-    observe(hil_board)
-    if over_tls(hil_board):
-        clause.not_applicable("not applicable over TLS: the link capture holds TLS records, no MQTT frames "
-                              "(the board was provisioned with transport tls)")
+    seen = observe(hil_board)
     pcap = hil_board.parts.link_capture()
     if pcap is None:
         clause.not_applicable("the board's link is not captured (no capture of its network)")
     clause.evidence("capture", pcap)
+    if over_tls(hil_board):
+        _sealed_framing(hil_board, seen.messages, pcap, clause)
+        return
     publishes = []
     for _, frame in read_pcap(pcap):
         data = _tcp_payload_from(frame, str(hil_board.address))
@@ -59,6 +62,28 @@ def test_netx_framing_on_the_wire(hil_board: Board, clause: ClauseRecord) -> Non
     for data in publishes:
         assert all(b & 0x80 for b in data[1:4]) and not data[4] & 0x80, (
             f"Remaining Length {data[1:5].hex()} is not NetX's 4-byte form")
+
+
+def _sealed_framing(board: Board, messages: list[Received], pcap: Path, clause: ClauseRecord) -> None:
+    """Over TLS the frames cannot be read, but their size can: NetX's 4-byte Remaining Length makes
+    each PUBLISH 2 bytes longer (or more) than the shortest encoding, and an AEAD suite adds a fixed
+    overhead, so each TLS record holding a security message tells which framing it carries."""
+    records = []
+    for _, frame in read_pcap(pcap):
+        data = _tcp_payload_from(frame, str(board.address))
+        if data is not None and len(data) >= 5 and data[0] == 0x17 and data[1] == 3:
+            records.append(int.from_bytes(data[3:5], "big"))
+    found = sealed_framing(records, [(m.topic, len(m.payload)) for m in messages])
+    if found is None:
+        clause.not_applicable("over TLS, no TLS record of the board has the size of a security message received "
+                              "under an AEAD suite: the framing cannot be told (a CBC suite, or a PUBLISH split "
+                              "over records)")
+    assert found is not None
+    clause.write("framing-over-tls.json", {"records": len(records), "protection": found.protection,
+                                           "netx_framed": found.netx, "shortest_framed": found.shortest})
+    assert not found.shortest, (f"{found.shortest} of the security PUBLISHes sealed in TLS records "
+                                f"({found.protection}) have the shortest Remaining Length, not NetX's 4 bytes "
+                                f"({found.netx} have)")
 
 
 def _tcp_payload_from(frame: bytes, source: str) -> bytes | None:

@@ -9,7 +9,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.packet import Raw
 
 from harness.traffic.capture import module_datagrams
-from harness.traffic.tls_publish import TlsPublishMarks, publish_sizes
+from harness.traffic.tls_publish import TlsPublishMarks, publish_sizes, sealed_framing
 from harness.traffic.windows import reduce_windows
 
 from .test_capture import BOARD, HOST, inn, out
@@ -95,3 +95,21 @@ def test_windows_over_tls_split_where_they_split_over_plain_mqtt() -> None:
     assert split(secure, marks) == split(plain, None) == [(2.5, [6000, 6001]), (4.5, [6002, 6003]),
                                                           (None, [6004, 6005])]
     assert len(split(secure, None)) == 1  # without the received messages' sizes, no window is found
+
+
+def test_the_framing_of_sealed_publishes_is_told_by_their_size() -> None:
+    messages = [(TOPIC, PAYLOAD), (TOPIC, PAYLOAD + 2), (TOPIC, 40)]
+    netx = [len(netx_publish(t, n)) + 24 for t, n in messages]  # AES-GCM
+    found = sealed_framing([33, 28, *netx], messages)  # a PINGREQ and a PUBACK's records besides
+    assert found is not None and (found.protection, found.netx, found.shortest) == ("aead+24", 3, 0)
+    # another MQTT client: the shortest Remaining Length, 2 bytes less (the message 2 bytes longer
+    # in NetX framing has that size too, and counts for NetX: a size both ways is not held against it)
+    shortest = [n - 2 for n in netx]
+    found = sealed_framing(shortest, messages)
+    assert found is not None and found.shortest == 2 and found.netx == 1
+    assert sealed_framing([33, 28], messages) is None  # no record of a message's size
+
+
+def test_a_cbc_connection_keeps_the_framing_hidden() -> None:
+    size = len(netx_publish(TOPIC, PAYLOAD))
+    assert sealed_framing([size + 16 + 32 + (16 - (size + 32) % 16)], [(TOPIC, PAYLOAD)]) is None
