@@ -98,6 +98,7 @@
 #define X509_NO_CERTIFICATE "no client certificate"
 #define X509_WRONG_THUMBPRINT "client certificate's thumbprint is not this identity's"
 #define X509_WRONG_COMMON_NAME "client certificate's common name is not the registration id"
+#define X509_OUT_OF_DATE "client certificate expired or not yet valid"
 #define SHA1_BYTES 20
 #define DPS_KEY_NAME "registration"
 #define RELAY_FROM "hil/hub/from/"
@@ -599,8 +600,10 @@ static int refuse(const char *client_id, const char *username, const char *why)
 	return MOSQ_ERR_AUTH;
 }
 
-/* NULL when the client's TLS certificate has the identity's thumbprint (and, for a DPS registration,
- * names the registration id as its common name: the last CN, as UTF-8); else why not. */
+/* NULL when the client's TLS certificate has the identity's thumbprint, is within its validity
+ * period (nothing else of it is verified: a self-signed device certificate chains to nothing) and,
+ * for a DPS registration, names the registration id as its common name (the last CN, as UTF-8);
+ * else why not, in that order. */
 static const char *certificate_refusal(struct mosquitto *client, const struct identity *id)
 {
 	X509 *cert = mosquitto_client_certificate(client);
@@ -611,6 +614,10 @@ static const char *certificate_refusal(struct mosquitto *client, const struct id
 	if(X509_digest(cert, id->thumbprint_len == SHA1_BYTES ? EVP_sha1() : EVP_sha256(), md, &md_len) != 1
 			|| md_len != id->thumbprint_len || CRYPTO_memcmp(md, id->thumbprint, md_len) != 0){
 		why = X509_WRONG_THUMBPRINT;
+	}
+	if(why == NULL && (X509_cmp_current_time(X509_get0_notBefore(cert)) >= 0
+			|| X509_cmp_current_time(X509_get0_notAfter(cert)) <= 0)){
+		why = X509_OUT_OF_DATE;
 	}
 	if(why == NULL && id->registration != NULL){
 		X509_NAME *subject = X509_get_subject_name(cert);

@@ -2,13 +2,14 @@
 
 A device registered with a thumbprint signs in with a TLS client certificate whose SHA-1 or SHA-256
 thumbprint (the digest of the certificate's DER bytes, as ``openssl x509 -fingerprint`` prints it)
-is the registered one; the certificate need not chain to any CA (IoT Hub's "X.509 self-signed"
-authentication). Its user name is the usual ``{hub}/{device id}/?api-version=…``; a password is not
-used (IoT Hub asks every TLS client for a certificate and then goes by the authentication the device
-is registered with: the certificate for an X.509 device, whatever the password; the SAS token for a
-keyed device, whatever certificate it showed). DPS identifies an X.509 enrollment by the
-certificate's common name, which must be the registration id. The mosquitto plugin
-(``mosquitto_auth.c``) applies the same rules, with the same refusal reasons, in C (OpenSSL's ``X509_digest``).
+is the registered one and which is within its validity period; it need not chain to any CA (IoT
+Hub's "X.509 self-signed" authentication). Its user name is the usual
+``{hub}/{device id}/?api-version=…``; a password is not used (IoT Hub asks every TLS client for a
+certificate and then goes by the authentication the device is registered with: the certificate for
+an X.509 device, whatever the password; the SAS token for a keyed device, whatever certificate it
+showed). DPS identifies an X.509 enrollment by the certificate's common name, which must be the
+registration id. The mosquitto plugin (``mosquitto_auth.c``) applies the same rules, with the same
+refusal reasons, in C (OpenSSL's ``X509_digest``).
 
 :func:`make_device_certificate` makes such a certificate (``hil lab device-cert``).
 """
@@ -29,7 +30,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 NO_CERTIFICATE = "no client certificate"
 WRONG_THUMBPRINT = "client certificate's thumbprint is not this identity's"
 WRONG_COMMON_NAME = "client certificate's common name is not the registration id"
-REFUSALS = (NO_CERTIFICATE, WRONG_THUMBPRINT, WRONG_COMMON_NAME)
+OUT_OF_DATE = "client certificate expired or not yet valid"
+REFUSALS = (NO_CERTIFICATE, WRONG_THUMBPRINT, OUT_OF_DATE, WRONG_COMMON_NAME)
 
 SHA1_BYTES = 20
 SHA256_BYTES = 32
@@ -64,13 +66,19 @@ def common_name(der: bytes) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def check_certificate(der: bytes | None, thumbprint: bytes, registration_id: str | None = None) -> str | None:
-    """None when the client certificate ``der`` proves the identity registered with ``thumbprint`` (and,
-    for a DPS registration, names ``registration_id`` as its common name); else why not."""
+def check_certificate(der: bytes | None, thumbprint: bytes, registration_id: str | None = None, *,
+                      now: _dt.datetime | None = None) -> str | None:
+    """None when the client certificate ``der`` proves the identity registered with ``thumbprint``, is
+    within its validity period at ``now`` (default: this host's clock) and, for a DPS registration,
+    names ``registration_id`` as its common name; else why not (in that order)."""
     if der is None:
         return NO_CERTIFICATE
     if thumbprint_of(der, len(thumbprint)) != thumbprint:
         return WRONG_THUMBPRINT
+    cert = x509.load_der_x509_certificate(der)  # the TLS stack parsed it already: it parses
+    at = now or _dt.datetime.now(_dt.UTC)
+    if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+        return OUT_OF_DATE
     if registration_id is not None and common_name(der) != registration_id:
         return WRONG_COMMON_NAME
     return None

@@ -61,7 +61,8 @@ def _banner(broker: Broker, archive: Path, lab: Lab | None, as_json: bool) -> st
     lines = [f"{ep.kind} broker at {ep.url}" + (f" and {ep.tls_url} (CA {ep.ca_path})" if ep.tls_url else ""),
              f"archive: {archive}", f"endpoint: {broker.endpoint_path}",
              f"lab: {where or 'none (defaults)'}; hub {ep.hub}"]
-    lines += [f"device {d}: client id {v['client_id']}, user name {v['username']}, password {v['password']}"
+    lines += [f"device {d}: client id {v['client_id']}, user name {v['username']}, "
+              f"password {v['password'] or '(none: it signs in with its X.509 certificate)'}"
               for d, v in devices.items()]
     lines.append("waiting for telemetry; Ctrl-C stops")
     return "\n".join(lines)

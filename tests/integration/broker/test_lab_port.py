@@ -7,6 +7,7 @@ address, the port and the process holding it, from the API and from `hil broker`
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.broker import Broker, BrokerOptions, open_broker, parse_mqtt_url
+from harness.broker import Broker, BrokerOptions, open_broker, parse_mqtt_url, x509
 from harness.broker.ports import IOT_HUB_TLS_PORT
 from harness.broker.tls import lab_pki
 from harness.errors import InfrastructureError
@@ -84,3 +85,34 @@ def test_hil_broker_on_a_lab_bind_with_8883_taken_exits_3_naming_the_port(kind: 
     assert done.returncode == 3, (done.stdout, done.stderr)
     assert f"port 8883 on {lab_address} is already taken by " in done.stderr and "Traceback" not in done.stderr, (
         done.stderr)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", KINDS)
+def test_hil_broker_serves_the_lab_registry_on_8883_at_the_lab_bind(kind: str, tmp_path: Path) -> None:
+    """`hil broker` with a lab whose broker.bind stands for a lab network: an X.509 device of the
+    registry signs in on 8883 there with its certificate, trusting the lab CA; Ctrl-C ends it (exit 0)."""
+    lab_address = loopback_with_free_8883()
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    cert = x509.make_device_certificate("gs-x")
+    (tmp_path / "gs-x.crt").write_bytes(cert.cert_pem)
+    (tmp_path / "gs-x.key").write_bytes(cert.key_pem)
+    (lab / "lab.yaml").write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path / "state"), "broker": {"kind": kind, "bind": lab_address, "tls": True,
+                                                     "hub": "lab-x.azure-devices.net"},
+        "devices": [{"id": "gs-x", "x509_thumbprint": cert.sha256}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "--lab", str(lab), "broker"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()  # the first line names the URLs once the broker runs
+        assert f"mqtts://{lab_address}:{IOT_HUB_TLS_PORT}" in banner, (banner, proc.stderr)
+        rc = tls_connect(f"mqtts://{lab_address}:{IOT_HUB_TLS_PORT}", tmp_path / "state" / "lab-ca" / "ca.crt",
+                         (str(tmp_path / "gs-x.crt"), str(tmp_path / "gs-x.key")), "gs-x",
+                         "lab-x.azure-devices.net/gs-x/?api-version=2021-04-12", None)
+        assert rc == ACCEPTED
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err

@@ -6,6 +6,7 @@ with its reason, the same words on both kinds."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import socket
 import ssl
 import time
@@ -30,13 +31,16 @@ NO_USER_OR_PASSWORD = "no user name or password"
 
 
 class Certs:
-    """Device certificates written to files: A (CN x-a), B (CN x-b), D (CN other-name), U (never registered)."""
+    """Device certificates written to files: A (CN x-a), B (CN x-b), D (CN other-name), U (never registered),
+    E (CN x-e, expired yesterday)."""
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.made = {name: x509.make_device_certificate(cn) for name, cn in
                      (("a", "x-a"), ("b", "x-b"), ("d", "other-name"), ("u", "x-a"))}
+        self.made["e"] = x509.make_device_certificate("x-e", days=1, now=_dt.datetime.now(_dt.UTC)
+                                                      - _dt.timedelta(days=2))
         for name, cert in self.made.items():
             (folder / f"{name}.crt").write_bytes(cert.cert_pem)
             (folder / f"{name}.key").write_bytes(cert.key_pem)
@@ -100,6 +104,7 @@ CASES: dict[str, tuple[str | None, str, Callable[[], str], Callable[[], str | No
                                                                   lambda: None, x509.WRONG_COMMON_NAME),
     "hub: the same certificate, which needs no name there": ("d", "x-d", lambda: _user("x-d"), lambda: None,
                                                              None),
+    "its own certificate, expired": ("e", "x-e", lambda: _user("x-e"), lambda: None, x509.OUT_OF_DATE),
 }
 
 
@@ -121,6 +126,7 @@ def test_x509_sign_in(kind: str, case: str, brokers: Callable[..., Broker], cert
     b.add_device("x-a", thumbprint=bytes.fromhex(certs.made["a"].sha1), registration_id="x-a")
     b.add_device("x-b", thumbprint=bytes.fromhex(certs.made["b"].sha256), registration_id="x-b")
     b.add_device("x-d", thumbprint=bytes.fromhex(certs.made["d"].sha256), registration_id="x-d")
+    b.add_device("x-e", thumbprint=bytes.fromhex(certs.made["e"].sha256))
     b.add_device("k-c", key=KEY_K)
     cert, cid, user, password, why = CASES[case]
     assert b.tls_url is not None

@@ -68,13 +68,22 @@ def test_the_plugin_builds_once_per_source(tmp_path: Path) -> None:
 
 
 @pytest.mark.needs("gcc")
-def test_the_plugin_source_compiles_without_warnings(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("source", "libs"), [(plugin_build.SOURCE, plugin_build.LIBS),
+                                              (plugin_build.TLS_SHIM_SOURCE, plugin_build.TLS_SHIM_LIBS)])
+def test_the_plugin_source_compiles_without_warnings(tmp_path: Path, source: Path, libs: tuple[str, ...]) -> None:
     import subprocess
 
     out = tmp_path / "p.so"
-    done = subprocess.run(["gcc", *plugin_build.CFLAGS, "-Werror", "-o", str(out), str(plugin_build.SOURCE),
-                           *plugin_build.LIBS], capture_output=True, text=True)
+    done = subprocess.run(["gcc", *plugin_build.CFLAGS, "-Werror", "-o", str(out), str(source), *libs],
+                          capture_output=True, text=True)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.needs("gcc")
+def test_the_tls_library_is_built_and_cached_apart_from_the_plugin(tmp_path: Path) -> None:
+    shim = plugin_build.tls_shim_path(cache=tmp_path)
+    assert shim.name == plugin_build.TLS_SHIM_NAME and shim.is_file()
+    assert shim.parent != plugin_build.plugin_path(cache=tmp_path).parent
 
 
 def _fake_cc(tmp_path: Path, stderr: str) -> str:

@@ -112,3 +112,14 @@ def test_the_identity_file_carries_the_thumbprint_not_a_password(cert_a: x509.De
     for block in (device, registration):
         assert f"\nthumbprint {cert_a.sha256.lower()}\n" in block
         assert "\npassword" not in block and "\nkey" not in block
+
+
+def test_a_certificate_counts_only_within_its_validity_period(cert_a: x509.DeviceCertificate) -> None:
+    import datetime as dt
+
+    thumb = bytes.fromhex(cert_a.sha256)
+    now = dt.datetime.now(dt.UTC)
+    assert x509.check_certificate(cert_a.cert_der, thumb, now=now) is None
+    assert x509.check_certificate(cert_a.cert_der, thumb, now=now - dt.timedelta(days=1)) == x509.OUT_OF_DATE
+    assert x509.check_certificate(cert_a.cert_der, thumb,
+                                  now=now + dt.timedelta(days=x509.DEVICE_CERT_DAYS + 1)) == x509.OUT_OF_DATE
