@@ -113,6 +113,7 @@ WRONG = {
                                       "3.1.cadence"),
     "heartbeat left out": ({"ASC_FAULT_NO_HEARTBEAT": 1}, {}, ["3.1.cadence"], "3.1.cadence"),
     "bytes counted with the IP header": ({"ASC_FAULT_BYTES_WITH_IP_HEADER": 1}, {}, ["3.2.icmp"], "3.2.icmp"),
+    "PUBLISH with the shortest Remaining Length": ({"MQTT_FAULT_SHORT_RL": 1}, {}, [], "1.framing"),
     "the suspension leak, undeclared": ({"UPSTREAM_SUSPEND_LEAK": 1}, {"behaviour": {"known_defects": []}},
                                         ["3.3.suspended"], "3.3.suspended"),
 }
@@ -141,7 +142,7 @@ def test_a_build_made_wrong_on_purpose_fails_its_clause(case: str, tmp_path: Pat
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     seen = verdicts(report)
     assert seen[failing] == "failed", seen
-    assert all(v == "passed" for c, v in seen.items() if c.startswith("1.")), seen  # transport and identity hold
+    assert all(v == "passed" for c, v in seen.items() if c.startswith("1.") and c != failing), seen  # the rest holds
 
 
 @pytest.mark.timeout(600)
@@ -280,3 +281,20 @@ def test_the_tls_build_is_certified_with_framing_and_windows_told_by_record_size
     cap = next(c for c in data["clauses"] if c["clause"] == "3.2.cap")
     prediction = next(report.rglob("window-prediction.txt")).read_text()
     assert cap["verdict"] == "passed" and "windows predicted from" in prediction, prediction
+
+
+@pytest.mark.timeout(900)
+def test_a_tls_build_framing_its_publishes_with_the_shortest_remaining_length_fails_framing(tmp_path: Path) -> None:
+    """The framing clause can fail over TLS: the size of each record gives the wrong framing away."""
+    lab = _tls_lab(tmp_path / "lab")
+    env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
+    built = subprocess.run([sys.executable, "-m", "harness", "firmware", "build-reference", "--tls", "--preset", "fast",
+                            "--set", "MQTT_FAULT_SHORT_RL=1", "--lab", str(lab), "--out", str(tmp_path / "bad")],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    result, report = certify(tmp_path, "--lab", str(lab), "--firmware", str(tmp_path / "bad"), "--clause=1.")
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    seen = verdicts(report)
+    assert seen.pop("1.framing") == "failed" and all(v == "passed" for v in seen.values()), seen
+    framing = json.loads(next(report.rglob("framing-over-tls.json")).read_text())
+    assert framing["netx_framed"] == 0 and framing["shortest_framed"] >= 3, framing
