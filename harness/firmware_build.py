@@ -1,7 +1,7 @@
 """Build the reference firmware (``fixtures/firmware``) into a firmware build folder.
 
     folder = build_reference("mps2-an385", {"TEST_PUBLISH": 1}, preset="fast",
-                             out=Path("firmware-builds/ref-fast"))
+                             out=Path("firmware-builds/ref-fast"), flavour="lwip")
     # folder/hil-ref.elf, .bin, .hex, build.log and manifest.yaml (harness.firmware.FirmwareManifest)
 
 ``make`` runs out of tree in ``fixtures/firmware/build/<board>/<knob hash>/`` (one folder per knob set
@@ -12,6 +12,11 @@ which also covers the first fetch of lwIP). Knobs are make variables: the platfo
 lists in ``AGENT_KNOBS``; ``make print-knobs`` reports the names and the values a build used, and
 those values, not the caller's wishes, go into the manifest (all of them under ``build.knobs``; the
 ones the manifest's ``behaviour`` has a field for there too).
+
+Two flavours share the board code and the agent: ``lwip`` (``Makefile``: lwIP and our own MQTT
+client) and ``azrtos`` (``azrtos/Makefile``: ThreadX, NetX Duo and the Azure IoT middleware, built
+in ``build/azrtos/<board>/<knob hash>/``); the manifest's ``build.stack`` says which stack the
+image runs.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from harness.firmware import (
     Intervals,
     SecurityModuleInfo,
     ServicesPromise,
+    Stack,
     sha256_file,
     write_manifest,
 )
@@ -56,12 +62,25 @@ PRESETS = ("fast",)
 _KNOB_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _KNOB_VALUE = re.compile(r"[A-Za-z0-9._+:-]*")
 _SIZE_LINE = re.compile(r"size: code (\d+) bytes, ram (\d+) bytes")
-_NOT_KNOBS = {"BOARD", "BUILD_DIR", "LWIP_DIR"}
+_NOT_KNOBS = {"BOARD", "BUILD_DIR", "LWIP_DIR", "AZRTOS_DIR", "AZRTOS_SOURCES", "STACK"}
+
+#: flavour -> (make arguments choosing its Makefile, build folder under build/, the stack it runs)
+FLAVOURS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Stack]] = {
+    "lwip": ((), (), "lwip"),
+    "azrtos": (("-f", "azrtos/Makefile"), ("azrtos",), "netxduo"),
+}
+
+
+def _flavour(flavour: str) -> tuple[tuple[str, ...], tuple[str, ...], Stack]:
+    if flavour not in FLAVOURS:
+        raise UsageError(f"unknown flavour {flavour!r} of the reference firmware",
+                         expected=" or ".join(FLAVOURS), actual=flavour, fix="use --flavour lwip or --flavour azrtos")
+    return FLAVOURS[flavour]
 
 
 def _make(args: list[str], what: str, log_path: Path | None = None,
-          timeout: float = BUILD_TIMEOUT) -> str:
-    argv = ["make", "--no-print-directory", "-C", str(FIRMWARE_DIR), *args]
+          timeout: float = BUILD_TIMEOUT, flavour: str = "lwip") -> str:
+    argv = ["make", "--no-print-directory", "-C", str(FIRMWARE_DIR), *_flavour(flavour)[0], *args]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError:
@@ -76,7 +95,8 @@ def _make(args: list[str], what: str, log_path: Path | None = None,
         raise InfrastructureError(f"{what} failed (make exit {proc.returncode})",
                                   actual=output[-3000:], evidence=log_path,
                                   fix="read the compiler output; arm-none-eabi-gcc, newlib, dpkg-dev "
-                                      "and a Debian deb-src-capable apt mirror are needed")
+                                      "and a Debian deb-src-capable apt mirror are needed (lwip); the "
+                                      "upstream archives in AZRTOS_SOURCES (azrtos)")
     return proc.stdout
 
 
@@ -102,15 +122,16 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     return knobs
 
 
-def known_knobs(board: str = BOARDS[0]) -> dict[str, str]:
+def known_knobs(board: str = BOARDS[0], flavour: str = "lwip") -> dict[str, str]:
     """The knob names this tree's Makefile (with the agent's agent.mk, if present) accepts, with
     their default values."""
-    out = _make([f"BOARD={board}", "print-knobs"], "make print-knobs", timeout=30.0)
+    out = _make([f"BOARD={board}", "print-knobs"], "make print-knobs", timeout=30.0, flavour=flavour)
     values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     return {k: v for k, v in values.items() if k not in _NOT_KNOBS}
 
 
-def resolve_knobs(board: str, knobs: Mapping[str, object], preset: str | None) -> dict[str, str]:
+def resolve_knobs(board: str, knobs: Mapping[str, object], preset: str | None,
+                  flavour: str = "lwip") -> dict[str, str]:
     """Preset, then explicit knobs, checked against the knobs the build knows."""
     if board not in BOARDS:
         raise UsageError(f"unknown board {board!r} for the reference firmware",
@@ -118,7 +139,7 @@ def resolve_knobs(board: str, knobs: Mapping[str, object], preset: str | None) -
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}", expected=", ".join(sorted(PRESETS)),
                          actual=preset, fix="use --preset fast, or set knobs one by one with --set")
-    known = known_knobs(board)
+    known = known_knobs(board, flavour)
     chosen: dict[str, str] = {}
     if preset is not None:
         if "PRESET" in known:
@@ -134,17 +155,18 @@ def resolve_knobs(board: str, knobs: Mapping[str, object], preset: str | None) -
                                  "fixtures/firmware/agent/agent.mk lists them in AGENT_KNOBS")
         chosen[name] = text
     chosen.setdefault("BUILD_ID", _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ"))
-    _check_knob_values(board, chosen)
+    _check_knob_values(board, chosen, flavour)
     return chosen
 
 
 _MAKE_ERROR = re.compile(r"^\S+:\d+: \*\*\* (?P<why>.+?)\.  Stop\.$", re.MULTILINE)
 
 
-def _check_knob_values(board: str, chosen: Mapping[str, str]) -> None:
+def _check_knob_values(board: str, chosen: Mapping[str, str], flavour: str = "lwip") -> None:
     """The Makefile and agent.mk refuse values they cannot take (``make print-knobs`` stops with
     ``*** NAME=VALUE must be ...``): a usage error naming the knob, before anything is built."""
-    argv = ["make", "--no-print-directory", "-C", str(FIRMWARE_DIR), f"BOARD={board}", "print-knobs",
+    argv = ["make", "--no-print-directory", "-C", str(FIRMWARE_DIR), *_flavour(flavour)[0], f"BOARD={board}",
+            "print-knobs",
             *(f"{k}={v}" for k, v in sorted(chosen.items()))]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=30.0, check=False)
@@ -161,34 +183,39 @@ def _check_knob_values(board: str, chosen: Mapping[str, str]) -> None:
         raise InfrastructureError(f"make print-knobs failed (exit {proc.returncode})", actual=proc.stderr[-2000:])
 
 
-def build_reference(board: str, knobs: Mapping[str, object], preset: str | None, out: Path) -> Path:
-    """Build the reference firmware with ``knobs`` (over ``preset``) into ``out``; return ``out``.
+def build_reference(board: str, knobs: Mapping[str, object], preset: str | None, out: Path,
+                    flavour: str = "lwip") -> Path:
+    """Build the reference firmware's ``flavour`` with ``knobs`` (over ``preset``) into ``out``;
+    return ``out``.
 
     ``out`` receives ``hil-ref.elf``/``.bin``/``.hex``, ``build.log`` and ``manifest.yaml``.
     Raises UsageError for a bad board, preset or knob, InfrastructureError when make fails.
     """
-    chosen = resolve_knobs(board, knobs, preset)
+    _, subdir, stack = _flavour(flavour)
+    chosen = resolve_knobs(board, knobs, preset, flavour)
     # one build folder per knob set, BUILD_ID aside (a new id per build would grow the cache
     # without bound; a changed id only recompiles in place, under the lock)
     digest = hashlib.sha256(repr(sorted((k, v) for k, v in chosen.items()
                                         if k != "BUILD_ID")).encode()).hexdigest()[:12]
-    build_dir = FIRMWARE_DIR / "build" / board / digest
+    build_dir = FIRMWARE_DIR.joinpath("build", *subdir, board, digest)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     args = [f"BOARD={board}", f"BUILD_DIR={build_dir}", f"-j{max(1, os.cpu_count() or 1)}",
             *(f"{k}={v}" for k, v in sorted(chosen.items()))]
     (FIRMWARE_DIR / "build").mkdir(exist_ok=True)
     with FileLock(str(FIRMWARE_DIR / "build" / ".make.lock")):
-        stdout = _make(["all", *args], f"building the reference firmware for {board}", out / "build.log")
+        stdout = _make(["all", *args], f"building the reference firmware ({flavour}) for {board}",
+                       out / "build.log", flavour=flavour)
         effective = dict(line.split("=", 1) for line in
-                         _make(["print-knobs", *args], "make print-knobs", timeout=30.0).splitlines()
+                         _make(["print-knobs", *args], "make print-knobs", timeout=30.0,
+                               flavour=flavour).splitlines()
                          if "=" in line)
         for suffix in ("elf", "bin", "hex"):
             shutil.copyfile(build_dir / f"{IMAGE_STEM}.{suffix}", out / f"{IMAGE_STEM}.{suffix}")
     size = _SIZE_LINE.search(stdout)
     code, ram = (int(size.group(1)), int(size.group(2))) if size else (None, None)
     log.info("built %s for %s: code %s bytes, ram %s bytes", out, board, code, ram)
-    manifest = reference_manifest(out, board, effective, code, ram)
+    manifest = reference_manifest(out, board, effective, code, ram, stack)
     write_manifest(out, manifest)
     return out
 
@@ -205,7 +232,7 @@ def _mti(module_version: str) -> str:
 
 
 def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: int | None,
-                       ram: int | None) -> FirmwareManifest:
+                       ram: int | None, stack: Stack = "lwip") -> FirmwareManifest:
     """The manifest for a reference build, from the knob values the build reports.
 
     Agent knobs (listed in fixtures/firmware/agent/agent.mk) default to the module's own
@@ -239,13 +266,15 @@ def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: in
                                   low=_int(knobs, "ASC_LOW_INTERVAL_S", 60)),
             flow_cap=_int(knobs, "ASC_FLOW_CAP", 64),
             pending_time_s=_int(knobs, "ASC_PENDING_TIME_S", 300),
-            services=ServicesPromise(tcp_echo=echo_port, udp_echo=echo_port, icmp=True),
+            # the NetX Duo image answers pings only (no echo services yet)
+            services=(ServicesPromise(tcp_echo=echo_port, udp_echo=echo_port, icmp=True) if stack == "lwip"
+                      else ServicesPromise(icmp=True)),
             known_defects=defects,
             console_echo="echo {text}",
             os_info=f"Azure RTOS {knobs.get('THREADX_VERSION', '6.3')}",
         ),
         identity=IdentityExpectation(provisioning=f"block at 0x{PROVISIONING_ADDRESS:08X}"),
-        build=BuildInfo(build_id=build_id,
-                        knobs={k: v for k, v in knobs.items() if k not in ("VERSION", "BUILD_ID", "BOARD")},
+        build=BuildInfo(build_id=build_id, stack=stack,
+                        knobs={k: v for k, v in knobs.items() if k not in ("VERSION", "BUILD_ID", "BOARD", "STACK")},
                         code_bytes=code, ram_bytes=ram),
     )

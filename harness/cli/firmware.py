@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.cli import each_input, output_folder
 from harness.firmware import load_build
-from harness.firmware_build import BOARDS, PRESETS, build_reference, parse_assignments
+from harness.firmware_build import BOARDS, FLAVOURS, PRESETS, build_reference, parse_assignments
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     b = fw.add_parser("build-reference", help="build the reference firmware (ELF, BIN, HEX) and its manifest")
     b.add_argument("--board", default=BOARDS[0], choices=BOARDS, help="emulated machine (default: %(default)s)")
     b.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a make knob; repeatable")
+    b.add_argument("--flavour", default="lwip", choices=tuple(FLAVOURS),
+                   help="lwip (our MQTT client) or azrtos (ThreadX, NetX Duo, Azure IoT middleware); "
+                        "default: %(default)s")
     b.add_argument("--preset", choices=PRESETS, help="a knob preset (fast: short intervals for tests)")
     b.add_argument("--out", metavar="DIR", type=output_folder("build folder"),
                    help="build folder (default: firmware-builds/reference-<board>[-preset])")
@@ -42,11 +45,13 @@ def verify(args: argparse.Namespace) -> int:
 
 def build(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(
-        "firmware-builds", "-".join(filter(None, ("reference", args.board, args.preset)))
+        "firmware-builds", "-".join(filter(None, ("reference", None if args.flavour == "lwip" else args.flavour,
+                                                  args.board, args.preset)))
     )
-    folder = build_reference(args.board, parse_assignments(args.set), args.preset, out)
+    folder = build_reference(args.board, parse_assignments(args.set), args.preset, out, args.flavour)
     built = load_build(folder)
     m = built.manifest
-    print(f"{folder}: {m.name} {m.version}, module {m.security_module.version}, image {m.image}")
+    print(f"{folder}: {m.name} {m.version}, stack {m.build.stack}, module {m.security_module.version}, "
+          f"image {m.image}")
     print(f"code {m.build.code_bytes} bytes, RAM {m.build.ram_bytes} bytes, sha256 {m.sha256}")
     return 0

@@ -1,0 +1,87 @@
+"""The Azure RTOS flavour of the reference firmware (ThreadX, NetX Duo) on an emulated board on the
+tap test network, brought up through the harness's one path (RunSession, Board, pyOCD through the
+emu: probe): boot, the console served by a ThreadX thread, DHCP, SNTP, ping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.board.board import Board
+from harness.emulation.tap_network import TapAttachment, TapNetwork
+from harness.firmware import load_build
+from harness.firmware_build import build_reference
+from harness.session import RunSession
+from harness.traffic import ping
+from tests.boards import emulated_board, private_lab
+
+from .conftest import TEST_BUILD_ID, TEST_VERSION, boot
+
+pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip")]
+
+DEVICE = "hil-azrtos-online-1"
+
+
+@dataclass
+class Online:
+    board: Board
+    session: RunSession
+    net: TapNetwork
+    attachment: TapAttachment
+    lines: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def azrtos_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_reference("mps2-an385", {"VERSION": TEST_VERSION, "BUILD_ID": TEST_BUILD_ID}, None,
+                           tmp_path_factory.mktemp("azrtos-build"), flavour="azrtos")
+
+
+@pytest.fixture(scope="module")
+def online(azrtos_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Online]:
+    run = tmp_path_factory.mktemp("azrtos-online")
+    lab = private_lab(run / "lab", [emulated_board("az-1", DEVICE)])
+    with RunSession(lab, boards=["az-1"], run_dir=run / "run") as session:
+        net = session.networks["emulated"].handle
+        board = session.board("az-1")
+        with boot(session, "az-1", azrtos_build, session.provisioning_for(board).encode_sector()) as board:
+            lines = {
+                "banner": board.wait_booted().group(0),
+                "net": board.console.expect(r"^net: address .*$", timeout=30).group(0),
+                "time": board.console.expect(r"^time: unix \d+ .*$", timeout=30).group(0),
+            }
+            yield Online(board, session, net, net.attachments["az-1"], lines)
+
+
+def test_manifest_names_the_stack(azrtos_build: Path) -> None:
+    m = load_build(azrtos_build).manifest
+    assert m.build.stack == "netxduo"
+    assert m.behaviour.os_info == "Azure RTOS 6.4"
+    assert m.behaviour.services.tcp_echo is None and m.behaviour.services.icmp
+
+
+@pytest.mark.timeout(180)
+def test_boot_dhcp_address_and_sntp_time(online: Online) -> None:
+    assert online.lines["banner"] == f"HIL-REF {TEST_VERSION} build {TEST_BUILD_ID} board mps2-an385"
+    assert online.lines["net"] == (f"net: address {online.attachment.address} netmask 255.255.255.0 "
+                                   f"gateway {online.net.harness_address} "
+                                   f"dns {online.net.services_address} (dhcp)")
+    unix = int(online.lines["time"].split()[2])
+    assert abs(unix - time.time()) < 120, f"board time {unix} is far from the host's {time.time():.0f}"
+
+
+@pytest.mark.timeout(120)
+def test_console_is_served_by_a_threadx_thread(online: Online) -> None:
+    online.board.console.send_line("echo azrtos-console-check")
+    online.board.console.expect(r"^azrtos-console-check$", timeout=10)
+
+
+@pytest.mark.timeout(120)
+def test_answers_ping(online: Online) -> None:
+    result = ping(str(online.attachment.address), count=3, payload=b"hil-azrtos-ping", timeout=5,
+                  policy=online.session.policy)
+    assert result.replies == 3 and result.reply_bytes == 3 * (8 + len(b"hil-azrtos-ping"))
