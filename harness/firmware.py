@@ -120,6 +120,13 @@ class Behaviour(StrictModel):
 class IdentityExpectation(StrictModel):
     provisioning: str = Field(description="where the image reads its identity, e.g. 'block at 0x003FF000'")
     device_id: str | None = None
+    provisioning_versions: tuple[Literal[1, 2], ...] = Field(
+        default=(1,), min_length=1,
+        description="the provisioning block versions the image reads (fixtures/firmware/PROVISIONING.md); "
+                    "the harness writes the lowest one that carries the record")
+    provisioning_features: tuple[Literal["tls", "sas", "dps"], ...] = Field(
+        default=(), description="what of a version 2 block the image acts on: tls (MQTT over TLS), "
+                                "sas (a SAS token from the device key), dps (registration through DPS)")
 
 
 #: the network stack an image runs (the reference firmware's two flavours)

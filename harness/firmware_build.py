@@ -47,6 +47,7 @@ from harness.firmware import (
     write_manifest,
 )
 from harness.provisioning import PROVISIONING_ADDRESS
+from harness.provisioning import VERSIONS as PROVISIONING_VERSIONS
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,8 @@ def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: in
             console_echo="echo {text}",
             os_info=f"Azure RTOS {knobs.get('THREADX_VERSION', '6.3')}",
         ),
-        identity=IdentityExpectation(provisioning=f"block at 0x{PROVISIONING_ADDRESS:08X}"),
+        identity=IdentityExpectation(provisioning=f"block at 0x{PROVISIONING_ADDRESS:08X}",
+                                     provisioning_versions=PROVISIONING_VERSIONS),
         build=BuildInfo(build_id=build_id, stack=stack,
                         knobs={k: v for k, v in knobs.items() if k not in ("VERSION", "BUILD_ID", "BOARD", "STACK")},
                         code_bytes=code, ram_bytes=ram),

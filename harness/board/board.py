@@ -160,13 +160,17 @@ class Board:
         if self.build is None:
             raise UsageError(f"board {self.name}: flash a build before provisioning it")
         address = provisioning_address(self.build)
+        identity = self.build.manifest.identity
+        if address is not None:  # refused before anything is written or remembered
+            record.check_image(identity.provisioning_versions, identity.provisioning_features,
+                               self.build.manifest.name)
         self.provisioning = record
         if address is None:
             self.log.record("provision", board=self.name, outcome="skipped",
                             reason=f"the build's identity is {self.build.manifest.identity.provisioning!r}")
             return None
-        return self.write_block(record.encode_sector(), address, what="provision", force=force,
-                                device=record.device_id)
+        return self.write_block(record.encode_sector(identity.provisioning_versions), address,
+                                what="provision", force=force, device=record.device_id)
 
     def write_block(self, data: bytes, address: int, *, what: str = "block", force: bool = False,
                     **details: object) -> FlashResult | None:

@@ -37,9 +37,16 @@ def _version_7() -> bytes:
     return bytes(sector)
 
 
+def _tls_on_plain_build() -> bytes:
+    """A valid version 2 block asking for TLS, given to the plain build (no TLS in it)."""
+    return dataclasses.replace(RECORD, transport="tls").encode_sector(reads=(2,))
+
+
 CASES = {
     "bad-crc": (_bad_crc(), r"provisioning: bad CRC \(stored 0x[0-9A-F]{8}, computed 0x[0-9A-F]{8}\)"),
-    "version-7": (_version_7(), r"provisioning: unsupported version 7 \(this firmware reads 1\)"),
+    "version-7": (_version_7(), r"provisioning: unsupported version 7 \(this firmware reads 1 and 2\)"),
+    "tls-on-plain-build": (_tls_on_plain_build(),
+                           r"provisioning: transport tls needs the TLS build \(this image has no TLS"),
     "missing": (None, r"provisioning: block empty \(erased flash at 0x003FF000\)"),
 }
 

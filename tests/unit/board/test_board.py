@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from harness.firmware import load_build, sha256_file
 from harness.flash import FlashOptions, FlashResult
 from harness.lab import load_board
 from harness.lease import quarantined
+from harness.provisioning import ProvisioningError, ProvisioningRecord, block_version, decode
 from harness.runlog import RunLog
 from harness.state import StateDir
 
@@ -101,14 +103,15 @@ def make_board(tmp_path: Path, probe: FakeProbe, *, boots: int = 1) -> tuple[Boa
     return board, power
 
 
-def make_build(tmp_path: Path, provisioning: str = "block at 0x003FF000") -> Any:
+def make_build(tmp_path: Path, provisioning: str = "block at 0x003FF000",
+               **identity: object) -> Any:
     folder = tmp_path / "build"
     folder.mkdir(parents=True)
     (folder / "fw.bin").write_bytes(b"\x01\x02\x03\x04")
     (folder / "manifest.yaml").write_text(yaml.safe_dump({
         "name": "fw", "version": "1", "image": "fw.bin", "format": "bin", "base_address": 0,
         "sha256": sha256_file(folder / "fw.bin"), "targets": ["t"], "security_module": {"version": "3.5.4"},
-        "behaviour": {"boot_marker": "booted"}, "identity": {"provisioning": provisioning}}))
+        "behaviour": {"boot_marker": "booted"}, "identity": {"provisioning": provisioning, **identity}}))
     return load_build(folder)
 
 
@@ -201,6 +204,53 @@ def test_already_held_image_is_not_programmed(tmp_path: Path) -> None:
 def test_provisioning_address_from_the_manifest(tmp_path: Path) -> None:
     assert provisioning_address(make_build(tmp_path)) == 0x003FF000
     assert provisioning_address(make_build(tmp_path / "x", "compiled into the image")) is None
+
+
+RECORD = ProvisioningRecord(device_id="dev-b", broker_host="hub.hil.test", broker_port=8883,
+                            user_name="u", secret="p", time_server="time.hil.test")
+TLS_RECORD = dataclasses.replace(RECORD, user_name="", secret="", transport="tls", auth="sas",
+                                 device_key="a2V5", dps_host="dps.hil.test", id_scope="0ne1",
+                                 registration_id="dev-b")
+
+
+def _written(tmp_path: Path) -> bytes:
+    return (tmp_path / "run" / "b-provision-0x003ff000.bin").read_bytes()
+
+
+def test_a_version_1_image_gets_a_version_1_block(tmp_path: Path) -> None:
+    """A manifest without provisioning_versions (every image built before version 2) reads 1."""
+    board, _ = make_board(tmp_path, FakeProbe())
+    board.flash(make_build(tmp_path))
+    board.provision(RECORD)
+    assert block_version(_written(tmp_path)) == 1 and _written(tmp_path) == RECORD.encode_sector((1,))
+
+
+def test_an_image_reading_both_versions_gets_the_lowest_that_carries_the_record(tmp_path: Path) -> None:
+    board, _ = make_board(tmp_path, FakeProbe())
+    board.flash(make_build(tmp_path, provisioning_versions=[1, 2],
+                           provisioning_features=["tls", "sas", "dps"]))
+    board.provision(RECORD)
+    assert block_version(_written(tmp_path)) == 1
+    board.provision(TLS_RECORD)
+    assert block_version(_written(tmp_path)) == 2 and decode(_written(tmp_path)) == TLS_RECORD
+
+
+@pytest.mark.parametrize(("identity", "words"), [
+    ({}, "cannot use dps, sas, tls"),
+    ({"provisioning_versions": [1, 2]}, "cannot use dps, sas, tls"),
+    ({"provisioning_versions": [1], "provisioning_features": ["tls", "sas", "dps"]},
+     "reads block version 1; TLS, a SAS token or DPS needs version 2"),
+])
+def test_a_record_the_image_cannot_use_is_refused_before_writing(tmp_path: Path, identity: dict[str, Any],
+                                                                words: str) -> None:
+    probe = FakeProbe()
+    board, _ = make_board(tmp_path, probe)
+    board.flash(make_build(tmp_path, **identity))
+    with pytest.raises(ProvisioningError) as info:
+        board.provision(TLS_RECORD)
+    assert words in str(info.value) and info.value.fix
+    assert board.provisioning is None
+    assert not (tmp_path / "run" / "b-provision-0x003ff000.bin").exists()
 
 
 def test_a_damaged_quarantine_record_still_quarantines(tmp_path: Path) -> None:

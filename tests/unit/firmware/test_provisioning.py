@@ -20,6 +20,7 @@ from harness.provisioning import (
     SECTOR_SIZE,
     ProvisioningError,
     ProvisioningRecord,
+    block_version,
     decode,
 )
 
@@ -136,3 +137,56 @@ def test_short_input_reads_as_empty() -> None:
     with pytest.raises(ProvisioningError) as info:
         decode(b"\xff\xff")
     assert info.value.kind == "empty"
+
+
+V2 = dataclasses.replace(RECORD, user_name="", secret="", transport="tls", auth="sas", device_key="a2V5MQ==",
+                         dps_host="dps.hil.test", id_scope="0ne0001", registration_id="dev-1")
+
+
+def test_a_record_is_encoded_in_the_lowest_version_that_carries_it() -> None:
+    assert RECORD.min_version == 1 and len(RECORD.encode()) == 864
+    assert RECORD.encode((1, 2)) == RECORD.encode((1,))
+    v2_of_plain = RECORD.encode((2,))
+    assert len(v2_of_plain) == 1252 and v2_of_plain[864 - 4:864 + 4] == b"\0" * 8
+    assert decode(v2_of_plain) == RECORD and block_version(v2_of_plain) == 2
+    assert V2.min_version == 2 and V2.features == {"tls", "sas", "dps"}
+    raw = V2.encode()
+    assert struct.unpack_from("<HH", raw, 4) == (2, 1252)
+    assert raw[0x35C:0x360] == b"\x01\x01\0\0" and raw[0x360:0x369] == b"a2V5MQ==\0"
+    assert struct.unpack_from("<I", raw, 0x4E0)[0] == zlib.crc32(raw[:0x4E0])
+    assert decode(V2.encode_sector()) == V2
+
+
+def test_a_version_2_record_for_a_version_1_image_is_refused() -> None:
+    with pytest.raises(ProvisioningError) as info:
+        V2.encode((1,))
+    assert info.value.kind == "version" and "needs version 2" in info.value.reason
+    assert "--tls" in info.value.fix
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"transport": "udp"}, "transport", "'udp'"),
+        ({"auth": "x509", "user_name": "u", "secret": "p"}, "auth", "'x509'"),
+        ({"secret": "sig"}, "secret", "set with auth sas"),
+        ({"device_key": ""}, "device_key", "empty with auth sas"),
+        ({"device_key": "k" * 64}, "device_key", "more than the 63"),
+        ({"device_key": "not base64!"}, "device_key", "not base64"),
+        ({"device_key": "abc"}, "device_key", "not base64"),
+        ({"id_scope": ""}, "id_scope", "empty with dps_host set"),
+        ({"registration_id": ""}, "registration_id", "empty with dps_host set"),
+        ({"dps_host": ""}, "id_scope", "set without dps_host"),
+        ({"auth": "password", "device_key": "", "user_name": "u", "secret": "p"}, "auth",
+         "password with dps_host set"),
+        ({"auth": "password", "user_name": "u", "secret": "p"}, "device_key", "set with auth password"),
+        ({"auth": "password", "device_key": "", "dps_host": "", "id_scope": "", "registration_id": ""},
+         "user_name", "empty"),
+    ],
+)
+def test_version_2_rules_name_field_and_fix(change: dict[str, object], field: str, words: str) -> None:
+    rec = dataclasses.replace(V2, **change)  # type: ignore[arg-type]
+    with pytest.raises(ProvisioningError) as info:
+        rec.encode()
+    assert (info.value.field, info.value.kind) == (field, "field")
+    assert words in info.value.reason and info.value.fix
