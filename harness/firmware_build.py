@@ -33,6 +33,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from harness.broker.tls import c_array
 from harness.errors import InfrastructureError, UsageError
 from harness.firmware import (
     Behaviour,
@@ -63,7 +64,8 @@ PRESETS = ("fast",)
 _KNOB_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _KNOB_VALUE = re.compile(r"[A-Za-z0-9._+:-]*")
 _SIZE_LINE = re.compile(r"size: code (\d+) bytes, ram (\d+) bytes")
-_NOT_KNOBS = {"BOARD", "BUILD_DIR", "LWIP_DIR", "AZRTOS_DIR", "AZRTOS_SOURCES", "STACK"}
+_NOT_KNOBS = {"BOARD", "BUILD_DIR", "LWIP_DIR", "AZRTOS_DIR", "AZRTOS_SOURCES", "STACK", "ROOT_CA_C",
+              "ROOT_CA_SHA256"}
 
 #: flavour -> (make arguments choosing its Makefile, build folder under build/, the stack it runs)
 FLAVOURS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Stack]] = {
@@ -185,9 +187,10 @@ def _check_knob_values(board: str, chosen: Mapping[str, str], flavour: str = "lw
 
 
 def build_reference(board: str, knobs: Mapping[str, object], preset: str | None, out: Path,
-                    flavour: str = "lwip") -> Path:
+                    flavour: str = "lwip", root_ca: bytes | None = None) -> Path:
     """Build the reference firmware's ``flavour`` with ``knobs`` (over ``preset``) into ``out``;
-    return ``out``.
+    return ``out``. ``root_ca`` (DER; azrtos only) is the CA the image trusts, compiled in as
+    NetX Duo's samples keep it (``hil lab ca``); without it the azrtos image stays off the hub.
 
     ``out`` receives ``hil-ref.elf``/``.bin``/``.hex``, ``build.log`` and ``manifest.yaml``.
     Raises UsageError for a bad board, preset or knob, InfrastructureError when make fails.
@@ -203,6 +206,16 @@ def build_reference(board: str, knobs: Mapping[str, object], preset: str | None,
     out.mkdir(parents=True, exist_ok=True)
     args = [f"BOARD={board}", f"BUILD_DIR={build_dir}", f"-j{max(1, os.cpu_count() or 1)}",
             *(f"{k}={v}" for k, v in sorted(chosen.items()))]
+    if root_ca is not None:
+        if stack != "netxduo":
+            raise UsageError(f"a trusted CA is compiled only into the azrtos flavour, not {flavour}",
+                             fix="build with flavour azrtos, or leave the CA out")
+        build_dir.mkdir(parents=True, exist_ok=True)
+        ca_source = build_dir / "root_ca.c"
+        text = c_array(root_ca)
+        if not ca_source.is_file() or ca_source.read_text() != text:
+            ca_source.write_text(text)
+        args += [f"ROOT_CA_C={ca_source}", f"ROOT_CA_SHA256={hashlib.sha256(root_ca).hexdigest()}"]
     (FIRMWARE_DIR / "build").mkdir(exist_ok=True)
     with FileLock(str(FIRMWARE_DIR / "build" / ".make.lock")):
         stdout = _make(["all", *args], f"building the reference firmware ({flavour}) for {board}",
@@ -275,7 +288,9 @@ def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: in
             os_info=f"Azure RTOS {knobs.get('THREADX_VERSION', '6.3')}",
         ),
         identity=IdentityExpectation(provisioning=f"block at 0x{PROVISIONING_ADDRESS:08X}",
-                                     provisioning_versions=PROVISIONING_VERSIONS),
+                                     provisioning_versions=PROVISIONING_VERSIONS,
+                                     # the middleware: TLS with a SAS token from the key, DPS or not
+                                     provisioning_features=("tls", "sas", "dps") if stack == "netxduo" else ()),
         build=BuildInfo(build_id=build_id, stack=stack,
                         knobs={k: v for k, v in knobs.items() if k not in ("VERSION", "BUILD_ID", "BOARD", "STACK")},
                         code_bytes=code, ram_bytes=ram),

@@ -43,12 +43,31 @@ def verify(args: argparse.Namespace) -> int:
     return each_input(args.build, one, what="build(s)", debug=args.debug)
 
 
+def _lab_ca(args: argparse.Namespace) -> bytes | None:
+    """The lab CA (DER) an azrtos image trusts: the lab's (``--lab`` or HIL_LAB), or none when no lab
+    was named and the default folder is absent (a named lab that does not load is an error)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from harness.hub.ca import lab_ca
+    from harness.lab import load_lab
+    from harness.state import lab_dir_source
+
+    root, source = lab_dir_source(args.lab)
+    if source.startswith(" (the default") and not root.exists():
+        print(f"note: no lab folder{source}: the image trusts no CA and will not connect to a hub; "
+              "give --lab DIR to compile in the lab's CA", file=sys.stderr)
+        return None
+    lab = load_lab(args.lab)
+    return lab_ca(lab).ca_certificate().public_bytes(serialization.Encoding.DER)
+
+
 def build(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(
         "firmware-builds", "-".join(filter(None, ("reference", None if args.flavour == "lwip" else args.flavour,
                                                   args.board, args.preset)))
     )
-    folder = build_reference(args.board, parse_assignments(args.set), args.preset, out, args.flavour)
+    folder = build_reference(args.board, parse_assignments(args.set), args.preset, out, args.flavour,
+                             _lab_ca(args) if args.flavour == "azrtos" else None)
     built = load_build(folder)
     m = built.manifest
     print(f"{folder}: {m.name} {m.version}, stack {m.build.stack}, module {m.security_module.version}, "

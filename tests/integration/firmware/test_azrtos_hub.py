@@ -1,0 +1,102 @@
+"""The Azure RTOS image's hub connection, through the real Azure IoT middleware (NetX Duo 6.4.2 and
+the Azure SDK for Embedded C 1.3.2) against the harness's IoT Hub stand-in: DPS registration over
+TLS trusting the lab CA compiled in, the hub connection with a SAS token the device makes from its
+key, and the twin GET. A device with a key the registry does not know is refused."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+
+from harness.board.board import Board
+from harness.broker import parse_mqtt_url
+from harness.firmware_build import build_reference
+from harness.hub.ca import lab_ca
+from harness.lab import Lab, load_lab
+from harness.provisioning import ProvisioningRecord
+from harness.session import RunSession
+from tests.boards import emulated_board
+
+from .conftest import TEST_BUILD_ID, TEST_VERSION, boot
+
+pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip")]
+
+DEVICE = "hil-azrtos-hub-1"
+KEY = base64.b64encode(bytes(range(11, 43))).decode()
+
+
+@dataclass
+class Lab_:
+    lab: Lab
+    build: Path
+
+
+@pytest.fixture(scope="module")
+def hub_lab(tmp_path_factory: pytest.TempPathFactory) -> Lab_:
+    root = tmp_path_factory.mktemp("azrtos-hub") / "lab"
+    root.mkdir()
+    (root / "lab.yaml").write_text(yaml.safe_dump({
+        "broker": {"kind": "mosquitto", "tls": True},
+        "devices": [{"id": DEVICE, "symmetric_key": KEY}],
+    }))
+    for name in ("az-hub-1", "az-hub-2"):
+        (root / f"{name}.yaml").write_text(yaml.safe_dump(emulated_board(name, DEVICE if name == "az-hub-1"
+                                                                         else "hil-azrtos-stranger")))
+    lab = load_lab(root)
+    der = lab_ca(lab).ca_certificate().public_bytes(serialization.Encoding.DER)
+    build = build_reference("mps2-an385", {"VERSION": TEST_VERSION, "BUILD_ID": TEST_BUILD_ID}, None,
+                            tmp_path_factory.mktemp("azrtos-hub-build"), flavour="azrtos", root_ca=der)
+    return Lab_(lab, build)
+
+
+def _record(session: RunSession, board: Board, key: str) -> ProvisioningRecord:
+    """The run's record for ``board``, as a stock DPS image is provisioned: TLS, SAS from the key."""
+    assert session.broker is not None and session.broker.tls_url is not None
+    settings = session.lab.settings.broker
+    return dataclasses.replace(session.provisioning_for(board), transport="tls", auth="sas", device_key=key,
+                               user_name="", secret="", broker_host=settings.hub,
+                               broker_port=parse_mqtt_url(session.broker.tls_url)[1], dps_host=settings.dps,
+                               id_scope=settings.id_scope, registration_id=board.device_id)
+
+
+@pytest.fixture(scope="module")
+def session(hub_lab: Lab_, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunSession]:
+    with RunSession(hub_lab.lab, boards=["az-hub-1", "az-hub-2"],
+                    run_dir=tmp_path_factory.mktemp("azrtos-hub-run")) as session:
+        yield session
+
+
+@pytest.mark.timeout(240)
+def test_dps_registration_sas_connection_and_twin(hub_lab: Lab_, session: RunSession) -> None:
+    assert session.hub is not None
+    session.hub.set_twin(DEVICE, desired={"mode": "azrtos-twin-check"})
+    hub = session.lab.settings.broker.hub
+    board = session.board("az-hub-1")
+    record = _record(session, board, KEY)
+    with boot(session, "az-hub-1", hub_lab.build, record.encode_sector((1, 2))) as board:
+        board.console.expect(r"^time: unix \d+ ", timeout=60)
+        board.console.expect(rf"^dps: assigned hub {hub} device {DEVICE}$", timeout=60)
+        assert DEVICE in session.hub.dps.registrations, "the DPS stand-in saw no registration"
+        board.console.expect(rf"^mqtt: connected to {hub}:{record.broker_port} as {DEVICE}$", timeout=60)
+        twin = board.console.expect(r"^twin: (\d+) bytes (.*)$", timeout=30)
+        assert int(twin.group(1)) == len(twin.group(2)), "the twin document was cut on the console"
+        assert json.loads(twin.group(2))["desired"] == {"mode": "azrtos-twin-check", "$version": 1}
+
+
+@pytest.mark.timeout(240)
+def test_a_key_the_registry_does_not_know_is_refused(hub_lab: Lab_, session: RunSession) -> None:
+    assert session.hub is not None
+    board = session.board("az-hub-2")
+    wrong = base64.b64encode(bytes(32)).decode()
+    record = dataclasses.replace(_record(session, board, wrong), registration_id=DEVICE)
+    with boot(session, "az-hub-2", hub_lab.build, record.encode_sector((1, 2))) as board:
+        board.console.expect(rf"^dps: registration of {DEVICE} failed \(status 0x[0-9A-F]+\)$", timeout=90)
+        assert "mqtt: connected" not in board.console.text
