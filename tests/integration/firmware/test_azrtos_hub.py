@@ -1,7 +1,9 @@
 """The Azure RTOS image's hub connection, through the real Azure IoT middleware (NetX Duo 6.4.2 and
 the Azure SDK for Embedded C 1.3.2) against the harness's IoT Hub stand-in: DPS registration over
 TLS trusting the lab CA compiled in, the hub connection with a SAS token the device makes from its
-key, and the twin GET. A device with a key the registry does not know is refused."""
+key, and the twin GET. A device with a key the registry does not know is refused. The shared security
+agent on NetX Duo: its messages go through the hub client's telemetry API with the module's property
+bag, decode, and count the board's own traffic; on the link only TLS records carry them."""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
+from scapy.layers.inet import IP, TCP
+from scapy.utils import rdpcap
 
 from harness.board.board import Board
 from harness.broker import parse_mqtt_url
@@ -23,6 +27,7 @@ from harness.hub.ca import lab_ca
 from harness.lab import Lab, load_lab
 from harness.provisioning import ProvisioningRecord
 from harness.session import RunSession
+from harness.telemetry.model import Event, NetworkActivity, PayloadType, Protocol, SystemInformation
 from tests.boards import emulated_board
 
 from .conftest import TEST_BUILD_ID, TEST_VERSION, boot
@@ -52,7 +57,7 @@ def hub_lab(tmp_path_factory: pytest.TempPathFactory) -> Lab_:
                                                                          else "hil-azrtos-stranger")))
     lab = load_lab(root)
     der = lab_ca(lab).ca_certificate().public_bytes(serialization.Encoding.DER)
-    build = build_reference("mps2-an385", {"VERSION": TEST_VERSION, "BUILD_ID": TEST_BUILD_ID}, None,
+    build = build_reference("mps2-an385", {"VERSION": TEST_VERSION, "BUILD_ID": TEST_BUILD_ID}, "fast",
                             tmp_path_factory.mktemp("azrtos-hub-build"), flavour="azrtos", root_ca=der)
     return Lab_(lab, build)
 
@@ -89,6 +94,46 @@ def test_dps_registration_sas_connection_and_twin(hub_lab: Lab_, session: RunSes
         twin = board.console.expect(r"^twin: (\d+) bytes (.*)$", timeout=30)
         assert int(twin.group(1)) == len(twin.group(2)), "the twin document was cut on the console"
         assert json.loads(twin.group(2))["desired"] == {"mode": "azrtos-twin-check", "$version": 1}
+        _security_messages(session, board, record)
+
+
+def _security_messages(session: RunSession, board: Board, record: ProvisioningRecord) -> None:
+    """SystemInformation, Heartbeat and NetworkActivity arrive through the hub client with the
+    module's topic and property bag, decode, and the flows hold the board's TLS connection to the hub."""
+    collector = session.collector
+    assert collector is not None
+    info = collector.expect_event(DEVICE, PayloadType.SYSTEM_INFORMATION, within=60)
+    assert isinstance(info.payload, SystemInformation) and info.payload.os_info == "Azure RTOS 6.4"
+    collector.expect_event(DEVICE, PayloadType.HEARTBEAT, within=30)
+    address = str(session.networks["emulated"].handle.attachments[board.name].address)
+
+    def hub_flow(e: Event) -> bool:
+        return isinstance(e.payload, NetworkActivity) and any(
+            f.remote_port == record.broker_port and f.protocol == Protocol.TCP and f.bytes_out > 0
+            and f.bytes_in > 0 and str(f.local_address) == address for f in e.payload.ipv4)
+
+    collector.wait_for(DEVICE, hub_flow, 30, what="the hub connection's flow")
+    security = [m for m in collector.messages(DEVICE) if m.security]
+    assert security and all(m.error is None and m.qos == 1 for m in security), collector.problems()
+    assert {m.topic for m in security} == {
+        f"devices/{DEVICE}/messages/events/mti=2.3-1-0-0&%24.ifid=urn%3Aazureiot%3ASecurity%3ASecurityAgent%3A1"}
+    _tls_only_on_the_link(board, address, record.broker_port)
+
+
+def _tls_only_on_the_link(board: Board, address: str, port: int) -> None:
+    """The board's segments to the hub carry TLS records (handshake, then application data), and
+    never a cleartext MQTT PUBLISH."""
+    pcap = board.parts.link_capture()
+    assert pcap is not None
+    types = set()
+    for pkt in rdpcap(str(pcap)):
+        if IP in pkt and TCP in pkt and pkt[IP].src == address and pkt[TCP].dport == port:
+            data = bytes(pkt[TCP].payload)
+            if data:
+                assert data[0] != 0x32, "a cleartext MQTT PUBLISH on the hub port"
+                if data[1:3] == b"\x03\x03" or data[1:3] == b"\x03\x01":
+                    types.add(data[0])
+    assert {0x16, 0x17} <= types, f"TLS record types seen from the board: {sorted(types)}"
 
 
 @pytest.mark.timeout(240)
