@@ -74,6 +74,27 @@ FLAVOURS: dict[str, tuple[tuple[str, ...], tuple[str, ...], Stack]] = {
 }
 
 
+#: the upstream archives the azrtos flavour unpacks (azrtos/tools/extract-sources.sh), with SHA256SUMS
+AZRTOS_FILES = ("threadx-6.4.2.tar.xz", "netxduo-6.4.2.tar.xz", "azure-sdk-for-c-1.3.2.tar.xz", "SHA256SUMS")
+
+
+def azrtos_sources() -> Path:
+    """Where the azrtos flavour's upstream archives are: $AZRTOS_SOURCES, else shared/third_party
+    beside the repository (azrtos/Makefile's default)."""
+    env = os.environ.get("AZRTOS_SOURCES")
+    return Path(env) if env else FIRMWARE_DIR.parents[2] / "shared" / "third_party"
+
+
+def azrtos_sources_missing() -> str | None:
+    """Why the azrtos flavour cannot be built from scratch here, or None."""
+    folder = azrtos_sources()
+    missing = [name for name in AZRTOS_FILES if not (folder / name).is_file()]
+    if not missing:
+        return None
+    return (f"the Azure RTOS sources folder {folder} lacks {', '.join(missing)}"
+            + ("" if os.environ.get("AZRTOS_SOURCES") else " (the default: AZRTOS_SOURCES is not set)"))
+
+
 def _flavour(flavour: str) -> tuple[tuple[str, ...], tuple[str, ...], Stack]:
     if flavour not in FLAVOURS:
         raise UsageError(f"unknown flavour {flavour!r} of the reference firmware",
@@ -196,6 +217,11 @@ def build_reference(board: str, knobs: Mapping[str, object], preset: str | None,
     Raises UsageError for a bad board, preset or knob, InfrastructureError when make fails.
     """
     _, subdir, stack = _flavour(flavour)
+    if stack == "netxduo" and not (FIRMWARE_DIR / "build" / "azrtos-src" / ".extracted").is_file():
+        missing = azrtos_sources_missing()
+        if missing is not None:
+            raise UsageError(missing, fix="set AZRTOS_SOURCES to the folder holding " + ", ".join(AZRTOS_FILES)
+                             + " (unmodified upstream archives; fixtures/firmware/azrtos/README.md)")
     chosen = resolve_knobs(board, knobs, preset, flavour)
     # one build folder per knob set, BUILD_ID aside (a new id per build would grow the cache
     # without bound; a changed id only recompiles in place, under the lock)

@@ -32,7 +32,7 @@ from tests.boards import emulated_board
 
 from .conftest import TEST_BUILD_ID, TEST_VERSION, boot
 
-pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip")]
+pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip", "azrtos-sources")]
 
 DEVICE = "hil-azrtos-hub-1"
 KEY = base64.b64encode(bytes(range(11, 43))).decode()

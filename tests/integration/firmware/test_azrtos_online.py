@@ -21,7 +21,7 @@ from tests.boards import emulated_board, private_lab
 
 from .conftest import TEST_BUILD_ID, TEST_VERSION, boot
 
-pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip")]
+pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip", "azrtos-sources")]
 
 DEVICE = "hil-azrtos-online-1"
 
