@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from harness.lab import Lab, load_lab
 from harness.provisioning import ProvisioningRecord
 from harness.session import RunSession
 from harness.telemetry.model import Event, NetworkActivity, PayloadType, Protocol, SystemInformation
+from harness.traffic import ping
 from tests.boards import emulated_board
 
 from .conftest import TEST_BUILD_ID, TEST_VERSION, boot
@@ -79,8 +81,18 @@ def session(hub_lab: Lab_, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield session
 
 
-@pytest.mark.timeout(240)
-def test_dps_registration_sas_connection_and_twin(hub_lab: Lab_, session: RunSession) -> None:
+@dataclass
+class Connected:
+    session: RunSession
+    board: Board
+    record: ProvisioningRecord
+    address: str
+    lines: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def connected(hub_lab: Lab_, session: RunSession) -> Iterator[Connected]:
+    """az-hub-1 booted with a DPS + SAS record, once its twin GET was answered."""
     assert session.hub is not None
     session.hub.set_twin(DEVICE, desired={"mode": "azrtos-twin-check"})
     hub = session.lab.settings.broker.hub
@@ -88,24 +100,36 @@ def test_dps_registration_sas_connection_and_twin(hub_lab: Lab_, session: RunSes
     record = _record(session, board, KEY)
     with boot(session, "az-hub-1", hub_lab.build, record.encode_sector((1, 2))) as board:
         board.console.expect(r"^time: unix \d+ ", timeout=60)
-        board.console.expect(rf"^dps: assigned hub {hub} device {DEVICE}$", timeout=60)
-        assert DEVICE in session.hub.dps.registrations, "the DPS stand-in saw no registration"
-        board.console.expect(rf"^mqtt: connected to {hub}:{record.broker_port} as {DEVICE}$", timeout=60)
-        twin = board.console.expect(r"^twin: (\d+) bytes (.*)$", timeout=30)
-        assert int(twin.group(1)) == len(twin.group(2)), "the twin document was cut on the console"
-        assert json.loads(twin.group(2))["desired"] == {"mode": "azrtos-twin-check", "$version": 1}
-        _security_messages(session, board, record)
+        lines = {"dps": board.console.expect(rf"^dps: assigned hub {hub} device .*$", timeout=60).group(0),
+                 "mqtt": board.console.expect(r"^mqtt: connected to .*$", timeout=60).group(0),
+                 "twin": board.console.expect(r"^twin: .*$", timeout=30).group(0)}
+        address = str(session.networks["emulated"].handle.attachments[board.name].address)
+        yield Connected(session, board, record, address, lines)
 
 
-def _security_messages(session: RunSession, board: Board, record: ProvisioningRecord) -> None:
+@pytest.mark.timeout(240)
+def test_dps_registration_sas_connection_and_twin(connected: Connected) -> None:
+    session, record = connected.session, connected.record
+    assert session.hub is not None
+    hub = session.lab.settings.broker.hub
+    assert connected.lines["dps"] == f"dps: assigned hub {hub} device {DEVICE}"
+    assert DEVICE in session.hub.dps.registrations, "the DPS stand-in saw no registration"
+    assert connected.lines["mqtt"] == f"mqtt: connected to {hub}:{record.broker_port} as {DEVICE}"
+    twin = re.fullmatch(r"twin: (\d+) bytes (.*)", connected.lines["twin"])
+    assert twin is not None, connected.lines["twin"]
+    assert int(twin.group(1)) == len(twin.group(2)), "the twin document was cut on the console"
+    assert json.loads(twin.group(2))["desired"] == {"mode": "azrtos-twin-check", "$version": 1}
+
+
+@pytest.mark.timeout(240)
+def test_security_messages_through_the_hub_client(connected: Connected) -> None:
     """SystemInformation, Heartbeat and NetworkActivity arrive through the hub client with the
     module's topic and property bag, decode, and the flows hold the board's TLS connection to the hub."""
-    collector = session.collector
+    collector, record, address = connected.session.collector, connected.record, connected.address
     assert collector is not None
     info = collector.expect_event(DEVICE, PayloadType.SYSTEM_INFORMATION, within=60)
     assert isinstance(info.payload, SystemInformation) and info.payload.os_info == "Azure RTOS 6.4"
     collector.expect_event(DEVICE, PayloadType.HEARTBEAT, within=30)
-    address = str(session.networks["emulated"].handle.attachments[board.name].address)
 
     def hub_flow(e: Event) -> bool:
         return isinstance(e.payload, NetworkActivity) and any(
@@ -117,7 +141,32 @@ def _security_messages(session: RunSession, board: Board, record: ProvisioningRe
     assert security and all(m.error is None and m.qos == 1 for m in security), collector.problems()
     assert {m.topic for m in security} == {
         f"devices/{DEVICE}/messages/events/mti=2.3-1-0-0&%24.ifid=urn%3Aazureiot%3ASecurity%3ASecurityAgent%3A1"}
-    _tls_only_on_the_link(board, address, record.broker_port)
+    _tls_only_on_the_link(connected.board, address, record.broker_port)
+
+
+@pytest.mark.timeout(240)
+def test_pings_are_counted_exactly_at_both_capture_points(connected: Connected) -> None:
+    """N echo requests of P payload bytes from the harness: one ICMP record (ports 0/0) with
+    N * (8 + P) bytes in (the receive hook) and as many out (the packet filter), summed over the
+    windows they fell in - what the lwIP image reports for the same pings."""
+    collector = connected.session.collector
+    assert collector is not None
+    harness = str(connected.session.networks["emulated"].handle.harness_address)
+    count, payload = 5, b"hil-azrtos-count" * 3
+    since = collector.mark()
+    result = ping(connected.address, count=count, payload=payload, timeout=5, policy=connected.session.policy)
+    assert result.replies == count
+    want = count * (8 + len(payload))
+
+    def totals() -> tuple[int, int]:
+        flows = [f for e in collector.events(DEVICE, since=since, kind=PayloadType.NETWORK_ACTIVITY)
+                 if isinstance(e.payload, NetworkActivity) for f in e.payload.ipv4
+                 if f.protocol == Protocol.ICMP and str(f.remote_address) == harness]
+        assert all(str(f.local_address) == connected.address and f.local_port == f.remote_port == 0 for f in flows)
+        return sum(f.bytes_in for f in flows), sum(f.bytes_out for f in flows)
+
+    collector.wait_for(DEVICE, lambda e: min(totals()) >= want, 30, since=since, what="the pings' ICMP record")
+    assert totals() == (want, want)
 
 
 def _tls_only_on_the_link(board: Board, address: str, port: int) -> None:
