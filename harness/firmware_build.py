@@ -306,9 +306,7 @@ def reference_manifest(out: Path, board: str, knobs: Mapping[str, str], code: in
                                   low=_int(knobs, "ASC_LOW_INTERVAL_S", 60)),
             flow_cap=_int(knobs, "ASC_FLOW_CAP", 64),
             pending_time_s=_int(knobs, "ASC_PENDING_TIME_S", 300),
-            # the NetX Duo image answers pings only (no echo services yet)
-            services=(ServicesPromise(tcp_echo=echo_port, udp_echo=echo_port, icmp=True) if stack == "lwip"
-                      else ServicesPromise(icmp=True)),
+            services=ServicesPromise(tcp_echo=echo_port, udp_echo=echo_port, icmp=True),
             known_defects=defects,
             console_echo="echo {text}",
             os_info=f"Azure RTOS {knobs.get('THREADX_VERSION', '6.3')}",

@@ -1,9 +1,12 @@
 """The Azure RTOS flavour of the reference firmware (ThreadX, NetX Duo) on an emulated board on the
 tap test network, brought up through the harness's one path (RunSession, Board, pyOCD through the
-emu: probe): boot, the console served by a ThreadX thread, DHCP, SNTP, ping."""
+emu: probe): boot, the console served by a ThreadX thread, DHCP, SNTP, ping, TCP and UDP echo, RST
+from a closed port."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ from harness.emulation.tap_network import TapAttachment, TapNetwork
 from harness.firmware import load_build
 from harness.firmware_build import build_reference
 from harness.session import RunSession
-from harness.traffic import ping
+from harness.traffic import ping, tcp_echo
 from tests.boards import emulated_board, private_lab
 
 from .conftest import TEST_BUILD_ID, TEST_VERSION, boot
@@ -52,6 +55,7 @@ def online(azrtos_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             lines = {
                 "banner": board.wait_booted().group(0),
                 "net": board.console.expect(r"^net: address .*$", timeout=30).group(0),
+                "services": board.console.expect(r"^services: .*$", timeout=30).group(0),
                 "time": board.console.expect(r"^time: unix \d+ .*$", timeout=30).group(0),
             }
             yield Online(board, session, net, net.attachments["az-1"], lines)
@@ -61,7 +65,7 @@ def test_manifest_names_the_stack(azrtos_build: Path) -> None:
     m = load_build(azrtos_build).manifest
     assert m.build.stack == "netxduo"
     assert m.behaviour.os_info == "Azure RTOS 6.4"
-    assert m.behaviour.services.tcp_echo is None and m.behaviour.services.icmp
+    assert m.behaviour.services.tcp_echo == m.behaviour.services.udp_echo == 7 and m.behaviour.services.icmp
 
 
 @pytest.mark.timeout(180)
@@ -70,6 +74,7 @@ def test_boot_dhcp_address_and_sntp_time(online: Online) -> None:
     assert online.lines["net"] == (f"net: address {online.attachment.address} netmask 255.255.255.0 "
                                    f"gateway {online.net.harness_address} "
                                    f"dns {online.net.services_address} (dhcp)")
+    assert online.lines["services"] == "services: tcp echo 7, udp echo 7, icmp echo"
     unix = int(online.lines["time"].split()[2])
     assert abs(unix - time.time()) < 120, f"board time {unix} is far from the host's {time.time():.0f}"
 
@@ -85,3 +90,25 @@ def test_answers_ping(online: Online) -> None:
     result = ping(str(online.attachment.address), count=3, payload=b"hil-azrtos-ping", timeout=5,
                   policy=online.session.policy)
     assert result.replies == 3 and result.reply_bytes == 3 * (8 + len(b"hil-azrtos-ping"))
+
+
+@pytest.mark.timeout(120)
+def test_tcp_echo(online: Online) -> None:
+    payload = os.urandom(5000)  # several segments, more than one receive window's worth at a time
+    got = tcp_echo(str(online.attachment.address), 7, payload, policy=online.session.policy).reply
+    assert got == payload, f"echo returned {len(got)} of {len(payload)} bytes"
+
+
+@pytest.mark.timeout(120)
+def test_udp_echo(online: Online) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(b"hil-azrtos-udp-echo", (str(online.attachment.address), 7))
+        data, peer = sock.recvfrom(2048)
+    assert (data, peer) == (b"hil-azrtos-udp-echo", (str(online.attachment.address), 7))
+
+
+@pytest.mark.timeout(120)
+def test_closed_tcp_port_answers_rst(online: Online) -> None:
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((str(online.attachment.address), 23), timeout=5)
