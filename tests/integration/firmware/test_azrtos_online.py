@@ -112,3 +112,18 @@ def test_udp_echo(online: Online) -> None:
 def test_closed_tcp_port_answers_rst(online: Online) -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((str(online.attachment.address), 23), timeout=5)
+
+
+@pytest.mark.timeout(120)
+def test_dhcp_starts_over_after_a_link_flap(online: Online) -> None:
+    """The cable comes back: the board says so, runs DHCP from INIT again and gets its address back
+    (the lease's), then answers pings again."""
+    machine = online.board.parts.power.machine  # type: ignore[attr-defined]
+    machine.link_down()
+    online.board.console.expect(r"^net: link down$", timeout=5)
+    machine.link_up()
+    online.board.console.expect(r"^net: link up$", timeout=5)
+    online.board.console.expect(r"^net: DHCP$", timeout=5)
+    online.board.console.expect(rf"^net: address {online.attachment.address} \(dhcp\)$", timeout=30)
+    result = ping(str(online.attachment.address), count=1, timeout=5, policy=online.session.policy)
+    assert result.replies == 1
