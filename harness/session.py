@@ -281,7 +281,16 @@ class RunSession:
                  force_flash: bool = False) -> Board:
         """Take a board of this session to ``to`` with ``build`` and this run's identity for it."""
         b = self.board(board) if isinstance(board, str) else board
-        b.bring_up(to, build=build, provisioning=self.provisioning_for(b), force_flash=force_flash)
+        record = self.provisioning_for(b)
+        if "sas" in build.manifest.identity.provisioning_features:  # EXPERIMENT (not committed)
+            import dataclasses
+            dev = next(d for d in self.lab.settings.devices if d.id == b.device_id)
+            st = self.lab.settings.broker
+            record = dataclasses.replace(record, transport="tls", auth="sas", device_key=dev.symmetric_key or "",
+                                         user_name="", secret="", broker_host=st.hub,
+                                         broker_port=parse_mqtt_url(self.broker.tls_url)[1], dps_host=st.dps,
+                                         id_scope=st.id_scope, registration_id=dev.dps_registration_id)
+        b.bring_up(to, build=build, provisioning=record, force_flash=force_flash)
         if b.telemetry is not None:
             b.telemetry.restart()
         return b
