@@ -194,3 +194,22 @@ def test_a_key_the_registry_does_not_know_is_refused(hub_lab: Lab_, session: Run
     with boot(session, "az-hub-2", hub_lab.build, record.encode_sector((1, 2))) as board:
         board.console.expect(rf"^dps: registration of {DEVICE} failed \(status 0x[0-9A-F]+\)$", timeout=90)
         assert "mqtt: connected" not in board.console.text
+
+
+@pytest.mark.timeout(240)
+def test_a_lost_connection_goes_back_to_the_assigned_hub(connected: Connected) -> None:
+    """The broker goes away and comes back: the board connects to the hub it was assigned again,
+    without a new DPS registration, and its security messages resume."""
+    session, board = connected.session, connected.board
+    assert session.broker is not None and session.collector is not None
+    registrations = board.console.text.count("dps: registering")
+    session.broker.stop()  # type: ignore[attr-defined]
+    try:
+        board.console.expect(r"^mqtt: disconnected from .*$", timeout=30)
+    finally:
+        session.broker.start()  # type: ignore[attr-defined]
+    back = session.collector.mark()
+    hub = session.lab.settings.broker.hub
+    board.console.expect(rf"^mqtt: connected to {hub}:{connected.record.broker_port} as {DEVICE}$", timeout=60)
+    assert board.console.text.count("dps: registering") == registrations, "registered with DPS again"
+    session.collector.expect_event(DEVICE, PayloadType.NETWORK_ACTIVITY, within=30, since=back)
