@@ -45,20 +45,26 @@ def azrtos_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def online(azrtos_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Online]:
+def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunSession]:
     run = tmp_path_factory.mktemp("azrtos-online")
-    lab = private_lab(run / "lab", [emulated_board("az-1", DEVICE)])
-    with RunSession(lab, boards=["az-1"], run_dir=run / "run") as session:
-        net = session.networks["emulated"].handle
-        board = session.board("az-1")
-        with boot(session, "az-1", azrtos_build, session.provisioning_for(board).encode_sector()) as board:
-            lines = {
-                "banner": board.wait_booted().group(0),
-                "net": board.console.expect(r"^net: address .*$", timeout=30).group(0),
-                "services": board.console.expect(r"^services: .*$", timeout=30).group(0),
-                "time": board.console.expect(r"^time: unix \d+ .*$", timeout=30).group(0),
-            }
-            yield Online(board, session, net, net.attachments["az-1"], lines)
+    lab = private_lab(run / "lab", [emulated_board("az-1", DEVICE),
+                                    emulated_board("az-386", "hil-azrtos-an386", machine="mps2-an386")])
+    with RunSession(lab, boards=["az-1", "az-386"], run_dir=run / "run") as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def online(azrtos_build: Path, session: RunSession) -> Iterator[Online]:
+    net = session.networks["emulated"].handle
+    board = session.board("az-1")
+    with boot(session, "az-1", azrtos_build, session.provisioning_for(board).encode_sector()) as board:
+        lines = {
+            "banner": board.wait_booted().group(0),
+            "net": board.console.expect(r"^net: address .*$", timeout=30).group(0),
+            "services": board.console.expect(r"^services: .*$", timeout=30).group(0),
+            "time": board.console.expect(r"^time: unix \d+ .*$", timeout=30).group(0),
+        }
+        yield Online(board, session, net, net.attachments["az-1"], lines)
 
 
 def test_manifest_names_the_stack(azrtos_build: Path) -> None:
@@ -127,3 +133,17 @@ def test_dhcp_starts_over_after_a_link_flap(online: Online) -> None:
     online.board.console.expect(rf"^net: address {online.attachment.address} \(dhcp\)$", timeout=30)
     result = ping(str(online.attachment.address), count=1, timeout=5, policy=online.session.policy)
     assert result.replies == 1
+
+
+@pytest.mark.timeout(240)
+def test_the_cortex_m4_board_boots_and_answers(session: RunSession, tmp_path: Path) -> None:
+    """mps2-an386: ThreadX's Cortex-M4 port (soft float), the same network bring-up."""
+    build = build_reference("mps2-an386", {"VERSION": TEST_VERSION, "BUILD_ID": TEST_BUILD_ID}, None,
+                            tmp_path / "an386", flavour="azrtos")
+    board = session.board("az-386")
+    with boot(session, "az-386", build, session.provisioning_for(board).encode_sector()) as board:
+        assert board.wait_booted().group(0) == f"HIL-REF {TEST_VERSION} build {TEST_BUILD_ID} board mps2-an386"
+        address = session.networks["emulated"].handle.attachments["az-386"].address
+        board.console.expect(rf"^net: address {address} .*\(dhcp\)$", timeout=30)
+        board.console.expect(r"^time: unix \d+ ", timeout=30)
+        assert ping(str(address), count=2, timeout=5, policy=session.policy).replies == 2
