@@ -63,6 +63,7 @@ def online(azrtos_build: Path, session: RunSession) -> Iterator[Online]:
             "net": board.console.expect(r"^net: address .*$", timeout=30).group(0),
             "services": board.console.expect(r"^services: .*$", timeout=30).group(0),
             "time": board.console.expect(r"^time: unix \d+ .*$", timeout=30).group(0),
+            "hub": board.console.expect(r"^hub: .*$", timeout=10).group(0),
         }
         yield Online(board, session, net, net.attachments["az-1"], lines)
 
@@ -83,6 +84,15 @@ def test_boot_dhcp_address_and_sntp_time(online: Online) -> None:
     assert online.lines["services"] == "services: tcp echo 7, udp echo 7, icmp echo"
     unix = int(online.lines["time"].split()[2])
     assert abs(unix - time.time()) < 120, f"board time {unix} is far from the host's {time.time():.0f}"
+
+
+def test_a_plain_mqtt_block_is_refused_with_the_reason(online: Online) -> None:
+    """The run's record is MQTT over TCP with a password (a version 1 block): the middleware has no
+    such connection, so the board says what it needs and opens none."""
+    assert online.lines["hub"] == ("hub: this image connects over TLS with a SAS token from the device key "
+                                   "(provisioning version 2, transport tls, auth sas); the block has transport "
+                                   "tcp, auth password")
+    assert "mqtt: connect" not in online.board.console.text
 
 
 @pytest.mark.timeout(120)
