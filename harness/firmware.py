@@ -132,8 +132,14 @@ class IdentityExpectation(StrictModel):
                                   "built with: hil lab ca)")
 
 
+#: the network stack an image runs (the reference firmware's two flavours)
+Stack = Literal["lwip", "netxduo"]
+
+
 class BuildInfo(StrictModel):
     build_id: str | None = None
+    stack: Stack | None = Field(
+        default=None, description="the network stack the image runs (the reference firmware's flavours)")
     knobs: dict[str, str | int | bool] = Field(default_factory=dict)
     code_bytes: int | None = None
     ram_bytes: int | None = None

@@ -38,6 +38,7 @@ from harness.board.kinds import default_build_for
 from harness.broker import BrokerEndpoint
 from harness.errors import HarnessError, UsageError
 from harness.firmware import load_build
+from harness.firmware_build import azrtos_sources_missing
 from harness.lab import Lab, load_lab
 from harness.run_services import RunServices, endpoint_from_worker_input
 from harness.session import RunSession
@@ -69,6 +70,7 @@ NEEDS: dict[str, Callable[[], str | None]] = {
     "gcc": _have_binary("gcc"),
     "make": _have_binary("make"),
     "ip": _have_binary("ip"),
+    "azrtos-sources": azrtos_sources_missing,
 }
 
 

@@ -63,7 +63,7 @@ def tls_lab(tmp_path_factory: pytest.TempPathFactory) -> TlsLab:
     lab = _lab(tmp_path_factory.mktemp("tls-lab"), "tls-board")
     ca = firmware_values(lab, lab_ca(lab)).ca_der
     out = build_reference("mps2-an385", {"BUILD_ID": "tls-itest"}, "fast", tmp_path_factory.mktemp("tls-build"),
-                          tls_ca=ca)
+                          trusted_ca=ca)
     return TlsLab(lab, load_build(out))
 
 
@@ -95,7 +95,7 @@ def embedded_tls_lab(tmp_path_factory: pytest.TempPathFactory) -> TlsLab:
     lab = _lab(tmp_path_factory.mktemp("tls-lab-embedded"), "tls-board", kind="embedded")
     ca = firmware_values(lab, lab_ca(lab)).ca_der
     out = build_reference("mps2-an385", {"BUILD_ID": "tls-itest"}, "fast", tmp_path_factory.mktemp("tls-build-e"),
-                          tls_ca=ca)
+                          trusted_ca=ca)
     return TlsLab(lab, load_build(out))
 
 
@@ -155,7 +155,7 @@ def test_an_expired_token_is_refused_by_the_broker(tls_lab: TlsLab, session: Run
     board says so, and DPS never hears a request."""
     ca = firmware_values(tls_lab.lab, lab_ca(tls_lab.lab)).ca_der
     expired = load_build(build_reference("mps2-an385", {"BUILD_ID": "tls-expired", "SAS_LIFETIME_S": 0}, "fast",
-                                         tmp_path_factory.mktemp("tls-expired"), tls_ca=ca))
+                                         tmp_path_factory.mktemp("tls-expired"), trusted_ca=ca))
     board = session.board("tls-board")
     record = session.provisioning_for(board, expired)
     with boot(session, "tls-board", expired, record.encode_sector()) as board:
