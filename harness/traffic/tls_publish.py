@@ -53,9 +53,9 @@ class SealedFraming:
 def sealed_framing(records: Iterable[int], messages: Iterable[tuple[str, int]]) -> SealedFraming | None:
     """From the lengths of the board's outbound TLS application-data records and the (topic, payload
     length) of the security messages received: how their PUBLISHes were framed. The two framings
-    differ by 2 bytes, which only an AEAD suite (a fixed overhead) keeps visible; None when no
-    record has a PUBLISH's size under any (a CBC suite's padding, or a stack that splits a PUBLISH
-    over records)."""
+    differ by 2 bytes, which only an AEAD suite (a fixed overhead) keeps visible; None when no AEAD
+    overhead makes the records of at least half the messages (and two) a PUBLISH's size (a CBC
+    suite's padding, or a stack that splits a PUBLISH over records)."""
     lengths = list(records)
     netx, shortest = set(), set()
     for topic, n in messages:
@@ -69,6 +69,10 @@ def sealed_framing(records: Iterable[int], messages: Iterable[tuple[str, int]]) 
                               sum(n - extra in shortest and n - extra not in netx for n in lengths))  # is NetX's
         if found.netx + found.shortest and (best is None or found.netx + found.shortest > best.netx + best.shortest):
             best = found
+    # a protection is the connection's only if it explains most of the messages: one record that
+    # happens to fit (under CBC, whose padding hides the 2 bytes) proves nothing
+    if best is None or best.netx + best.shortest < max(2, (len(netx) + 1) // 2):
+        return None
     return best
 
 

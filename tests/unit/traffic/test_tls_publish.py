@@ -113,3 +113,12 @@ def test_the_framing_of_sealed_publishes_is_told_by_their_size() -> None:
 def test_a_cbc_connection_keeps_the_framing_hidden() -> None:
     size = len(netx_publish(TOPIC, PAYLOAD))
     assert sealed_framing([size + 16 + 32 + (16 - (size + 32) % 16)], [(TOPIC, PAYLOAD)]) is None
+
+
+def test_one_record_that_happens_to_fit_is_no_framing() -> None:
+    """Under CBC most records fit no AEAD overhead; one that happens to (here under TLS 1.3's 17)
+    must not pass the framing off as judged."""
+    messages = [(TOPIC, PAYLOAD + k) for k in range(6)]
+    cbc = [len(netx_publish(t, n)) + 16 + 32 + (16 - (len(netx_publish(t, n)) + 32) % 16) for t, n in messages]
+    lucky = len(netx_publish(TOPIC, PAYLOAD)) + 17
+    assert sealed_framing([*cbc, lucky], messages) is None
