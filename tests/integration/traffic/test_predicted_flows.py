@@ -4,17 +4,21 @@ capture points and windows (background flows included)."""
 
 from __future__ import annotations
 
+import base64
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
 
 from harness.board.board import Board
 from harness.errors import UsageError
 from harness.firmware import load_build
 from harness.firmware_build import build_reference
+from harness.hub.ca import lab_ca
 from harness.lab import load_lab
 from harness.netpolicy import TargetPolicy
 from harness.session import RunSession
@@ -29,12 +33,24 @@ pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(scope="module")
-def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
+@pytest.fixture(scope="module", params=["lwip", pytest.param("azrtos", marks=pytest.mark.needs("azrtos-sources"))])
+def board(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
+    """The lwIP image (plain MQTT), and the Azure RTOS image (NetX Duo; DPS, TLS and SAS to the
+    lab's hub stand-in, whose security PUBLISHes the capture shows only as TLS records of their size):
+    two independent stacks, one prediction."""
     folder = tmp_path_factory.mktemp("lab")
     for name in ("qemu-an385.yaml", "lab.yaml"):
         (folder / name).write_text((REPO / "boards" / name).read_text())
-    build = load_build(build_reference("mps2-an385", {}, "fast", tmp_path_factory.mktemp("build")))
+    ca = None
+    if request.param == "azrtos":
+        lab_yaml = yaml.safe_load((folder / "lab.yaml").read_text())
+        device = yaml.safe_load((folder / "qemu-an385.yaml").read_text())["identity"]["device_id"]
+        lab_yaml["broker"]["tls"] = True
+        lab_yaml["devices"] = [{"id": device, "symmetric_key": base64.b64encode(bytes(range(32))).decode()}]
+        (folder / "lab.yaml").write_text(yaml.safe_dump(lab_yaml))
+        ca = lab_ca(load_lab(folder)).ca_certificate().public_bytes(serialization.Encoding.DER)
+    build = load_build(build_reference("mps2-an385", {}, "fast", tmp_path_factory.mktemp("build"),
+                                       request.param, trusted_ca=ca))
     with RunSession(load_lab(folder), boards=["qemu-an385"]) as session:
         yield session.bring_up("qemu-an385", build)
 
