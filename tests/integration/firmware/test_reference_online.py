@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import socket
 import struct
 import time
@@ -16,10 +17,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
-from scapy.config import conf
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import Ether
-from scapy.sendrecv import srp1
 from scapy.utils import rdpcap
 
 from harness.board.board import Board
@@ -184,16 +183,30 @@ def test_mac_filter_takes_only_frames_for_the_board(online: Online) -> None:
     An echo request in a frame for another MAC (flooded to the board by the bridge) goes unanswered;
     the same request to the board's MAC is answered."""
     board_ip, board_mac = str(online.attachment.address), online.attachment.mac
-    iface = online.net.bridge
-    conf.ifaces.reload()  # scapy lists interfaces once, at import: the run's bridge may be newer
+    # a packet socket on the run's bridge, by name: not scapy's interface list, which is read from
+    # the whole machine and raced other runs creating and removing theirs ("Interface not found")
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003)) as sock:
+        sock.bind((online.net.bridge, 0))
+        own_mac = sock.getsockname()[4]
 
-    def ping(dst_mac: str, seq: int) -> object:
-        frame = (Ether(dst=dst_mac) / IP(dst=board_ip) / ICMP(id=0x4849, seq=seq) / b"mac-filter")
-        return srp1(frame, iface=iface, timeout=2, verbose=False)
+        def ping(dst_mac: str, seq: int) -> bool:
+            """Send an echo request in a frame for ``dst_mac``; whether the board answered within 2 s."""
+            frame = Ether(src=own_mac, dst=dst_mac) / IP(dst=board_ip) / ICMP(id=0x4849, seq=seq) / b"mac-filter"
+            raw = bytes(frame)
+            assert sock.send(raw) == len(raw), "the request was not sent"
+            deadline = time.monotonic() + 2
+            while (left := deadline - time.monotonic()) > 0:
+                if not select.select([sock], [], [], left)[0]:
+                    break
+                got = Ether(sock.recv(2048))
+                if ICMP in got and got[IP].src == board_ip and got[ICMP].type == 0 and got[ICMP].id == 0x4849 \
+                        and got[ICMP].seq == seq:
+                    return True
+            return False
 
-    assert ping("02:00:00:00:00:01", 1) is None, "the board answered a frame for another MAC"
-    reply = ping(board_mac, 2)
-    assert reply is not None and reply[ICMP].type == 0 and reply[ICMP].seq == 2
+        assert ping(board_mac, 1), "the board did not answer an echo request to its own MAC"  # the path works
+        assert not ping("02:00:00:00:00:01", 2), "the board answered a frame for another MAC"
+        assert ping(board_mac, 3), "the board stopped answering its own MAC"
 
 
 @pytest.mark.timeout(120)
