@@ -215,8 +215,6 @@ def test_closed_tcp_port_answers_rst(online: Online) -> None:
         socket.create_connection((str(online.attachment.address), 23), timeout=5)
 
 
-
-
 @pytest.mark.timeout(120)
 def test_wrong_secret_is_refused_and_retried_with_back_off(online: Online) -> None:
     _, port, _ = parse_mqtt_url(online.broker.url)
