@@ -1,7 +1,8 @@
-"""The link capture of the Azure RTOS image, read: a test build (TLS_KEYLOG=1) prints its TLS
-session's secret, with which the harness decrypts the board's hub connection from the capture and
-finds NetX Duo's MQTT inside NetX Secure's TLS: every security PUBLISH framed as NetX frames it
-(0x32, a 4-byte Remaining Length), carrying exactly the bytes the collector received."""
+"""The link capture of a TLS image, read: a test build (TLS_KEYLOG=1) prints its TLS session's
+secret, with which the harness decrypts the board's hub connection from the capture. On the Azure
+RTOS image it finds NetX Duo's MQTT inside NetX Secure's TLS (AES-128-CBC-SHA256), on the lwIP
+image's TLS build our MQTT client inside mbedTLS (AES-128-GCM): every security PUBLISH framed as
+NetX frames it (0x32, a 4-byte Remaining Length), carrying exactly the bytes the collector received."""
 
 from __future__ import annotations
 
@@ -22,14 +23,15 @@ from harness.session import RunSession
 from harness.traffic.capture import read_pcap
 from harness.traffic.tls_decrypt import TlsReadError, decrypt_sent, keylog_secrets, mqtt_packets, tcp_connections
 
-pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip", "azrtos-sources"),
+pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip"),
               pytest.mark.timeout(300)]
+SUITES = {"netxduo": "ECDHE-RSA-AES128-CBC-SHA256", "lwip": "ECDHE-RSA-AES128-GCM-SHA256"}
 
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(scope="module")
-def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
+@pytest.fixture(scope="module", params=[pytest.param("azrtos", marks=pytest.mark.needs("azrtos-sources")), "lwip"])
+def board(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
     folder = tmp_path_factory.mktemp("lab")
     (folder / "qemu-an385.yaml").write_text((REPO / "boards" / "qemu-an385.yaml").read_text())
     device = yaml.safe_load((folder / "qemu-an385.yaml").read_text())["identity"]["device_id"]
@@ -39,7 +41,7 @@ def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
     (folder / "lab.yaml").write_text(yaml.safe_dump(lab_yaml))
     ca = lab_ca(load_lab(folder)).ca_certificate().public_bytes(serialization.Encoding.DER)
     build = load_build(build_reference("mps2-an385", {"TLS_KEYLOG": 1}, "fast", tmp_path_factory.mktemp("build"),
-                                       "azrtos", trusted_ca=ca))
+                                       request.param, trusted_ca=ca))
     with RunSession(load_lab(folder), boards=["qemu-an385"]) as session:
         yield session.bring_up("qemu-an385", build)
 
@@ -62,6 +64,7 @@ def test_the_hub_connection_read_from_the_capture_holds_netx_framed_security_pub
             assert "no key log line" in exc.message, exc.message
     assert read, f"no connection to port {hub_port} could be read with the printed secret"
     suite, stream = read[-1]
+    assert suite == SUITES[board.build.manifest.build.stack if board.build is not None else ""], suite
     publishes = [p for p in mqtt_packets(stream) if p[0] & 0xF0 == 0x30 and b"mti=" in p[:200]]
     assert len(publishes) >= 2, f"{len(publishes)} security PUBLISHes in the decrypted hub connection ({suite})"
     for p in publishes:
