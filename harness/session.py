@@ -287,8 +287,17 @@ class RunSession:
                                     broker_port=parse_mqtt_url(self.broker.url)[1], user_name=creds.username,
                                     secret=creds.password, time_server=place.time_server)
         device = self.lab.registered(board.device_id)
-        if build is None or not {"tls", "sas", "dps"} <= set(build.manifest.identity.provisioning_features) \
-                or device is None or not device.symmetric_key or self.broker.tls_url is None:
+        if build is None or not {"tls", "sas", "dps"} <= set(build.manifest.identity.provisioning_features):
+            return record
+        if device is None or not device.symmetric_key or self.broker.tls_url is None:
+            if build.manifest.build.stack == "netxduo":  # the middleware signs in in no other way
+                missing = ("the broker serves no TLS (broker.tls)" if self.broker.tls_url is None else
+                           f"device {board.device_id} is not in the lab's registry with a symmetric key (devices:)")
+                raise ConfigError(f"build {build.manifest.name} (the Azure IoT middleware) signs in only over TLS "
+                                  f"with a SAS token from its device key, and {missing}: the board would never "
+                                  "reach the hub",
+                                  fix=f"in lab.yaml: broker: {{tls: true}} and devices: [{{id: {board.device_id}, "
+                                      "symmetric_key: <base64 key>}]")
             return record
         trusted = build.manifest.identity.trusted_ca_sha256
         ours = hashlib.sha256(lab_ca(self.lab).ca_certificate().public_bytes(Encoding.DER)).hexdigest()

@@ -11,7 +11,9 @@ and may use the ``clause`` fixture to attach evidence (``clause.evidence(name, p
 say the clause cannot apply to this board (``clause.not_applicable(reason)``).
 
 How an outcome becomes a verdict: an :class:`~harness.errors.InfrastructureError` anywhere
-(setup included) is ``infrastructure``; a :class:`~harness.errors.CheckFailed` or an assertion is
+(setup included) is ``infrastructure``, and so is a :class:`~harness.errors.ConfigError` or
+:class:`~harness.errors.UsageError` (the lab's configuration or the run's options cannot serve the
+build: never the firmware's failure); a :class:`~harness.errors.CheckFailed` or an assertion is
 ``failed``; :class:`KnownDefectFound` is ``known-defect``; a skip through ``not_applicable`` is
 ``not-applicable``. For tests using ``hil_board`` the console lines and the decoded telemetry of
 the test's time are kept as evidence in the run folder.
@@ -27,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from harness.errors import HarnessError, InfrastructureError
+from harness.errors import ConfigError, HarnessError, InfrastructureError, UsageError
 from harness.report.certificate import Certificate
 from harness.report.verdict import ClauseResult, Verdict
 
@@ -135,6 +137,8 @@ def verdict_of(report: pytest.TestReport, call: pytest.CallInfo[Any] | None) -> 
         return Verdict.KNOWN_DEFECT, text
     if isinstance(exc, InfrastructureError):
         return Verdict.INFRASTRUCTURE, text
+    if isinstance(exc, ConfigError | UsageError):  # the lab's configuration or the run's options, not the firmware
+        return Verdict.INFRASTRUCTURE, f"the lab or the run is not set up for this: {text}"
     if isinstance(exc, HarnessError | AssertionError):
         return Verdict.FAILED, text
     return Verdict.INFRASTRUCTURE, f"{type(exc).__name__}: {text}" if exc is not None else text

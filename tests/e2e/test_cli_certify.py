@@ -322,3 +322,22 @@ def test_the_azure_rtos_image_is_certified_as_the_lwip_one(tmp_path: Path) -> No
     assert "windows predicted from" in prediction, prediction  # 3.2.cap judged its windows on the capture
     console = (report / "qemu-an385-console.log").read_text()
     assert "stack netxduo" in console
+
+
+@pytest.mark.needs("azrtos-sources")
+@pytest.mark.timeout(600)
+def test_an_azure_rtos_image_in_a_lab_without_tls_is_the_labs_fault_not_the_firmwares(tmp_path: Path) -> None:
+    """The middleware signs in only over TLS with a device key: in the shipped lab (no TLS, no
+    registry) the board could never reach the hub. That is said before the board is provisioned,
+    as the lab's doing (exit 3, infrastructure, the fix named), never as clauses the firmware failed."""
+    lab = _tls_lab(tmp_path / "lab")
+    env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
+    built = subprocess.run([sys.executable, "-m", "harness", "firmware", "build-reference", "--flavour", "azrtos",
+                            "--preset", "fast", "--lab", str(lab), "--out", str(tmp_path / "az")],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    result, report = certify(tmp_path, "--firmware", str(tmp_path / "az"), "--clause=1.topic")  # the shipped lab
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+    assert verdicts(report) == {"1.topic": "infrastructure"}
+    clause = json.loads((report / "certificate.json").read_text())["clauses"][0]
+    assert "signs in only over TLS" in clause["message"] and "broker: {tls: true}" in clause["message"]
