@@ -253,6 +253,17 @@ def _tls_lab(folder: Path) -> Path:
     return folder
 
 
+def build_cli(tmp_path: Path, lab: Path, name: str, *options: str) -> tuple[Path, str]:
+    """``hil firmware build-reference OPTIONS --preset fast --lab LAB`` into ``tmp_path/name``: the
+    folder and what the command printed."""
+    env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
+    built = subprocess.run([sys.executable, "-m", "harness", "firmware", "build-reference", *options, "--preset",
+                            "fast", "--lab", str(lab), "--out", str(tmp_path / name)],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    return tmp_path / name, built.stdout
+
+
 @pytest.mark.timeout(900)
 def test_the_tls_build_is_certified_with_framing_and_windows_told_by_record_size(tmp_path: Path) -> None:
     """Over TLS the link capture holds no readable MQTT frame, but the size of each TLS record tells
@@ -260,12 +271,8 @@ def test_the_tls_build_is_certified_with_framing_and_windows_told_by_record_size
     cap's windows are predicted from the capture as in clear; the identity clause judges the hub
     connections (not the DPS registration under the same client id)."""
     lab = _tls_lab(tmp_path / "lab")
-    env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
-    built = subprocess.run([sys.executable, "-m", "harness", "firmware", "build-reference", "--tls", "--preset", "fast",
-                            "--lab", str(lab), "--out", str(tmp_path / "tls-build")],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
-    assert "TLS: trusts only the lab CA sha256" in built.stdout
+    _, printed = build_cli(tmp_path, lab, "tls-build", "--tls")
+    assert "TLS: trusts only the lab CA sha256" in printed
     result, report = certify(tmp_path, "--lab", str(lab), "--firmware", str(tmp_path / "tls-build"),
                              "--clause=1.", "--clause=3.2.cap")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -287,11 +294,7 @@ def test_the_tls_build_is_certified_with_framing_and_windows_told_by_record_size
 def test_a_tls_build_framing_its_publishes_with_the_shortest_remaining_length_fails_framing(tmp_path: Path) -> None:
     """The framing clause can fail over TLS: the size of each record gives the wrong framing away."""
     lab = _tls_lab(tmp_path / "lab")
-    env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
-    built = subprocess.run([sys.executable, "-m", "harness", "firmware", "build-reference", "--tls", "--preset", "fast",
-                            "--set", "MQTT_FAULT_SHORT_RL=1", "--lab", str(lab), "--out", str(tmp_path / "bad")],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    build_cli(tmp_path, lab, "bad", "--tls", "--set", "MQTT_FAULT_SHORT_RL=1")
     result, report = certify(tmp_path, "--lab", str(lab), "--firmware", str(tmp_path / "bad"), "--clause=1.")
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     seen = verdicts(report)
@@ -307,12 +310,8 @@ def test_the_azure_rtos_image_is_certified_as_the_lwip_one(tmp_path: Path) -> No
     clause passes as on the lwIP image, except 1.framing, which its TLS suite (CBC: the padding hides
     the Remaining Length's 2 bytes) leaves not applicable, saying why."""
     lab = _tls_lab(tmp_path / "lab")
-    env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
-    built = subprocess.run([sys.executable, "-m", "harness", "firmware", "build-reference", "--flavour", "azrtos",
-                            "--preset", "fast", "--lab", str(lab), "--out", str(tmp_path / "az")],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
-    assert "stack netxduo" in built.stdout
+    _, printed = build_cli(tmp_path, lab, "az", "--flavour", "azrtos")
+    assert "stack netxduo" in printed
     result, report = certify(tmp_path, "--lab", str(lab), "--firmware", str(tmp_path / "az"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     seen = verdicts(report)
@@ -331,11 +330,7 @@ def test_an_azure_rtos_image_in_a_lab_without_tls_is_the_labs_fault_not_the_firm
     registry) the board could never reach the hub. That is said before the board is provisioned,
     as the lab's doing (exit 3, infrastructure, the fix named), never as clauses the firmware failed."""
     lab = _tls_lab(tmp_path / "lab")
-    env = {**os.environ, "HIL_STATE": str(tmp_path / "state")}
-    built = subprocess.run([sys.executable, "-m", "harness", "firmware", "build-reference", "--flavour", "azrtos",
-                            "--preset", "fast", "--lab", str(lab), "--out", str(tmp_path / "az")],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    build_cli(tmp_path, lab, "az", "--flavour", "azrtos")
     result, report = certify(tmp_path, "--firmware", str(tmp_path / "az"), "--clause=1.topic")  # the shipped lab
     assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
     assert verdicts(report) == {"1.topic": "infrastructure"}
