@@ -29,8 +29,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from harness.board.board import Board, BoardState
 from harness.board.kinds import BoardSite, factory_for, network_mode
 from harness.broker import Broker, BrokerOptions, DeviceCredentials, open_broker, parse_mqtt_url
@@ -300,7 +298,7 @@ class RunSession:
                                       "symmetric_key: <base64 key>}]")
             return record
         trusted = build.manifest.identity.trusted_ca_sha256
-        ours = hashlib.sha256(lab_ca(self.lab).ca_certificate().public_bytes(Encoding.DER)).hexdigest()
+        ours = hashlib.sha256(lab_ca(self.lab).ca_der()).hexdigest()
         if trusted is not None and trusted != ours:
             raise ConfigError(f"build {build.manifest.name} trusts the CA sha256 {trusted}, not this lab's ({ours}): "
                               "the board would refuse the broker's certificate",

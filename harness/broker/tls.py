@@ -134,6 +134,10 @@ class LabPki:
     def server_certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.files.server_cert.read_bytes())
 
+    def ca_der(self) -> bytes:
+        """The CA certificate in DER: what a firmware image compiles in and its manifest fingerprints."""
+        return self.ca_certificate().public_bytes(serialization.Encoding.DER)
+
 
 def _sans(hosts: Sequence[str]) -> list[x509.GeneralName]:
     out: list[x509.GeneralName] = []

@@ -50,7 +50,6 @@ def _lab_ca(args: argparse.Namespace) -> bytes | None:
     """The lab CA (DER) a TLS image trusts: the lab's (``--lab`` or HIL_LAB); for an azrtos image
     without --tls, none when no lab was named and the default folder is absent (a named lab that
     does not load is an error)."""
-    from cryptography.hazmat.primitives import serialization
 
     from harness.hub.ca import lab_ca
     from harness.lab import load_lab
@@ -62,7 +61,7 @@ def _lab_ca(args: argparse.Namespace) -> bytes | None:
               "give --lab DIR to compile in the lab's CA", file=sys.stderr)
         return None
     lab = load_lab(args.lab)
-    return lab_ca(lab).ca_certificate().public_bytes(serialization.Encoding.DER)
+    return lab_ca(lab).ca_der()
 
 
 def build(args: argparse.Namespace) -> int:

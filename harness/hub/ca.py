@@ -61,7 +61,7 @@ def firmware_values(lab: Lab, pki: LabPki) -> FirmwareValues:
     broker = lab.settings.broker
     return FirmwareValues(
         ca_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-        ca_der=cert.public_bytes(serialization.Encoding.DER),
+        ca_der=pki.ca_der(),
         values={"HOST_NAME": broker.hub, "ENDPOINT": broker.dps, "ID_SCOPE": broker.id_scope},
         devices={d.id: _device_values(d) for d in lab.settings.devices},
         certificates={d.id: d.x509_thumbprint for d in lab.settings.devices if d.x509_thumbprint is not None},

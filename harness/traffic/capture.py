@@ -123,7 +123,8 @@ def _checksum_ok(header: bytes) -> bool:
     return total == 0xFFFF
 
 
-def _parse(time: float, frame: bytes) -> _Packet | None:
+def parse_frame(time: float, frame: bytes) -> _Packet | None:
+    """An Ethernet frame's IPv4 datagram (a VLAN tag allowed), or None."""
     if len(frame) < 14:
         return None
     ethertype = struct.unpack_from("!H", frame, 12)[0]
@@ -188,7 +189,7 @@ def module_datagrams(frames: Iterable[tuple[float, bytes]], board: IPv4 | str, *
     sealed: list[tuple[int, Key, frozenset[str]]] = []  # (position, connection, protections) of TLS data
     outbound_fragments: dict[tuple[IPv4, IPv4, int, int], list[_Packet]] = {}
     for number, (time, frame) in enumerate(frames):
-        pkt = _parse(time, frame)
+        pkt = parse_frame(time, frame)
         if pkt is None or pkt.proto not in PROTOCOLS:
             continue
         proto = PROTOCOLS[pkt.proto]

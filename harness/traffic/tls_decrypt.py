@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from harness.errors import HarnessError
+from harness.traffic.capture import parse_frame
 
 KEYLOG = re.compile(r"CLIENT_RANDOM ([0-9a-fA-F]{64}) ([0-9a-fA-F]{96})")
 CHANGE_CIPHER_SPEC, HANDSHAKE, APPLICATION_DATA = 20, 22, 23
@@ -69,18 +70,14 @@ def tcp_connections(frames: Iterable[tuple[float, bytes]], board: IPv4 | str) ->
     sequence number from its SYN (retransmissions taken once); in the order they opened."""
     board = IPv4(board)
     streams: dict[tuple[int, IPv4, int], dict[bool, tuple[int, dict[int, bytes]]]] = {}
-    for _, frame in frames:
-        if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+    for t, frame in frames:
+        pkt = parse_frame(t, frame)
+        if pkt is None or pkt.proto != 6 or board not in (pkt.src, pkt.dst) or len(pkt.payload) < 20:
             continue
-        ip = frame[14:]
-        ihl, total = (ip[0] & 0x0F) * 4, struct.unpack_from("!H", ip, 2)[0]
-        src, dst = IPv4(ip[12:16]), IPv4(ip[16:20])
-        if board not in (src, dst):
-            continue
-        tcp = ip[ihl:total]
+        tcp = pkt.payload
         sport, dport, seq = struct.unpack_from("!HHI", tcp, 0)
         flags, data = tcp[13], tcp[(tcp[12] >> 4) * 4:]
-        outbound = src == board
+        outbound, src, dst = pkt.src == board, pkt.src, pkt.dst
         key = (sport, dst, dport) if outbound else (dport, src, sport)
         if flags & 0x02:  # SYN: this direction's first sequence number
             streams.setdefault(key, {})[outbound] = (seq + 1, {})

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
@@ -58,7 +57,7 @@ def hub_lab(tmp_path_factory: pytest.TempPathFactory) -> Lab_:
         (root / f"{name}.yaml").write_text(yaml.safe_dump(emulated_board(name, DEVICE if name == "az-hub-1"
                                                                          else "hil-azrtos-stranger")))
     lab = load_lab(root)
-    der = lab_ca(lab).ca_certificate().public_bytes(serialization.Encoding.DER)
+    der = lab_ca(lab).ca_der()
     build = build_reference("mps2-an385", {"VERSION": TEST_VERSION, "BUILD_ID": TEST_BUILD_ID}, "fast",
                             tmp_path_factory.mktemp("azrtos-hub-build"), flavour="azrtos", trusted_ca=der)
     return Lab_(lab, build)

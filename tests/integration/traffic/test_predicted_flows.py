@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
 
 from harness.board.board import Board
 from harness.errors import UsageError
@@ -48,7 +47,7 @@ def board(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         lab_yaml["broker"]["tls"] = True
         lab_yaml["devices"] = [{"id": device, "symmetric_key": base64.b64encode(bytes(range(32))).decode()}]
         (folder / "lab.yaml").write_text(yaml.safe_dump(lab_yaml))
-        ca = lab_ca(load_lab(folder)).ca_certificate().public_bytes(serialization.Encoding.DER)
+        ca = lab_ca(load_lab(folder)).ca_der()
     build = load_build(build_reference("mps2-an385", {}, "fast", tmp_path_factory.mktemp("build"),
                                        request.param, trusted_ca=ca))
     with RunSession(load_lab(folder), boards=["qemu-an385"]) as session:
