@@ -26,31 +26,65 @@ from harness.traffic.capture import Datagram, Key
 #: first connection comes late, as a burst window merged into the next).
 SAME_COLLECTION = 0.5
 
+#: PENDING -> ACTIVE (spec 3.3): the message kept from a collection made while the hub was away goes
+#: out one second after the module sees its hub connected. So the first security PUBLISH on a
+#: connection may end a window the module closed earlier, at any moment from the window's start to
+#: this long before that PUBLISH; or at the PUBLISH itself, when the hub was connected before the
+#: collection (a board that connects before its first collection).
+KEPT_DELAY = 1.0
+
+#: Seconds around a window's end where the wire's order and the module's may differ: a busy board
+#: counts a datagram before its collection that crosses the wire after its PUBLISH, or the reverse.
+NEAR = 0.25
+
 
 @dataclass
 class Window:
     """What the module counted in one window; ``end`` is the capture time of the PUBLISH that
-    closed it (None: still open when the capture ends)."""
+    closed it (None: still open when the capture ends), or for an alternative of a kept window
+    (:func:`candidate_windows`) the moment the module may have collected it."""
 
     start: float | None
     end: float | None
     records: dict[Key, list[int]] = field(default_factory=dict)  # key -> [bytes_in, bytes_out]
     dropped: int = 0  # datagrams the exhausted pool did not count
+    index: int = 0  # its place among :func:`reduce_windows`'s windows (alternatives share it)
+    kept: bool = False  # ended by a connection's first security PUBLISH: collected then or earlier
 
     def flows(self) -> list[Flow]:
         return [Flow(local_address=k[0], remote_address=k[1], local_port=k[2], remote_port=k[3], protocol=k[4],
                      bytes_in=b[0], bytes_out=b[1]) for k, b in self.records.items()]
 
 
-def reduce_windows(datagrams: Iterable[Datagram], cap: int = 64) -> list[Window]:
-    """Split at each security PUBLISH and count each window as the module's pool does."""
-    windows = [Window(None, None)]
-    last_publish: float | None = None
-    for d in sorted(datagrams, key=lambda d: d.time):
-        if d.security_publish and (last_publish is None or d.time - last_publish >= SAME_COLLECTION):
-            windows[-1].end = d.time
-            windows.append(Window(d.time, None))
-            last_publish = d.time
+def _ends(ordered: Sequence[Datagram]) -> list[tuple[int, bool]]:
+    """The datagrams (by position) that end a window, and whether each is its connection's first
+    security PUBLISH (so possibly a kept message)."""
+    ends: list[tuple[int, bool]] = []
+    published: set[Key] = set()
+    last: float | None = None
+    for i, d in enumerate(ordered):
+        if not d.security_publish:
+            continue
+        first = d.key not in published
+        published.add(d.key)
+        if last is None or d.time - last >= SAME_COLLECTION:
+            ends.append((i, first))
+            last = d.time
+    return ends
+
+
+def _count(ordered: Sequence[Datagram], start: float | None, cuts: Sequence[tuple[int, float]], cap: int,
+           index: int = 0) -> list[Window]:
+    """Count ``ordered`` as the module's pool does, a new window from each cut (a position in
+    ``ordered`` and the time it stands for)."""
+    windows = [Window(start, None, index=index)]
+    pending = iter(cuts)
+    cut = next(pending, None)
+    for i, d in enumerate(ordered):
+        while cut is not None and i >= cut[0]:
+            windows[-1].end = cut[1]
+            windows.append(Window(cut[1], None, index=windows[-1].index + 1))
+            cut = next(pending, None)
         window = windows[-1]
         entry = window.records.get(d.key)
         if len(window.records) >= cap:
@@ -59,7 +93,44 @@ def reduce_windows(datagrams: Iterable[Datagram], cap: int = 64) -> list[Window]
         if entry is None:
             entry = window.records[d.key] = [0, 0]
         entry[1 if d.outbound else 0] += d.nbytes
+    for _, time in [*([cut] if cut is not None else []), *pending]:  # cuts past the last datagram
+        windows[-1].end = time
+        windows.append(Window(time, None, index=windows[-1].index + 1))
     return windows
+
+
+def reduce_windows(datagrams: Iterable[Datagram], cap: int = 64) -> list[Window]:
+    """Split at each security PUBLISH and count each window as the module's pool does."""
+    ordered = sorted(datagrams, key=lambda d: d.time)
+    ends = _ends(ordered)
+    windows = _count(ordered, None, [(i, ordered[i].time) for i, _ in ends], cap)
+    for window, (_, kept) in zip(windows, ends, strict=False):  # the last window is still open
+        window.kept = kept
+    return windows
+
+
+def candidate_windows(datagrams: Iterable[Datagram], cap: int = 64) -> list[Window]:
+    """The windows the module may have made of the capture: :func:`reduce_windows`'s, and for each
+    window a connection's first security PUBLISH ended, the pairs it and the next one make when the
+    module collected earlier: cut before each datagram from the window's start to :data:`KEPT_DELAY`
+    before the PUBLISH, the PUBLISH then inside the next window. A reported window must equal one of
+    these (:func:`judge_window` allows :data:`NEAR` at their ends, as at any window's)."""
+    ordered = sorted(datagrams, key=lambda d: d.time)
+    windows = reduce_windows(ordered, cap)
+    ends = [i for i, _ in _ends(ordered)] + [len(ordered)]
+    alternatives: list[Window] = []
+    for k, window in enumerate(windows[:-1]):
+        if not window.kept:
+            continue
+        span = ordered[ends[k - 1] if k else 0:ends[k + 1]]
+        latest = ordered[ends[k]].time - KEPT_DELAY
+        counted = sum(1 for d in span if d.time <= latest)
+        for position in range(1, counted + 1):  # window k keeps span[:position]
+            cut = min(span[position].time, latest) if position < len(span) else latest
+            pair = _count(span, window.start, [(position, cut)], cap, index=k)
+            pair[1].end = windows[k + 1].end
+            alternatives += pair
+    return windows + alternatives
 
 
 def same_records(predicted: Sequence[Flow], reported: Sequence[Flow]) -> tuple[list[Flow], list[Flow]]:
@@ -76,11 +147,6 @@ def describe_difference(missing: Sequence[Flow], unexpected: Sequence[Flow]) -> 
     lines = [f"  predicted, not reported: {describe_flow(f)}" for f in missing]
     lines += [f"  reported, not predicted: {describe_flow(f)}" for f in unexpected]
     return "\n".join(lines)
-
-
-#: Seconds around a window's end where the wire's order and the module's may differ: a busy board
-#: counts a datagram before its collection that crosses the wire after its PUBLISH, or the reverse.
-NEAR = 0.25
 
 
 def judge_window(flows: Sequence[Flow], windows: Sequence[Window], datagrams: Sequence[Datagram],

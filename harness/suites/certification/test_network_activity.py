@@ -13,7 +13,7 @@ from harness.suites.certification.observe import FRESH
 from harness.telemetry.model import NetworkActivity
 from harness.traffic import flow_burst, icmp_echo, tcp_session, udp_exchange
 from harness.traffic.exchange import Exchange
-from harness.traffic.windows import judge_window, reduce_windows
+from harness.traffic.windows import candidate_windows, judge_window
 
 WINDOWS = 2  # collection windows a check may take after the traffic (at the high interval)
 
@@ -82,9 +82,11 @@ def test_flow_cap(hil_board: Board, behaviour: Behaviour, clause: ClauseRecord) 
             "the capture shows no security PUBLISH (in clear, or as a TLS record of a received message's size)"))
         assert largest == cap, f"{cap + 20} new flows in one window, but at most {largest} records reported"
         return
-    windows = reduce_windows(datagrams, cap)
-    clause.write("window-prediction.txt", f"{len(windows)} windows predicted from {ends} security PUBLISHes on the "
-                                          f"capture, {len(reported)} reported windows judged against them")
+    windows = candidate_windows(datagrams, cap)
+    kept = sum(w.kept for w in windows)  # alternatives are never marked
+    clause.write("window-prediction.txt", f"{len({w.index for w in windows})} windows predicted from {ends} security "
+                 f"PUBLISHes on the capture ({kept} a connection's first, which may carry a message kept from an "
+                 f"earlier collection: {len(windows)} ways to count), {len(reported)} reported windows judged")
     for event in reported:
         difference = judge_window(event.payload.flows, windows, datagrams)
         assert difference is None, f"the window reported at {event.time} is not what the capture predicts:\n" + \

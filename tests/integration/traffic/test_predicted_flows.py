@@ -24,7 +24,7 @@ from harness.session import RunSession
 from harness.telemetry.model import NetworkActivity, Protocol
 from harness.traffic import Target, flow_burst, icmp_echo, syn_scan, tcp_session, udp_exchange, udp_scan
 from harness.traffic.capture import Datagram
-from harness.traffic.windows import judge_window, reduce_windows, same_records
+from harness.traffic.windows import candidate_windows, describe_difference, judge_window, reduce_windows, same_records
 
 pytestmark = [pytest.mark.needs("qemu", "arm-gcc", "root", "mosquitto", "dnsmasq", "chrony", "ip"),
               pytest.mark.timeout(300)]
@@ -74,22 +74,28 @@ def assert_windows_as_predicted(board: Board, target: Target, cap: int, since_fr
     """Every NetworkActivity event reported since the mark equals a predicted window, in order, and
     no predicted window with records between the first and the last of them went unreported."""
     assert board.telemetry is not None and target.capture is not None
-    windows = [w for w in reduce_windows(target.capture(), cap) if w.end is not None]
+    datagrams = target.capture()
+    base = reduce_windows(datagrams, cap)
+    windows = [w for w in candidate_windows(datagrams, cap) if w.end is not None]
     reported = [e for e in board.telemetry.events() if isinstance(e.payload, NetworkActivity)]
     assert reported
     paired: list[int] = []
-    datagrams = target.capture()
+    borderline: list[str] = []
     for event in reported:
-        found = [i for i, w in enumerate(windows) if not any(same_records(w.flows(), event.payload.flows))]
+        found = sorted({w.index for w in windows if not any(same_records(w.flows(), event.payload.flows))})
         if not found:
             difference = judge_window(event.payload.flows, windows, datagrams)
             if difference is not None:
                 pytest.fail(f"the window reported at {event.time} is no predicted window:\n" + difference)
+            closest = min(windows, key=lambda w: sum(map(len, same_records(w.flows(), event.payload.flows))))
+            borderline.append(f"at {event.time}, against the window ending {closest.end}:\n"
+                              + describe_difference(*same_records(closest.flows(), event.payload.flows)))
             continue  # differs only by datagrams at its very ends (see harness.traffic.windows.NEAR)
         paired.append(next((i for i in found if not paired or i > paired[-1]), found[-1]))
     assert paired == sorted(paired), f"windows out of order: {paired}"
-    assert paired, "no reported window matched a predicted one exactly"
-    skipped = [i for i in range(paired[0], paired[-1] + 1) if i not in paired and windows[i].records]
+    assert paired, "no reported window matched a predicted one exactly; each differed at its ends:\n" + \
+        "\n".join(borderline)
+    skipped = [i for i in range(paired[0], paired[-1] + 1) if i not in paired and base[i].records]
     assert not skipped, f"predicted windows with records that were not reported: {skipped}"
     return len(reported)
 
