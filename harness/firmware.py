@@ -136,6 +136,13 @@ class IdentityExpectation(StrictModel):
 Stack = Literal["lwip", "netxduo"]
 
 
+#: knobs that make an image for the bench, never for a release: what each does when set
+BENCH_ONLY_KNOBS = {
+    "TLS_KEYLOG": "prints its TLS session secrets on its console (TLS_KEYLOG=1): anyone with the console log "
+                  "and a capture of its link reads its traffic",
+}
+
+
 class BuildInfo(StrictModel):
     build_id: str | None = None
     stack: Stack | None = Field(
@@ -143,6 +150,12 @@ class BuildInfo(StrictModel):
     knobs: dict[str, str | int | bool] = Field(default_factory=dict)
     code_bytes: int | None = None
     ram_bytes: int | None = None
+
+    def bench_only(self) -> list[str]:
+        """Why this image must not be released (:data:`BENCH_ONLY_KNOBS` it was built with); empty
+        when none is set."""
+        return [why for knob, why in BENCH_ONLY_KNOBS.items()
+                if str(self.knobs.get(knob, "0")).strip().lower() not in ("0", "false", "no", "")]
 
 
 class FirmwareManifest(StrictModel):

@@ -141,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
     terminal = Terminal(stderr=True)
     what = "; ".join(f"{b.manifest.name} {b.manifest.version} on {name}" for name, b in builds.items())
     terminal.print(f"certifying {what}; reports in {report}")
+    for name, build in builds.items():
+        for why in build.manifest.build.bench_only():  # certified all the same: the bench needs such images
+            terminal.print(f"[yellow]warning[/]: {escape(str(build.folder))} (on {escape(name)}) is a bench image, "
+                           f"not for release: it {escape(why)}; the certificate says so")
     argv = [str(SUITE), "-p", "harness.report.plugin", "--hil-certificate", str(report), "--report-dir",
             str(report), "--lab", str(lab.root), "-p", "no:cacheprovider",
             "--rootdir", str(SUITE), "-c", os.devnull, "-p", "no:terminal", "-p", "no:randomly",

@@ -49,6 +49,7 @@ def board_provenance(board: Board) -> dict[str, str]:
         "firmware_read_back": "verified" if any(r.verified or r.skipped for r in flashed) else "not verified",
         "security_module": f"{m.security_module.id} {m.security_module.version} (mti {m.security_module.mti})",
         "known_defects_declared": ", ".join(m.behaviour.known_defects) or "none",
+        "not_for_release": "; ".join(m.build.bench_only()) or "no",
         "harness": _package("hil-harness"), "pyocd": _package("pyocd"),
         "broker": f"{broker.kind} {version_of(('mosquitto', '-h')) if broker and broker.kind == 'mosquitto' else ''}"
         .strip() if broker is not None else "none",

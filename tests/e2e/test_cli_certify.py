@@ -292,11 +292,16 @@ def test_the_tls_build_is_certified_with_framing_and_windows_told_by_record_size
 
 @pytest.mark.timeout(900)
 def test_a_tls_build_framing_its_publishes_with_the_shortest_remaining_length_fails_framing(tmp_path: Path) -> None:
-    """The framing clause can fail over TLS: the size of each record gives the wrong framing away."""
+    """The framing clause can fail over TLS: the size of each record gives the wrong framing away.
+    The image also prints its TLS secrets (a bench image): certified all the same, and said so."""
     lab = _tls_lab(tmp_path / "lab")
-    build_cli(tmp_path, lab, "bad", "--tls", "--set", "MQTT_FAULT_SHORT_RL=1")
+    build_cli(tmp_path, lab, "bad", "--tls", "--set", "MQTT_FAULT_SHORT_RL=1", "--set", "TLS_KEYLOG=1")
     result, report = certify(tmp_path, "--lab", str(lab), "--firmware", str(tmp_path / "bad"), "--clause=1.")
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    said = " ".join(result.stderr.split())  # the terminal wraps its lines
+    assert "is a bench image, not for release" in said and "TLS_KEYLOG=1" in said, said[-2000:]
+    provenance = json.loads((report / "certificate.json").read_text())["provenance"]["qemu-an385"]
+    assert "TLS session secrets" in provenance["not_for_release"], provenance
     seen = verdicts(report)
     assert seen.pop("1.framing") == "failed" and all(v == "passed" for v in seen.values()), seen
     framing = json.loads(next(report.rglob("framing-over-tls.json")).read_text())

@@ -97,3 +97,14 @@ def test_write_then_load_round_trips(tmp_path: Path) -> None:
 def test_no_manifest(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no firmware manifest"):
         load_build(tmp_path)
+
+
+@pytest.mark.parametrize(("knobs", "bench"), [({}, False), ({"TLS_KEYLOG": "0"}, False), ({"TLS_KEYLOG": 0}, False),
+                                              ({"TLS_KEYLOG": "1"}, True), ({"TLS_KEYLOG": True}, True),
+                                              ({"TLS_KEYLOG": 1, "MQTT_KEEPALIVE_S": 60}, True)])
+def test_an_image_that_prints_its_tls_secrets_is_marked_not_for_release(tmp_path: Path, knobs: dict[str, object],
+                                                                        bench: bool) -> None:
+    build = load_build(make_build(tmp_path, build={"knobs": knobs}))
+    reasons = build.manifest.build.bench_only()
+    assert bool(reasons) is bench
+    assert all("TLS_KEYLOG=1" in why and "secrets" in why for why in reasons)
