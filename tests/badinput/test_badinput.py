@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.badinput.case import Case
-from tests.badinput.conftest import PROPERTY
+from tests.badinput.tally import PROPERTY
 from tests.badinput.runner import run_case
 from tests.badinput.tables import all_cases
 

@@ -1,4 +1,8 @@
-"""The bad-input suite's closing note: after the run, the count of cases by surface and outcome."""
+"""The bad-input suite's closing note: after the run, the count of cases by surface and outcome.
+
+Its hooks are installed by ``tests/conftest.py``, which pytest loads in every process: with
+pytest-xdist a folder's own conftest is loaded only by the workers that collect it, never by the
+controller that prints the summary."""
 
 from __future__ import annotations
 
