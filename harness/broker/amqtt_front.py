@@ -25,6 +25,7 @@ Imported only when an embedded broker starts (amqtt is slow to import).
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import logging
 import ssl
 import time
@@ -37,6 +38,7 @@ from amqtt.mqtt.connect import ConnectPacket
 from amqtt.session import Session
 
 from harness.broker import relay
+from harness.broker.base import Connect
 from harness.broker.client_certs import take_any_client_certificate
 from harness.broker.credentials import IdentityTable, SignInRefused
 
@@ -62,6 +64,7 @@ class GuardedReader(ReaderAdapter):
         self._peer = peer
         self.max_packet = max_packet
         self.replay = b""
+        self.peer = peer  # "address:port", as mosquitto logs a client
         self.refused: int | None = None  # the size of the packet that ended the connection
         self._left = 0  # body bytes left in the current packet
         self._in_length = False  # reading a Remaining Length
@@ -155,11 +158,13 @@ class HubBroker(AmqttBroker):
     """amqtt's broker, with the identity table checked at the door (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any], *, table: IdentityTable, max_packet: int,
-                 loop: asyncio.AbstractEventLoop, certificates: dict[str, bytes] | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop, certificates: dict[str, bytes] | None = None,
+                 connects: list[Connect] | None = None) -> None:
         super().__init__(config, loop=loop)
         self._table = table
         # client id -> the TLS client certificate it was last admitted with (amqtt's plugins check it again)
         self.certificates = {} if certificates is None else certificates
+        self.connects = [] if connects is None else connects  # every CONNECT admitted, oldest first
         self._max_packet = max_packet
         self._closing = False
         self._connections: set[asyncio.Task[Any]] = set()
@@ -296,6 +301,11 @@ class HubBroker(AmqttBroker):
             await writer.drain()
             return None
         assert client_id is not None  # sign_in accepted it
+        header = connect.variable_header
+        self.connects.append(Connect(
+            time=_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"), address=guarded.peer, client_id=client_id,
+            username=username or "", clean_session=bool(header.clean_session_flag) if header else True,
+            keepalive=int(header.keep_alive) if header else 0))
         if certificate is not None:
             self.certificates[client_id] = certificate
         else:

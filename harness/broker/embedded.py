@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.broker.base import BROKER_KINDS, MAX_PACKET, BrokerOptions, LocalBroker, all_binds, free_port
+from harness.broker.base import BROKER_KINDS, MAX_PACKET, BrokerOptions, Connect, LocalBroker, all_binds, free_port
 from harness.broker.tls import make_run_pki
 from harness.errors import InfrastructureError
 
@@ -87,6 +87,7 @@ class EmbeddedBroker(LocalBroker):
         self._broker: HubBroker | None = None
         self._log_handler: logging.Handler | None = None
         self._certificates: dict[str, bytes] = {}  # client id -> the TLS client certificate it was admitted with
+        self._connects: list[Connect] = []  # every CONNECT admitted, across restarts (as mosquitto's log keeps them)
 
     @property
     def log_path(self) -> Path:
@@ -143,7 +144,8 @@ class EmbeddedBroker(LocalBroker):
 
         async def make_and_start() -> HubBroker:
             broker = HubBroker(self._config(), table=self.identities, max_packet=MAX_PACKET,
-                               loop=asyncio.get_running_loop(), certificates=self._certificates)
+                               loop=asyncio.get_running_loop(), certificates=self._certificates,
+                               connects=self._connects)
             await broker.start()
             return broker
 
@@ -173,6 +175,10 @@ class EmbeddedBroker(LocalBroker):
             if self._log_handler is not None:
                 _unroute_logs(self._log_handler)
                 self._log_handler = None
+
+    def connections(self) -> list[Connect]:
+        """Every CONNECT the front door admitted (:mod:`harness.broker.amqtt_front`), oldest first."""
+        return list(self._connects)
 
     def _alive(self) -> str | None:
         if self._thread is None or not self._thread.is_alive():

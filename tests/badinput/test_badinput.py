@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.badinput.case import Case
-from tests.badinput.tally import PROPERTY
 from tests.badinput.runner import run_case
 from tests.badinput.tables import all_cases
+from tests.badinput.tally import PROPERTY
 
 
 def _param(case: Case) -> object:

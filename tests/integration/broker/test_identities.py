@@ -196,3 +196,31 @@ def test_a_damaged_identities_file_refuses_connections_and_says_why(brokers: Cal
         assert b.wait_log(f"hil-auth: .*{why}", 5, since=mark), what  # type: ignore[attr-defined]
     path.write_text(good)
     assert raw_connect(b.url, a.client_id, a.username, a.password) == ACCEPTED
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_connects_a_broker_admitted_are_reported_with_their_flags_across_a_restart(
+        kind: str, brokers: Callable[..., Broker]) -> None:
+    """What the certification's 1.identity, 3.1.first-collection and link-cut clauses read: each
+    admitted CONNECT's client id, user name, clean-session flag and keep-alive (a refused one is not
+    there), the same on both kinds, and kept when the broker restarts (an outage clause restarts it)."""
+    import datetime as _dt
+
+    b = brokers(kind)
+    dev = b.add_device("dev-c")
+    assert raw_connect(b.url, dev.client_id, dev.username, dev.password + "x") != ACCEPTED
+    assert raw_connect(b.url, dev.client_id, dev.username, dev.password, clean=False) == ACCEPTED
+    b.stop()
+    b.start()
+    assert raw_connect(b.url, dev.client_id, dev.username, dev.password, clean=True) == ACCEPTED
+    wait_log = getattr(b, "wait_log", None)
+    if wait_log is not None:  # mosquitto logs the CONNECT once it is admitted: the line may trail the CONNACK
+        assert wait_log(r"New client connected .* as dev-c \(p\d+, c1", 10)
+    mine = [c for c in b.connections() or [] if c.client_id == "dev-c"]
+    assert [(c.username, c.clean_session, c.keepalive) for c in mine] == [
+        (dev.username, False, 60), (dev.username, True, 60)], mine
+    now = _dt.datetime.now(_dt.UTC).timestamp()
+    for c in mine:
+        assert abs(_dt.datetime.fromisoformat(c.time).replace(tzinfo=_dt.UTC).timestamp() - now) < 30
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", c.address), c.address
