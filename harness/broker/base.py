@@ -209,8 +209,10 @@ class Broker(ABC):
         """Make a running broker enforce the current identity table."""
 
     @abstractmethod
-    def _alive(self) -> str | None:
-        """None when the broker's own machinery runs, else why not."""
+    def _alive(self, grace: float = 0.0) -> str | None:
+        """None when the broker's own machinery runs, else why not. ``grace``: seconds a process that
+        may be dying gets to be seen dead (a killed process closes its sockets before it can be
+        reaped, so a refused port can come first)."""
 
     @property
     @abstractmethod
@@ -285,7 +287,7 @@ class Broker(ABC):
             return BrokerHealth(False, why)
         host, port, _ = parse_mqtt_url(self.url)
         if not port_accepts(host, port):
-            return BrokerHealth(False, f"nothing accepts connections on {host}:{port}")
+            return BrokerHealth(False, self._alive(grace=2.0) or f"nothing accepts connections on {host}:{port}")
         return BrokerHealth(True, f"{self.kind} at {self.url}")
 
     def require_healthy(self) -> None:

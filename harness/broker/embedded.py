@@ -180,7 +180,7 @@ class EmbeddedBroker(LocalBroker):
         """Every CONNECT the front door admitted (:mod:`harness.broker.amqtt_front`), oldest first."""
         return list(self._connects)
 
-    def _alive(self) -> str | None:
+    def _alive(self, grace: float = 0.0) -> str | None:
         if self._thread is None or not self._thread.is_alive():
             return "broker loop thread not running"
         return None

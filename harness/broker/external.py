@@ -60,7 +60,7 @@ class ExternalBroker(Broker):
     def _stop(self, graceful: bool) -> None:
         """Not ours to stop."""
 
-    def _alive(self) -> str | None:
+    def _alive(self, grace: float = 0.0) -> str | None:
         return None
 
     def _identities_changed(self) -> None:

@@ -289,10 +289,13 @@ class MosquittoBroker(LocalBroker):
     def _stop(self, graceful: bool) -> None:
         self._kill_process(graceful)
 
-    def _alive(self) -> str | None:
+    def _alive(self, grace: float = 0.0) -> str | None:
         if self._proc is None:
             return "no process"
-        rc = self._proc.poll()
+        try:
+            rc = self._proc.wait(grace) if grace > 0 else self._proc.poll()
+        except subprocess.TimeoutExpired:
+            rc = None
         return None if rc is None else f"mosquitto exited with {rc}; see {self.log_path}"
 
     def _identities_changed(self) -> None:
