@@ -25,8 +25,9 @@ from pathlib import Path
 from harness.errors import InfrastructureError
 
 _HERE = Path(__file__).parent
-# the plugin
-SOURCES = tuple(_HERE / name for name in ("mosquitto_auth.c",))
+# the plugin: callbacks and entry points, the identity table, the policy, token expiry
+SOURCES = tuple(_HERE / name for name in ("mosquitto_auth.c", "mosquitto_auth_table.c", "mosquitto_auth_policy.c",
+                                          "mosquitto_auth_expiry.c"))
 PLUGIN_NAME = "hil_auth.so"
 CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-std=c11", "-D_POSIX_C_SOURCE=200809L")
 HEADERS = {"mosquitto.h": "libmosquitto-dev", "mosquitto_broker.h": "mosquitto-dev",

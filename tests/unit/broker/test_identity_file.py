@@ -16,7 +16,8 @@ from harness.broker.identity_file import FORMAT_LINE, encode_value, render_ident
 from harness.errors import InfrastructureError
 
 # the plugin's files: a change in any of them builds it anew
-PLUGIN_FILES = ("mosquitto_auth.c",)
+PLUGIN_FILES = ("mosquitto_auth.c", "mosquitto_auth_table.c", "mosquitto_auth_policy.c", "mosquitto_auth_expiry.c",
+                "mosquitto_auth.h")
 # what they share (mosquitto_auth.h): defined in the plugin, never left for the broker to provide
 SHARED = {"current", "free_table", "find", "percent_decode", "b64decode", "reload", "dps_username", "same_secret",
           "device_username_ok", "allowed", "sas_refusal", "expiring_set", "expiring_clear", "on_tick", "shown"}
