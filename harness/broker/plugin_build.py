@@ -7,9 +7,9 @@ The shared object is cached under ``<cache>/mosquitto-plugin/<key>/`` where the 
 source, the headers of this package they include (``#include "..."``, found next to the source as
 the compiler finds them), the mosquitto headers they were built against and the compiler flags, so a
 change in any source or header, or an upgraded mosquitto-dev, builds anew and an unchanged plugin is
-built once per machine. The cache is
-``$HIL_CACHE``, else ``$XDG_CACHE_HOME/hil``, else ``~/.cache/hil``. Concurrent first uses (xdist
-workers) each build into a temporary file and rename it into place, so nobody loads half a file.
+built once per machine. The cache is ``$HIL_CACHE``, else ``$XDG_CACHE_HOME/hil``, else
+``~/.cache/hil``. Concurrent first uses (xdist workers) each build into a temporary file and rename
+it into place, so nobody loads half a file.
 """
 
 from __future__ import annotations
