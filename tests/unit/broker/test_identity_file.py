@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,13 @@ from harness.broker import plugin_build
 from harness.broker.credentials import IdentityTable
 from harness.broker.identity_file import FORMAT_LINE, encode_value, render_identities, write_identities
 from harness.errors import InfrastructureError
+
+# the plugin's files: a change in any of them builds it anew
+PLUGIN_FILES = ("mosquitto_auth.c", "mosquitto_auth_table.c", "mosquitto_auth_policy.c", "mosquitto_auth_expiry.c",
+                "mosquitto_auth.h")
+# what they share (mosquitto_auth.h): defined in the plugin, never left for the broker to provide
+SHARED = {"current", "free_table", "find", "percent_decode", "b64decode", "reload", "dps_username", "same_secret",
+          "device_username_ok", "allowed", "sas_refusal", "expiring_set", "expiring_clear", "on_tick", "shown"}
 
 
 @pytest.mark.parametrize(("value", "encoded"), [
@@ -62,21 +71,50 @@ def test_the_plugin_builds_once_per_source(tmp_path: Path) -> None:
     mtime = first.stat().st_mtime_ns
     plugin_build._built.clear()
     assert plugin_build.plugin_path(cache=tmp_path) == first and first.stat().st_mtime_ns == mtime
-    changed = tmp_path / "changed.c"
-    changed.write_bytes(plugin_build.SOURCE.read_bytes() + b"\n/* changed */\n")
-    assert plugin_build.plugin_path(cache=tmp_path, source=changed) != first
+    changed = _plugin_copy(tmp_path / "changed")
+    changed[0].write_bytes(changed[0].read_bytes() + b"\n/* changed */\n")
+    again = plugin_build.plugin_path(cache=tmp_path, sources=changed)
+    assert again != first and again.is_file()
+
+
+def _plugin_copy(folder: Path) -> tuple[Path, ...]:
+    """A copy of the plugin's sources and the headers they include, in `folder`; the copied sources."""
+    folder.mkdir()
+    for path in plugin_build.SOURCES + tuple(plugin_build.SOURCES[0].parent.glob("mosquitto_auth*.h")):
+        shutil.copy2(path, folder / path.name)
+    return tuple(folder / source.name for source in plugin_build.SOURCES)
+
+
+@pytest.mark.parametrize("name", PLUGIN_FILES)
+def test_a_change_in_any_plugin_file_changes_the_build_key(tmp_path: Path, name: str) -> None:
+    copy = _plugin_copy(tmp_path / "copy")
+    assert plugin_build.build_key(copy) == plugin_build.build_key()  # where the files are does not count
+    changed = tmp_path / "copy" / name
+    changed.write_bytes(changed.read_bytes() + b"\n/* changed */\n")
+    assert plugin_build.build_key(copy) != plugin_build.build_key()
 
 
 @pytest.mark.needs("gcc")
-@pytest.mark.parametrize(("source", "libs"), [(plugin_build.SOURCE, plugin_build.LIBS),
-                                              (plugin_build.TLS_SHIM_SOURCE, plugin_build.TLS_SHIM_LIBS)])
-def test_the_plugin_source_compiles_without_warnings(tmp_path: Path, source: Path, libs: tuple[str, ...]) -> None:
-    import subprocess
-
+@pytest.mark.parametrize(("sources", "libs"), [(plugin_build.SOURCES, plugin_build.LIBS),
+                                               ((plugin_build.TLS_SHIM_SOURCE,), plugin_build.TLS_SHIM_LIBS)])
+def test_the_plugin_source_compiles_without_warnings(tmp_path: Path, sources: tuple[Path, ...],
+                                                     libs: tuple[str, ...]) -> None:
     out = tmp_path / "p.so"
-    done = subprocess.run(["gcc", *plugin_build.CFLAGS, "-Werror", "-o", str(out), str(source), *libs],
+    done = subprocess.run(["gcc", *plugin_build.CFLAGS, "-Werror", "-o", str(out), *map(str, sources), *libs],
                           capture_output=True, text=True)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.needs("gcc")
+def test_the_plugin_exports_only_its_entry_points(tmp_path: Path) -> None:
+    """What the plugin's files share stays inside it: a broker symbol of the same name cannot stand in."""
+    plugin = plugin_build.plugin_path(cache=tmp_path)
+    done = subprocess.run(["nm", "-D", "--defined-only", str(plugin)], capture_output=True, text=True, check=True)
+    exported = sorted(line.split()[-1] for line in done.stdout.splitlines() if line.split()[1:2] == ["T"])
+    assert exported == ["mosquitto_plugin_cleanup", "mosquitto_plugin_init", "mosquitto_plugin_version"]
+    done = subprocess.run(["nm", "-D", "--undefined-only", str(plugin)], capture_output=True, text=True, check=True)
+    undefined = {line.split()[-1].split("@")[0] for line in done.stdout.splitlines()}
+    assert "mosquitto_log_printf" in undefined and not undefined & SHARED, sorted(undefined & SHARED)
 
 
 @pytest.mark.needs("gcc")
