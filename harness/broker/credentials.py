@@ -330,7 +330,7 @@ def _check_thumbprint(who: str, thumbprint: bytes | None) -> None:
 
 def _filter_within(topic: str, pattern: str) -> bool:
     """Is ``topic`` (a topic, or a filter whose own wildcards count literally) within ``pattern``? The
-    rule mosquitto_auth.c's ``within`` applies too."""
+    rule mosquitto_auth_policy.c's ``within`` applies too."""
     t_levels, p_levels = topic.split("/"), pattern.split("/")
     for i, p in enumerate(p_levels):
         if p == "#":

@@ -3,7 +3,7 @@
 The plugin reads the file again at every CONNECT; :func:`write_identities` replaces it atomically
 (a temporary file renamed over it), so once it returns, the next CONNECT meets the new table: an
 identity change needs no reload and no signal. Format (documented with the parser in
-``mosquitto_auth.c``): a ``hil-identities 3`` line, then ``key value`` lines, values
+``mosquitto_auth_table.c``): a ``hil-identities 3`` line, then ``key value`` lines, values
 percent-encoded::
 
     hil-identities 3
