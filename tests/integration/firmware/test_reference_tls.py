@@ -130,6 +130,28 @@ def _registers_gets_its_twin_and_sends(tls_lab: TlsLab, session: RunSession) -> 
     assert event.id
 
 
+def test_a_twin_larger_than_the_images_buffer_is_skipped_and_the_connection_kept(
+        tls_lab: TlsLab, session: RunSession) -> None:
+    """A twin document over the image's 8 KiB receive buffer is skipped, said once, and the session
+    goes on; before, the board dropped the connection and got the same document at every reconnect."""
+    import time
+
+    hub = session.hub
+    assert hub is not None
+    hub.set_twin(DEVICE, desired={"big": "x" * 9000})
+    board = session.bring_up("tls-board", tls_lab.build)
+    console = board.console
+    console.expect(rf"^mqtt: connected to {HUB}:\d+ as {DEVICE}$", timeout=90)
+    skipped = console.expect(r"^mqtt: a (\d+)-byte packet \(type 3\) from the broker is over this image's "
+                             r"8192-byte buffer: skipped$", timeout=30)
+    assert int(skipped.group(1)) > 9000
+    after = time.time()
+    assert board.telemetry is not None  # a message collected after the skip arrives on the same connection
+    board.telemetry.wait_for(lambda e: e.time >= int(after) + 1, 60, what="an event collected after the skip")
+    since = console.text[console.text.find(skipped.group(0)):]
+    assert "mqtt: connect" not in since and "closed" not in since and "retrying" not in since, since[-2000:]
+
+
 def test_a_certificate_for_another_host_name_is_refused(tls_lab: TlsLab, session: RunSession) -> None:
     """The board asks for the tap network's own broker name, which resolves to the broker but is not
     a name on the lab's server certificate: it refuses the certificate and opens no MQTT session."""
