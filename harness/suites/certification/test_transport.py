@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import struct
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from harness.report.plugin import ClauseRecord
 from harness.suites.certification.observe import observe, over_tls
 from harness.telemetry.streams import Received
 from harness.telemetry.topic import UserNameError, parse_topic, parse_username
-from harness.traffic.capture import read_pcap
+from harness.traffic.capture import parse_frame, read_pcap
 from harness.traffic.tls_publish import sealed_framing
 
 IFID = "urn:azureiot:Security:SecurityAgent:1"
@@ -87,15 +86,12 @@ def _sealed_framing(board: Board, messages: list[Received], pcap: Path, clause: 
 
 
 def _tcp_payload_from(frame: bytes, source: str) -> bytes | None:
-    if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+    """The TCP payload of a frame from ``source`` (an Ethernet frame, a VLAN tag allowed), or None."""
+    packet = parse_frame(0.0, frame)
+    if packet is None or packet.proto != 6 or str(packet.src) != source or packet.offset or len(packet.payload) < 20:
         return None
-    ip = frame[14:]
-    if ".".join(str(b) for b in ip[12:16]) != source:
-        return None
-    ihl = (ip[0] & 0x0F) * 4
-    total = struct.unpack_from("!H", ip, 2)[0]
-    tcp = ip[ihl:total]
-    return bytes(tcp[(tcp[12] >> 4) * 4:]) if len(tcp) >= 20 else None
+    tcp = packet.payload
+    return tcp[(tcp[12] >> 4) * 4:]
 
 
 @pytest.mark.clause("1.identity", "client id = device id, hub user name, no clean session; module id and version")
