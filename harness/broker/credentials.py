@@ -317,15 +317,27 @@ class IdentityTable:
         """May ``ident`` publish to ``topic`` / subscribe to (or receive on) filter ``topic``?
 
         For a subscription the filter's own ``+``/``#`` are taken literally, so a device cannot widen
-        its reach with wildcards (``devices/+/…`` is refused, its own ``devices/me/…/#`` is not)."""
+        its reach with wildcards (``devices/other/…`` is refused, its own ``devices/me/…/#`` is not),
+        but ``devices/+/…`` is read as the device's own ``devices/me/…``, as IoT Hub reads it: the
+        Embedded C SDK (stock Azure RTOS images) subscribes to ``devices/+/messages/devicebound/#``.
+        What is delivered is still checked topic by topic, so only the device's own comes."""
         patterns = ident.publish if access is Access.PUBLISH else ident.subscribe
-        return any(_filter_within(topic, pattern) for pattern in patterns)
+        if any(_filter_within(topic, pattern) for pattern in patterns):
+            return True
+        own = _as_own(topic, ident.credentials.client_id) if access is Access.SUBSCRIBE else None
+        return own is not None and any(_filter_within(own, pattern) for pattern in patterns)
 
 
 def _check_thumbprint(who: str, thumbprint: bytes | None) -> None:
     if thumbprint is not None and len(thumbprint) not in (x509.SHA1_BYTES, x509.SHA256_BYTES):
         raise UsageError(f"{who!r}: a thumbprint is a SHA-1 (20 bytes) or SHA-256 (32 bytes) digest, "
                          f"not {len(thumbprint)} bytes")
+
+
+def _as_own(topic: str, client_id: str) -> str | None:
+    """``devices/+/rest`` as ``devices/{client_id}/rest`` (mosquitto_auth_policy.c's ``allowed_as_own``)."""
+    wild = "devices/+/"
+    return f"devices/{client_id}/{topic[len(wild):]}" if topic.startswith(wild) else None
 
 
 def _filter_within(topic: str, pattern: str) -> bool:

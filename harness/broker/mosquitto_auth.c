@@ -205,7 +205,9 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	if(id == NULL || ed->topic == NULL) return MOSQ_ERR_ACL_DENIED;
 	bool ok = ed->access == MOSQ_ACL_WRITE
 		? allowed(id->publish, id->n_publish, ed->topic)
-		: allowed(id->subscribe, id->n_subscribe, ed->topic);
+		: allowed(id->subscribe, id->n_subscribe, ed->topic)
+			|| (ed->access == MOSQ_ACL_SUBSCRIBE && allowed_as_own(id->subscribe, id->n_subscribe, ed->topic,
+				mosquitto_client_id(ed->client)));
 	return ok ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
 }
 

@@ -56,6 +56,8 @@ bool dps_username(const struct table *t, const char *username);
 bool same_secret(const char *a, const char *b);
 bool device_username_ok(const char *username, const char *hub, const char *device_id);
 bool allowed(char *const *filters, size_t n, const char *topic);
+/* a subscription to devices/+/... read as the client's own devices/{client_id}/... (IoT Hub's rule) */
+bool allowed_as_own(char *const *filters, size_t n, const char *topic, const char *client_id);
 const char *sas_refusal(const char *token, const unsigned char *key, size_t key_len, const char *resource,
 		const char *key_name, long long *expiry);
 

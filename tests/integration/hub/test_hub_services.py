@@ -157,6 +157,29 @@ def test_c2d_messages_reach_their_device(kind: str, hub_on: Callable[[str], tupl
     assert other.received[0].payload == b"last" and len(a.received) == 1
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_embedded_c_sdks_c2d_filter_is_granted_and_brings_only_the_devices_own(
+        kind: str, hub_on: Callable[[str], tuple[Broker, IotHubStandIn]], devices: Callable[..., DeviceClient]) -> None:
+    """The Azure IoT middleware (stock Azure RTOS images) subscribes to
+    ``devices/+/messages/devicebound/#``, which IoT Hub grants; the stand-in refused it, so such an
+    image never got a C2D message (and could not tell: NetX's SUBSCRIBE does not wait for the SUBACK).
+    Granted now, and what arrives is still only the device's own."""
+    b, hub = hub_on(kind)
+    sdk_filter = [("devices/+/messages/devicebound/#", 1)]
+    a, other = (devices(b.url, b.add_device(d)) for d in ("dev-a", "dev-b"))
+    assert a.connected() and other.connected()
+    assert a.subscribe_granted(sdk_filter) == [True] and other.subscribe_granted(sdk_filter) == [True]
+    assert a.subscribe_granted([("devices/dev-b/messages/devicebound/#", 1)]) == [False]  # another's, named
+    hub.send_c2d("dev-b", b"for b")
+    hub.send_c2d("dev-a", b"for a")
+    hub.send_c2d("dev-a", b"for a, again")
+    _next(other, "devices/dev-b/messages/devicebound/")
+    _next(a, "devices/dev-a/messages/devicebound/", since=1)  # the second: b's, if sent to a, came before it
+    assert [m.payload for m in a.received] == [b"for a", b"for a, again"]
+    assert [m.payload for m in other.received] == [b"for b"]
+
+
 def _dps_client(b: Broker, devices: Callable[..., DeviceClient], registration: str, key: bytes = KEY,
                 key_name: str | None = sas.DPS_KEY_NAME) -> DeviceClient:
     resource = sas.registration_resource(SCOPE, registration)

@@ -74,7 +74,11 @@ def test_authenticate_refuses(table: IdentityTable, case: str) -> None:
     ("dev-a", security_topic("dev-b"), Access.PUBLISH, False),
     ("dev-a", "devices/dev-a/messages/devicebound/#", Access.SUBSCRIBE, True),
     ("dev-a", "devices/dev-b/messages/devicebound/#", Access.SUBSCRIBE, False),
-    ("dev-a", "devices/+/messages/devicebound/#", Access.SUBSCRIBE, False),
+    ("dev-a", "devices/+/messages/devicebound/#", Access.SUBSCRIBE, True),  # read as its own, as IoT Hub does
+    ("dev-a", "devices/+/messages/#", Access.SUBSCRIBE, False),
+    ("dev-a", "devices/+/messages/events/#", Access.SUBSCRIBE, False),
+    ("dev-a", "devices/+/+/devicebound/#", Access.SUBSCRIBE, False),
+    ("dev-a", "devices/dev-b/messages/devicebound/x", Access.SUBSCRIBE, False),  # delivery of another's
     ("dev-a", "devices/dev-b/messages/events/#", Access.SUBSCRIBE, False),
     ("dev-a", "#", Access.SUBSCRIBE, False),
     ("dev-a", "devices/dev-a/messages/events/x", Access.SUBSCRIBE, False),
