@@ -217,6 +217,26 @@ def test_a_desired_patch_is_acknowledged_through_the_middleware(connected: Conne
     assert not hub.refused_patches(DEVICE)
 
 
+@pytest.mark.timeout(240)
+def test_what_the_image_cannot_read_is_refused_not_dropped(connected: Connected) -> None:
+    """A method payload or desired patch past the image's 256 bytes is answered 413 or said on the
+    console, never dropped in silence; the next request is answered as before."""
+    hub, console = connected.session.hub, connected.board.console
+    assert hub is not None
+    big = {"blob": "x" * 300}
+    answer = hub.invoke_method(DEVICE, "hil-big", big, timeout=30)
+    assert (answer.status, answer.payload) == (413, {"error": "payload larger than 256 bytes"})
+    console.expect(rf"^method: hil-big refused: payload of {len(json.dumps(big))} bytes \(this image reads 256\)$",
+                   timeout=10)
+    since = len(hub.reported_patches(DEVICE))
+    hub.set_desired(DEVICE, big)
+    console.expect(r"^twin-desired: a patch of \d+ bytes, larger than the 256 this image reads: not acknowledged$",
+                   timeout=30)
+    assert hub.reported_patches(DEVICE)[since:] == []
+    after = hub.invoke_method(DEVICE, "hil-after", [1], timeout=30)
+    assert (after.status, after.payload) == (200, {"method": "hil-after", "received": [1]})
+
+
 @pytest.mark.xfail(strict=True, raises=WaitTimeout,
                    reason="the broker's device grant refuses the C SDK's C2D subscription filter "
                           "devices/+/messages/devicebound/# (wildcards count literally in "
@@ -261,3 +281,6 @@ def test_a_lost_connection_goes_back_to_the_assigned_hub(connected: Connected) -
     board.console.expect(rf"^mqtt: connected to {hub}:{connected.record.broker_port} as {DEVICE}$", timeout=60)
     assert board.console.text.count("dps: registering") == registrations, "registered with DPS again"
     session.collector.expect_event(DEVICE, PayloadType.NETWORK_ACTIVITY, within=30, since=back)
+    assert session.hub is not None  # the services follow the new connection
+    answer = session.hub.invoke_method(DEVICE, "hil-again", {"n": 2}, timeout=30)
+    assert (answer.status, answer.payload) == (200, {"method": "hil-again", "received": {"n": 2}})
