@@ -1,7 +1,8 @@
 """The Azure RTOS image's hub connection, through the real Azure IoT middleware (NetX Duo 6.4.2 and
 the Azure SDK for Embedded C 1.3.2) against the harness's IoT Hub stand-in: DPS registration over
 TLS trusting the lab CA compiled in, the hub connection with a SAS token the device makes from its
-key, and the twin GET. A device with a key the registry does not know is refused. The shared security
+key, and the twin GET; direct methods, C2D messages and desired properties through the middleware's
+own APIs. A device with a key the registry does not know is refused. The shared security
 agent on NetX Duo: its messages go through the hub client's telemetry API with the module's property
 bag, decode, and count the board's own traffic; on the link only TLS records carry them."""
 
@@ -22,6 +23,7 @@ from scapy.utils import rdpcap
 
 from harness.board.board import Board
 from harness.broker import parse_mqtt_url
+from harness.errors import WaitTimeout
 from harness.firmware_build import build_reference
 from harness.hub.ca import lab_ca
 from harness.lab import Lab, load_lab
@@ -185,6 +187,73 @@ def _tls_only_on_the_link(board: Board, address: str, port: int) -> None:
 
 
 @pytest.mark.timeout(240)
+def test_a_direct_method_is_answered_through_the_middleware(connected: Connected) -> None:
+    """The stand-in's direct method against the middleware's C client (methods_enable, message_receive,
+    message_response): answered 200 with what it received, null for an empty request."""
+    hub, console = connected.session.hub, connected.board.console
+    assert hub is not None
+    answer = hub.invoke_method(DEVICE, "hil-blink", {"times": 3, "colour": "green"}, timeout=30)
+    assert (answer.status, answer.payload) == (200, {"method": "hil-blink",
+                                                     "received": {"times": 3, "colour": "green"}})
+    line = console.expect(r"^method: hil-blink .*$", timeout=10).group(0)
+    assert json.loads(line.removeprefix("method: hil-blink ")) == {"times": 3, "colour": "green"}
+    empty = hub.invoke_method(DEVICE, "hil-empty", timeout=30)
+    assert (empty.status, empty.payload) == (200, {"method": "hil-empty", "received": None})
+
+
+@pytest.mark.timeout(240)
+def test_a_desired_patch_is_acknowledged_through_the_middleware(connected: Connected) -> None:
+    """A desired-properties patch (desired_properties_receive) is shown on the console and answered
+    with the reported patch {"ack_version": <its $version>} (reported_properties_send), which the hub takes."""
+    hub, console = connected.session.hub, connected.board.console
+    assert hub is not None
+    since = len(hub.reported_patches(DEVICE))
+    version = hub.set_desired(DEVICE, {"interval": 17})
+    patch = hub.wait_reported(DEVICE, lambda p: "ack_version" in p, within=30, since=since)
+    assert patch == {"ack_version": version}
+    desired = console.expect(r"^twin-desired: .*$", timeout=10).group(0)
+    assert json.loads(desired.removeprefix("twin-desired: ")) == {"interval": 17, "$version": version}
+    assert hub.twin(DEVICE)["reported"]["ack_version"] == version
+    assert not hub.refused_patches(DEVICE)
+
+
+@pytest.mark.timeout(240)
+def test_what_the_image_cannot_read_is_refused_not_dropped(connected: Connected) -> None:
+    """A method payload or desired patch past the image's 256 bytes is answered 413 or said on the
+    console, never dropped in silence; the next request is answered as before."""
+    hub, console = connected.session.hub, connected.board.console
+    assert hub is not None
+    big = {"blob": "x" * 300}
+    answer = hub.invoke_method(DEVICE, "hil-big", big, timeout=30)
+    assert (answer.status, answer.payload) == (413, {"error": "payload larger than 256 bytes"})
+    console.expect(rf"^method: hil-big refused: payload of {len(json.dumps(big))} bytes \(this image reads 256\)$",
+                   timeout=10)
+    since = len(hub.reported_patches(DEVICE))
+    hub.set_desired(DEVICE, big)
+    console.expect(r"^twin-desired: a patch of \d+ bytes, larger than the 256 this image reads: not acknowledged$",
+                   timeout=30)
+    assert hub.reported_patches(DEVICE)[since:] == []
+    after = hub.invoke_method(DEVICE, "hil-after", [1], timeout=30)
+    assert (after.status, after.payload) == (200, {"method": "hil-after", "received": [1]})
+
+
+@pytest.mark.xfail(strict=True, raises=WaitTimeout,
+                   reason="the broker's device grant refuses the C SDK's C2D subscription filter "
+                          "devices/+/messages/devicebound/# (wildcards count literally in "
+                          "harness/broker/mosquitto_auth_policy.c); IoT Hub accepts it")
+@pytest.mark.timeout(240)
+def test_a_c2d_message_and_its_property_reach_the_middleware(connected: Connected) -> None:
+    """A C2D message (cloud_message_enable, cloud_message_receive) and its application property
+    (cloud_message_property_get) on the console."""
+    hub, console = connected.session.hub, connected.board.console
+    assert hub is not None
+    body = b"hil c2d from the stand-in"
+    hub.send_c2d(DEVICE, body, {"hil-c2d": "azrtos-c2d-check"})
+    assert console.expect(r"^c2d: \d+ bytes .*$", timeout=30).group(0) == f"c2d: {len(body)} bytes {body.decode()}"
+    console.expect(r"^c2d-property: hil-c2d=azrtos-c2d-check$", timeout=10)
+
+
+@pytest.mark.timeout(240)
 def test_a_key_the_registry_does_not_know_is_refused(hub_lab: Lab_, session: RunSession) -> None:
     assert session.hub is not None
     board = session.board("az-hub-2")
@@ -212,3 +281,6 @@ def test_a_lost_connection_goes_back_to_the_assigned_hub(connected: Connected) -
     board.console.expect(rf"^mqtt: connected to {hub}:{connected.record.broker_port} as {DEVICE}$", timeout=60)
     assert board.console.text.count("dps: registering") == registrations, "registered with DPS again"
     session.collector.expect_event(DEVICE, PayloadType.NETWORK_ACTIVITY, within=30, since=back)
+    assert session.hub is not None  # the services follow the new connection
+    answer = session.hub.invoke_method(DEVICE, "hil-again", {"n": 2}, timeout=30)
+    assert (answer.status, answer.payload) == (200, {"method": "hil-again", "received": {"n": 2}})
